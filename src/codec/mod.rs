@@ -1,0 +1,6 @@
+//! Encodings at the two edges of the pipeline: the Avro contract that feed
+//! handlers write to Kafka ([`avro`]), and the JSON the edge sends to clients
+//! ([`wire`]). Each tick is decoded once and encoded once.
+
+pub mod avro;
+pub mod wire;

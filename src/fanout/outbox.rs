@@ -1,0 +1,284 @@
+//! The per-client outbox: a bounded ring of pre-encoded ticks that drops its
+//! oldest entry when full and remembers, per symbol, which seqs it dropped so
+//! the writer can tell the client in-band.
+//!
+//! Memory per client is at most `capacity` entries (each a refcount on shared
+//! bytes) plus one pending gap per subscribed symbol, whatever the client does.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
+};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::market::{Seq, Symbol};
+
+/// One queued tick: its symbol and seq (for gap accounting) and its shared
+/// client encoding.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub symbol: Symbol,
+    pub seq: Seq,
+    pub bytes: Bytes,
+}
+
+/// Ticks of one symbol dropped for this client, `from_seq..=to_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub symbol: Symbol,
+    pub from_seq: Seq,
+    pub to_seq: Seq,
+}
+
+/// What a writer takes out of an outbox in one go.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Drops since the last drain; they precede every item below.
+    pub gaps: Vec<Gap>,
+    pub items: Vec<Bytes>,
+    /// Total encoded size of `items`.
+    pub bytes: usize,
+    /// More items are queued than fitted in this drain.
+    pub more: bool,
+}
+
+impl Drained {
+    pub fn is_empty(&self) -> bool {
+        self.gaps.is_empty() && self.items.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Item>,
+    gaps: HashMap<Symbol, (Seq, Seq)>,
+}
+
+/// A bounded, drop-oldest queue between the fan-out and one client's writer.
+pub struct Outbox {
+    // A std mutex: critical sections are a few pointer moves and the lock is
+    // never held across an `.await`.
+    state: Mutex<State>,
+    capacity: usize,
+    notify: Notify,
+    /// Set while this outbox sits in an ingest batch's wake list, so a batch
+    /// wakes each touched writer once.
+    scheduled: AtomicBool,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `capacity` ticks (at least 1).
+    pub fn new(capacity: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            capacity: capacity.max(1),
+            notify: Notify::new(),
+            scheduled: AtomicBool::new(false),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues `item`. When full, drops the oldest entry first and records it
+    /// as a gap. Returns `true` if something was dropped.
+    pub fn push(&self, item: Item) -> bool {
+        let mut st = self.state.lock().unwrap();
+        let dropped = if st.queue.len() >= self.capacity {
+            let old = st.queue.pop_front().expect("full queue has a front");
+            st.gaps
+                .entry(old.symbol)
+                .and_modify(|g| {
+                    g.0 = g.0.min(old.seq);
+                    g.1 = g.1.max(old.seq);
+                })
+                .or_insert((old.seq, old.seq));
+            true
+        } else {
+            false
+        };
+        st.queue.push_back(item);
+        dropped
+    }
+
+    /// Removes everything queued or pending for `symbol` (after an unsubscribe).
+    pub fn purge(&self, symbol: &Symbol) {
+        let mut st = self.state.lock().unwrap();
+        st.queue.retain(|i| &i.symbol != symbol);
+        st.gaps.remove(symbol);
+    }
+
+    /// Number of queued ticks.
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap().queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes pending gaps and as many queued ticks as fit in `max_bytes`
+    /// (always at least one, so an oversized tick cannot wedge the queue).
+    pub fn drain(&self, max_bytes: usize) -> Drained {
+        let mut st = self.state.lock().unwrap();
+        let mut out = Drained {
+            gaps: st
+                .gaps
+                .drain()
+                .map(|(symbol, (from_seq, to_seq))| Gap {
+                    symbol,
+                    from_seq,
+                    to_seq,
+                })
+                .collect(),
+            ..Drained::default()
+        };
+        while let Some(front) = st.queue.front() {
+            let len = front.bytes.len() + 1;
+            if !out.items.is_empty() && out.bytes + len > max_bytes {
+                break;
+            }
+            out.bytes += len;
+            out.items.push(st.queue.pop_front().unwrap().bytes);
+        }
+        out.more = !st.queue.is_empty();
+        if st.queue.is_empty() && st.queue.capacity() > 64 {
+            // An idle client should not keep a burst-sized buffer.
+            st.queue.shrink_to(16);
+        }
+        out
+    }
+
+    /// Wakes the writer.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Resolves once the outbox has been woken since the last call.
+    pub async fn woken(&self) {
+        self.notify.notified().await
+    }
+
+    /// Marks this outbox as touched by the current ingest batch; `true` the
+    /// first time, meaning the caller must add it to its wake list.
+    pub(crate) fn schedule(&self) -> bool {
+        !self.scheduled.swap(true, Ordering::AcqRel)
+    }
+
+    /// Clears the batch mark and wakes the writer.
+    pub(crate) fn unschedule_and_wake(&self) {
+        self.scheduled.store(false, Ordering::Release);
+        self.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(sym: &str, seq: Seq) -> Item {
+        Item {
+            symbol: Symbol::parse(sym).unwrap(),
+            seq,
+            bytes: Bytes::from(format!("{{\"s\":\"{sym}\",\"q\":{seq}}}")),
+        }
+    }
+
+    #[test]
+    fn drops_oldest_and_reports_gaps_per_symbol() {
+        let ob = Outbox::new(3);
+        assert!(!ob.push(item("A", 1)));
+        assert!(!ob.push(item("B", 1)));
+        assert!(!ob.push(item("A", 2)));
+        assert!(ob.push(item("A", 3))); // drops A1
+        assert!(ob.push(item("B", 2))); // drops B1
+        assert!(ob.push(item("A", 4))); // drops A2
+        assert_eq!(ob.len(), 3);
+        let d = ob.drain(usize::MAX);
+        let mut gaps = d.gaps.clone();
+        gaps.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        assert_eq!(
+            gaps,
+            vec![
+                Gap {
+                    symbol: Symbol::parse("A").unwrap(),
+                    from_seq: 1,
+                    to_seq: 2
+                },
+                Gap {
+                    symbol: Symbol::parse("B").unwrap(),
+                    from_seq: 1,
+                    to_seq: 1
+                },
+            ]
+        );
+        let items: Vec<_> = d
+            .items
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            items,
+            [
+                r#"{"s":"A","q":3}"#,
+                r#"{"s":"B","q":2}"#,
+                r#"{"s":"A","q":4}"#
+            ]
+        );
+        assert!(!d.more);
+        assert!(ob.drain(usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn stays_bounded_under_any_load() {
+        let ob = Outbox::new(16);
+        for seq in 0..100_000 {
+            ob.push(item("A", seq));
+        }
+        assert_eq!(ob.len(), 16);
+        let d = ob.drain(usize::MAX);
+        assert_eq!(
+            d.gaps,
+            vec![Gap {
+                symbol: Symbol::parse("A").unwrap(),
+                from_seq: 0,
+                to_seq: 99_983
+            }]
+        );
+        assert_eq!(d.items.len(), 16);
+    }
+
+    #[test]
+    fn drain_respects_size_cap_but_takes_one() {
+        let ob = Outbox::new(100);
+        for seq in 0..10 {
+            ob.push(item("A", seq));
+        }
+        let one = ob.drain(1);
+        assert_eq!(one.items.len(), 1);
+        assert!(one.more);
+        let per = one.bytes;
+        let some = ob.drain(per * 3);
+        assert_eq!(some.items.len(), 3);
+        assert!(some.more);
+        assert_eq!(ob.drain(usize::MAX).items.len(), 6);
+    }
+
+    #[test]
+    fn purge_removes_symbol() {
+        let ob = Outbox::new(2);
+        ob.push(item("A", 1));
+        ob.push(item("B", 1));
+        ob.push(item("A", 2)); // drops A1
+        ob.purge(&Symbol::parse("A").unwrap());
+        let d = ob.drain(usize::MAX);
+        assert!(d.gaps.is_empty());
+        assert_eq!(d.items.len(), 1);
+    }
+}

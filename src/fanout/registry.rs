@@ -1,0 +1,383 @@
+//! The symbol registry: who subscribes to what, and the last-value cache.
+//!
+//! Both live in the same per-symbol entry behind one shard lock, so a new
+//! subscriber's snapshot and the live ticks that follow it are ordered by that
+//! lock: a tick is either already in the cache (and so in the snapshot) or is
+//! pushed to the new subscriber after it, never both and never neither.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::outbox::{Item, Outbox};
+use crate::{
+    codec::wire,
+    market::{Seq, Symbol},
+};
+
+const SHARDS: usize = 64;
+
+struct Last {
+    seq: Seq,
+    live: Bytes,
+    /// Built on first use; most cached ticks are never sent as a snapshot.
+    snapshot: Option<Bytes>,
+}
+
+impl Last {
+    fn snapshot_item(&mut self, symbol: &Symbol) -> Item {
+        let bytes = self
+            .snapshot
+            .get_or_insert_with(|| wire::snapshot_of(&self.live))
+            .clone();
+        Item {
+            symbol: symbol.clone(),
+            seq: self.seq,
+            bytes,
+        }
+    }
+}
+
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    /// Subscribed before any tick of the symbol was cached: the first tick it
+    /// gets is flagged as a snapshot.
+    awaiting_snapshot: bool,
+}
+
+#[derive(Default)]
+struct Entry {
+    last: Option<Last>,
+    subs: Vec<Subscriber>,
+}
+
+/// Outcome of publishing one tick.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Subscribers the tick was queued for.
+    pub queued: u64,
+    /// Older entries dropped from full outboxes to make room.
+    pub dropped: u64,
+}
+
+/// Sharded map of symbol → (last tick, subscribers).
+pub struct Registry {
+    // std mutexes: every critical section is a map lookup plus a few outbox
+    // pushes, never an `.await`. Lock order: shard, then outbox.
+    shards: Box<[Mutex<HashMap<Symbol, Entry>>]>,
+    hasher: RandomState,
+    interest: Notify,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            interest: Notify::new(),
+        }
+    }
+
+    fn shard(&self, symbol: &str) -> &Mutex<HashMap<Symbol, Entry>> {
+        &self.shards[(self.hasher.hash_one(symbol) as usize) % SHARDS]
+    }
+
+    /// Adds `outbox` as a subscriber of `symbol` and queues the cached tick as
+    /// a snapshot if there is one. Returns `true` if the snapshot push dropped
+    /// an older entry.
+    pub fn subscribe(&self, symbol: &Symbol, outbox: &Arc<Outbox>) -> bool {
+        let mut shard = self.shard(symbol.as_str()).lock().unwrap();
+        let entry = shard.entry(symbol.clone()).or_default();
+        let first = entry.subs.is_empty();
+        let mut dropped = false;
+        let awaiting_snapshot = match &mut entry.last {
+            Some(last) => {
+                dropped = outbox.push(last.snapshot_item(symbol));
+                false
+            }
+            None => true,
+        };
+        entry.subs.push(Subscriber {
+            outbox: outbox.clone(),
+            awaiting_snapshot,
+        });
+        drop(shard);
+        if first {
+            self.interest.notify_one();
+        }
+        dropped
+    }
+
+    /// Removes `outbox` from the subscribers of `symbol`.
+    pub fn unsubscribe(&self, symbol: &Symbol, outbox: &Arc<Outbox>) {
+        let mut shard = self.shard(symbol.as_str()).lock().unwrap();
+        let Some(entry) = shard.get_mut(symbol.as_str()) else {
+            return;
+        };
+        entry.subs.retain(|s| !Arc::ptr_eq(&s.outbox, outbox));
+        let last_gone = entry.subs.is_empty();
+        if last_gone && entry.last.is_none() {
+            shard.remove(symbol.as_str());
+        }
+        drop(shard);
+        if last_gone {
+            self.interest.notify_one();
+        }
+    }
+
+    /// Caches a live tick and queues it for every subscriber. Outboxes that
+    /// were not yet in `wake` are added to it; the caller wakes them once per
+    /// batch with [`wake_all`].
+    pub fn publish(
+        &self,
+        symbol: &Symbol,
+        seq: Seq,
+        live: Bytes,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) -> Published {
+        let mut out = Published::default();
+        let mut shard = self.shard(symbol.as_str()).lock().unwrap();
+        let entry = shard.entry(symbol.clone()).or_default();
+        let mut last = Last {
+            seq,
+            live,
+            snapshot: None,
+        };
+        for sub in &mut entry.subs {
+            let item = if sub.awaiting_snapshot {
+                sub.awaiting_snapshot = false;
+                last.snapshot_item(symbol)
+            } else {
+                Item {
+                    symbol: symbol.clone(),
+                    seq,
+                    bytes: last.live.clone(),
+                }
+            };
+            out.queued += 1;
+            out.dropped += sub.outbox.push(item) as u64;
+            if sub.outbox.schedule() {
+                wake.push(sub.outbox.clone());
+            }
+        }
+        entry.last = Some(last);
+        out
+    }
+
+    /// Caches a tick without sending it (replay of history while a fresh
+    /// partition catches up).
+    pub fn remember(&self, symbol: &Symbol, seq: Seq, live: Bytes) {
+        let mut shard = self.shard(symbol.as_str()).lock().unwrap();
+        shard.entry(symbol.clone()).or_default().last = Some(Last {
+            seq,
+            live,
+            snapshot: None,
+        });
+    }
+
+    /// Sends the cached tick, as a snapshot, to every subscriber of a symbol
+    /// matching `pred` that is still waiting for one. Returns drops.
+    pub fn flush_snapshots(
+        &self,
+        pred: impl Fn(&Symbol) -> bool,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) -> u64 {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap();
+            for (symbol, entry) in shard.iter_mut() {
+                let Some(last) = &mut entry.last else {
+                    continue;
+                };
+                if !entry.subs.iter().any(|s| s.awaiting_snapshot) || !pred(symbol) {
+                    continue;
+                }
+                for sub in entry.subs.iter_mut().filter(|s| s.awaiting_snapshot) {
+                    sub.awaiting_snapshot = false;
+                    dropped += sub.outbox.push(last.snapshot_item(symbol)) as u64;
+                    if sub.outbox.schedule() {
+                        wake.push(sub.outbox.clone());
+                    }
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Drops cached ticks of symbols matching `pred` (their partition was
+    /// released, so the cache would go stale). Current subscribers will get
+    /// their next tick flagged as a snapshot.
+    pub fn forget(&self, pred: impl Fn(&Symbol) -> bool) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap();
+            shard.retain(|symbol, entry| {
+                if !pred(symbol) {
+                    return true;
+                }
+                entry.last = None;
+                for sub in &mut entry.subs {
+                    sub.awaiting_snapshot = true;
+                }
+                !entry.subs.is_empty()
+            });
+        }
+    }
+
+    /// Symbols with at least one subscriber.
+    pub fn subscribed(&self) -> Vec<Symbol> {
+        self.collect(|e| !e.subs.is_empty())
+    }
+
+    /// Symbols whose latest tick is cached, sorted.
+    pub fn cached(&self) -> Vec<Symbol> {
+        let mut v = self.collect(|e| e.last.is_some());
+        v.sort();
+        v
+    }
+
+    fn collect(&self, pred: impl Fn(&Entry) -> bool) -> Vec<Symbol> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap();
+            out.extend(
+                shard
+                    .iter()
+                    .filter(|(_, e)| pred(e))
+                    .map(|(s, _)| s.clone()),
+            );
+        }
+        out
+    }
+
+    /// Resolves when the set of subscribed symbols may have changed.
+    pub async fn interest_changed(&self) {
+        self.interest.notified().await
+    }
+}
+
+/// Wakes every writer touched by a batch, once.
+pub fn wake_all(wake: &mut Vec<Arc<Outbox>>) {
+    for ob in wake.drain(..) {
+        ob.unschedule_and_wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sym(s: &str) -> Symbol {
+        Symbol::parse(s).unwrap()
+    }
+
+    fn enc(seq: Seq) -> Bytes {
+        Bytes::from(format!("{{\"seq\":{seq}}}"))
+    }
+
+    fn texts(ob: &Outbox) -> Vec<String> {
+        ob.drain(usize::MAX)
+            .items
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_then_live_without_dup_or_hole() {
+        let reg = Registry::new();
+        let mut wake = Vec::new();
+        reg.publish(&sym("A"), 1, enc(1), &mut wake);
+        reg.publish(&sym("A"), 2, enc(2), &mut wake);
+        let ob = Arc::new(Outbox::new(10));
+        reg.subscribe(&sym("A"), &ob);
+        reg.publish(&sym("A"), 3, enc(3), &mut wake);
+        assert_eq!(texts(&ob), [r#"{"seq":2,"snapshot":true}"#, r#"{"seq":3}"#]);
+        assert_eq!(wake.len(), 1);
+        wake_all(&mut wake);
+        assert!(wake.is_empty());
+    }
+
+    #[test]
+    fn first_tick_is_snapshot_when_nothing_cached() {
+        let reg = Registry::new();
+        let ob = Arc::new(Outbox::new(10));
+        reg.subscribe(&sym("A"), &ob);
+        let mut wake = Vec::new();
+        reg.remember(&sym("A"), 7, enc(7));
+        assert!(ob.is_empty(), "replayed history is not sent live");
+        reg.flush_snapshots(|s| s.as_str() == "A", &mut wake);
+        reg.publish(&sym("A"), 8, enc(8), &mut wake);
+        assert_eq!(texts(&ob), [r#"{"seq":7,"snapshot":true}"#, r#"{"seq":8}"#]);
+    }
+
+    #[test]
+    fn only_subscribers_get_ticks_and_unsubscribe_stops() {
+        let reg = Registry::new();
+        let (a, b) = (Arc::new(Outbox::new(10)), Arc::new(Outbox::new(10)));
+        reg.subscribe(&sym("A"), &a);
+        reg.subscribe(&sym("B"), &b);
+        let mut wake = Vec::new();
+        let p = reg.publish(&sym("A"), 1, enc(1), &mut wake);
+        assert_eq!(
+            p,
+            Published {
+                queued: 1,
+                dropped: 0
+            }
+        );
+        assert_eq!(texts(&a).len(), 1);
+        assert!(b.is_empty());
+        reg.unsubscribe(&sym("A"), &a);
+        reg.publish(&sym("A"), 2, enc(2), &mut wake);
+        assert!(a.is_empty());
+        let mut subscribed = reg.subscribed();
+        subscribed.sort();
+        assert_eq!(subscribed, vec![sym("B")]);
+        assert_eq!(reg.cached(), vec![sym("A")]);
+    }
+
+    #[test]
+    fn unknown_symbols_leave_no_state_after_unsubscribe() {
+        let reg = Registry::new();
+        let ob = Arc::new(Outbox::new(10));
+        for i in 0..1000 {
+            reg.subscribe(&sym(&format!("X{i}")), &ob);
+        }
+        for i in 0..1000 {
+            reg.unsubscribe(&sym(&format!("X{i}")), &ob);
+        }
+        assert!(reg.subscribed().is_empty());
+        let total: usize = reg.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert_eq!(total, 0);
+    }
+
+    #[test]
+    fn forget_drops_cache_and_rearms_snapshot() {
+        let reg = Registry::new();
+        let ob = Arc::new(Outbox::new(10));
+        let mut wake = Vec::new();
+        reg.subscribe(&sym("A"), &ob);
+        reg.publish(&sym("A"), 1, enc(1), &mut wake);
+        reg.forget(|_| true);
+        assert!(reg.cached().is_empty());
+        reg.publish(&sym("A"), 5, enc(5), &mut wake);
+        assert_eq!(
+            texts(&ob),
+            [
+                r#"{"seq":1,"snapshot":true}"#,
+                r#"{"seq":5,"snapshot":true}"#
+            ]
+        );
+    }
+}

@@ -1,0 +1,4 @@
+pub mod codec;
+pub mod fanout;
+pub mod market;
+pub mod partition;
