@@ -1,1 +1,61 @@
-fn main() {}
+//! The `tickfan` command: parses arguments and calls the library.
+
+use clap::{Parser, Subcommand};
+use tickfan::{app, config, feed, gateway, shutdown, telemetry};
+
+/// Kafka-backed WebSocket fan-out for market data.
+///
+/// Feed handlers publish Avro ticks to partitioned Kafka topics; tickfan edge
+/// nodes consume only the partitions holding symbols their clients want and
+/// stream them over WebSocket through bounded, drop-oldest outboxes.
+///
+/// Start here: `tickfan demo` runs everything in-process (embedded Kafka mock
+/// cluster, synthetic feed, edge, ticker page). Every flag can also be set by
+/// the TICKFAN_* environment variable shown in its help.
+#[derive(Parser, Debug)]
+#[command(name = "tickfan", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an edge node: consume ticks from Kafka, serve WebSocket clients.
+    Edge(config::EdgeConfig),
+    /// Run the synthetic feed: write ticks to a Kafka topic.
+    Produce(config::ProduceConfig),
+    /// Run everything in-process on librdkafka's embedded mock cluster and
+    /// serve a live ticker page.
+    Demo(config::DemoConfig),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Edge(c) => {
+                c.validate()?;
+                let listener = gateway::bind(c.listen, &c.gateway)?;
+                app::run_edge(c, listener, shutdown::on_signal()).await
+            }
+            Command::Produce(c) => {
+                c.validate()?;
+                feed::run(c.kafka, c.feed, shutdown::on_signal()).await
+            }
+            Command::Demo(c) => app::run_demo(c, shutdown::on_signal()).await,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,119 @@
+//! The one place that wires ingest → fan-out → gateway and owns shutdown
+//! order: stop accepting and close sessions, then stop consuming.
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+};
+
+use rdkafka::mocking::MockCluster;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{DemoConfig, EdgeConfig, KafkaConfig},
+    fanout::Registry,
+    feed,
+    gateway::{self, Readiness, Shared},
+    ingest::{self, Ingest},
+    telemetry::Metrics,
+};
+
+struct EdgeReadiness {
+    status: Arc<ingest::Status>,
+    shutdown: CancellationToken,
+}
+
+impl Readiness for EdgeReadiness {
+    fn check(&self) -> Result<(), &'static str> {
+        if self.shutdown.is_cancelled() {
+            Err("draining")
+        } else if !self.status.kafka_ready.load(Ordering::Acquire) {
+            Err("kafka metadata not available")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn partitions(&self) -> serde_json::Value {
+        serde_json::to_value(self.status.assigned()).unwrap_or_default()
+    }
+}
+
+/// Runs an edge on `listener` until `shutdown` fires.
+pub async fn run_edge(
+    config: EdgeConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let metrics = Metrics::new();
+    let registry = Arc::new(Registry::new());
+    let ingest_stop = CancellationToken::new();
+    let ingest = Ingest::start(
+        &config.kafka,
+        &config.ingest,
+        registry.clone(),
+        metrics.clone(),
+        ingest_stop.clone(),
+    )?;
+    let shared = Arc::new(Shared {
+        config: config.gateway.clone(),
+        registry,
+        metrics,
+        sessions: Default::default(),
+        readiness: Box::new(EdgeReadiness {
+            status: ingest.status.clone(),
+            shutdown: shutdown.clone(),
+        }),
+    });
+    tracing::info!(addr = %listener.local_addr()?, brokers = %config.kafka.brokers, topics = ?config.kafka.topics, "edge listening");
+    gateway::serve(listener, shared, shutdown).await;
+    ingest_stop.cancel();
+    ingest.join().await;
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+/// Runs the embedded demo: librdkafka's mock cluster, a topic, the synthetic
+/// feed and an edge serving the ticker page, until `shutdown` fires.
+pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let mock = MockCluster::new(1)?;
+    let topic = "ticks";
+    mock.create_topic(topic, config.partitions, 1)?;
+    let kafka = KafkaConfig {
+        brokers: mock.bootstrap_servers(),
+        topics: vec![topic.to_string()],
+        options: vec![],
+    };
+    let mut gateway = config.gateway.clone();
+    gateway.page = true;
+    let edge = EdgeConfig {
+        listen: config.listen,
+        kafka: kafka.clone(),
+        ingest: config.ingest.clone(),
+        gateway,
+    };
+    edge.validate()?;
+    let listener = gateway::bind(config.listen, &edge.gateway)?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    println!("tickfan demo");
+    println!("  ticker page:     http://{host}:{}/", addr.port());
+    println!(
+        "  kafka bootstrap: {} (embedded mock cluster; topic {topic:?}, {} partitions)",
+        kafka.brokers, config.partitions
+    );
+    println!("  try:             kcat -b {} -L", kafka.brokers);
+    println!("Press Ctrl-C to stop.");
+    let feed = tokio::spawn(feed::run(kafka, config.feed.clone(), shutdown.clone()));
+    run_edge(edge, listener, shutdown).await?;
+    feed.await??;
+    drop(mock);
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! A synthetic feed handler: random-walk prices with bid/ask for a set of
+//! symbols with Zipf-skewed popularity, written to Kafka as the tick contract
+//! at an evenly paced rate. Used by `tickfan produce`, the demo and tests.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use rand_distr::{Distribution, Normal, Zipf};
+use rdkafka::{
+    config::ClientConfig,
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+    ClientContext, Message,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    codec::avro::TickCodec,
+    config::KafkaConfig,
+    market::{Symbol, Tick},
+};
+
+/// What to produce.
+#[derive(clap::Args, Debug, Clone)]
+#[group(id = "feed")]
+#[command(next_help_heading = "Synthetic feed")]
+pub struct Config {
+    /// Symbols to trade: a count (well-known tickers first, then generated
+    /// names) or a comma-separated list.
+    #[arg(long, env = "TICKFAN_SYMBOLS", default_value = "50")]
+    pub symbols: SymbolSpec,
+
+    /// Total ticks per second across all symbols, paced evenly.
+    #[arg(long, env = "TICKFAN_RATE", default_value_t = 1000.0)]
+    pub rate: f64,
+
+    /// Stop after this long (e.g. `30s`, `5m`); default: until interrupted.
+    #[arg(long, env = "TICKFAN_DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Zipf exponent of symbol popularity (0: uniform).
+    #[arg(long, env = "TICKFAN_ZIPF", default_value_t = 1.0)]
+    pub zipf: f64,
+
+    /// Producer linger (batching delay), in milliseconds.
+    #[arg(long, env = "TICKFAN_LINGER_MS", default_value_t = 1)]
+    pub linger_ms: u32,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.rate > 0.0 && self.rate.is_finite(),
+            "--rate must be > 0"
+        );
+        anyhow::ensure!(
+            self.zipf >= 0.0 && self.zipf.is_finite(),
+            "--zipf must be >= 0"
+        );
+        self.symbols.resolve().map(|_| ())
+    }
+}
+
+/// `--symbols`: a count or an explicit list.
+#[derive(Debug, Clone)]
+pub enum SymbolSpec {
+    Count(usize),
+    List(Vec<String>),
+}
+
+impl std::str::FromStr for SymbolSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(n) = s.trim().parse::<usize>() {
+            return if n == 0 {
+                Err("need at least one symbol".into())
+            } else {
+                Ok(SymbolSpec::Count(n))
+            };
+        }
+        Ok(SymbolSpec::List(
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+        ))
+    }
+}
+
+const WELL_KNOWN: &[&str] = &[
+    "AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "AVGO", "JPM", "V", "WMT", "LLY",
+    "XOM", "MA", "UNH", "ORCL", "COST", "HD", "PG", "JNJ", "NFLX", "BAC", "ABBV", "CRM", "KO",
+    "AMD", "CVX", "MRK", "PEP", "TMO", "ADBE", "LIN", "CSCO", "ACN", "MCD", "ABT", "WFC", "IBM",
+    "GE", "INTU", "QCOM", "TXN", "DIS", "CAT", "AMGN", "PFE", "NOW", "VZ", "ISRG", "GS",
+];
+
+impl SymbolSpec {
+    /// The symbols, validated.
+    pub fn resolve(&self) -> anyhow::Result<Vec<Symbol>> {
+        let names: Vec<String> = match self {
+            SymbolSpec::Count(n) => (0..*n)
+                .map(|i| {
+                    WELL_KNOWN
+                        .get(i)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| format!("SYM{i:05}"))
+                })
+                .collect(),
+            SymbolSpec::List(v) => v.clone(),
+        };
+        anyhow::ensure!(!names.is_empty(), "need at least one symbol");
+        names
+            .iter()
+            .map(|n| Symbol::parse(n).map_err(|e| anyhow::anyhow!("bad symbol {n:?}: {e}")))
+            .collect()
+    }
+}
+
+struct Instrument {
+    symbol: Symbol,
+    price: f64,
+    seq: i64,
+}
+
+/// Generates ticks: pick a symbol by Zipf popularity, move its price, bump
+/// its seq.
+pub struct Generator {
+    instruments: Vec<Instrument>,
+    zipf: Option<Zipf<f64>>,
+    step: Normal<f64>,
+    rng: SmallRng,
+}
+
+const VENUES: &[&str] = &["XNAS", "XNYS", "ARCX", "BATS", "IEXG"];
+
+impl Generator {
+    pub fn new(symbols: Vec<Symbol>, zipf_exponent: f64, seed: u64) -> Generator {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let n = symbols.len();
+        let instruments = symbols
+            .into_iter()
+            .map(|symbol| Instrument {
+                symbol,
+                price: rng.random_range(10.0..500.0),
+                seq: 0,
+            })
+            .collect();
+        let zipf = (zipf_exponent > 0.0 && n > 1)
+            .then(|| Zipf::new(n as f64, zipf_exponent).expect("valid zipf"));
+        Generator {
+            instruments,
+            zipf,
+            step: Normal::new(0.0, 0.0005).expect("valid normal"),
+            rng,
+        }
+    }
+
+    /// The next tick, stamped with `ts` (microseconds since the epoch).
+    pub fn next_tick(&mut self, ts: i64) -> Tick {
+        let i = match &self.zipf {
+            Some(z) => (z.sample(&mut self.rng) as usize)
+                .saturating_sub(1)
+                .min(self.instruments.len() - 1),
+            None => self.rng.random_range(0..self.instruments.len()),
+        };
+        let step = self.step.sample(&mut self.rng);
+        let inst = &mut self.instruments[i];
+        inst.price = (inst.price * step.exp()).max(0.01);
+        inst.seq += 1;
+        let price = (inst.price * 100.0).round() / 100.0;
+        let half_spread = (price * 0.0001).max(0.005);
+        Tick {
+            symbol: inst.symbol.clone(),
+            price,
+            size: (self.rng.random_range(1..=50) * 100) as f64,
+            bid: Some(((price - half_spread) * 100.0).floor() / 100.0),
+            ask: Some(((price + half_spread) * 100.0).ceil() / 100.0),
+            venue: Some(VENUES[self.rng.random_range(0..VENUES.len())].to_string()),
+            ts,
+            seq: inst.seq,
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Delivery outcomes, counted by librdkafka's delivery callback.
+#[derive(Default)]
+pub struct DeliveryCounts {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Producer context that counts delivery reports.
+pub struct Counting(pub Arc<DeliveryCounts>);
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((e, m)) => {
+                tracing::debug!(error = %e, partition = m.partition(), "delivery failed");
+                self.0.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// A tick producer: idempotent, low linger, keyed by symbol with the
+/// Java-compatible murmur2 partitioner.
+pub fn producer(
+    kafka: &KafkaConfig,
+    linger_ms: u32,
+) -> anyhow::Result<(ThreadedProducer<Counting>, Arc<DeliveryCounts>)> {
+    let counts = Arc::new(DeliveryCounts::default());
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", linger_ms.to_string())
+        .set("partitioner", "murmur2_random")
+        .set("client.id", "tickfan-produce")
+        .set("log_level", "4");
+    for (k, v) in &kafka.options {
+        c.set(k, v);
+    }
+    Ok((c.create_with_context(Counting(counts.clone()))?, counts))
+}
+
+/// Sends one encoded tick, waiting while librdkafka's queue is full.
+pub async fn send(
+    producer: &ThreadedProducer<Counting>,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) -> anyhow::Result<()> {
+    loop {
+        match producer.send(BaseRecord::to(topic).key(key).payload(value)) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs the feed until `duration` passes or `shutdown` fires, printing a
+/// progress line each second, then flushes everything produced.
+pub async fn run(
+    kafka: KafkaConfig,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let symbols = config.symbols.resolve()?;
+    let topic = kafka.topics[0].clone();
+    let (producer, counts) = producer(&kafka, config.linger_ms)?;
+    let codec = TickCodec::new(usize::MAX);
+    let mut gen = Generator::new(symbols, config.zipf, rand::random());
+    let start = tokio::time::Instant::now();
+    let deadline = config.duration.map(|d| start + d);
+    let mut pace = tokio::time::interval(Duration::from_millis(2));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent: u64 = 0;
+    let mut errors: u64 = 0;
+    let mut last_report = (start, 0u64);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = pace.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        let due = ((now - start).as_secs_f64() * config.rate) as u64;
+        while sent < due {
+            let tick = gen.next_tick(now_micros());
+            let value = codec.encode(&tick);
+            if let Err(e) = send(&producer, &topic, tick.symbol.as_str(), &value).await {
+                errors += 1;
+                tracing::warn!(error = %e, "produce failed");
+            }
+            sent += 1;
+        }
+        if now - last_report.0 >= Duration::from_secs(1) {
+            let secs = (now - last_report.0).as_secs_f64();
+            println!(
+                "produce: {:.0} ticks/s (target {:.0}), sent {sent}, delivered {}, errors {}, in flight {}",
+                (sent - last_report.1) as f64 / secs,
+                config.rate,
+                counts.delivered.load(Ordering::Relaxed),
+                errors + counts.failed.load(Ordering::Relaxed),
+                producer.in_flight_count(),
+            );
+            last_report = (now, sent);
+        }
+    }
+    println!(
+        "produce: flushing {} in-flight ticks",
+        producer.in_flight_count()
+    );
+    let flushed = tokio::task::spawn_blocking(move || {
+        let r = producer.flush(Duration::from_secs(30));
+        (r, producer)
+    })
+    .await?;
+    flushed.0?;
+    println!(
+        "produce: done, sent {sent}, delivered {}, errors {}",
+        counts.delivered.load(Ordering::Relaxed),
+        errors + counts.failed.load(Ordering::Relaxed)
+    );
+    Ok(())
+}

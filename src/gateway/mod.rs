@@ -1,0 +1,233 @@
+//! The front door: HTTP routes and WebSocket sessions.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /ws` | WebSocket upgrade; protocol in docs/protocol.md |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 once Kafka metadata is fetched and the edge is not draining, else 503 |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /symbols` | JSON array of symbols whose latest tick is cached |
+//! | `GET /partitions` | JSON array of assigned partitions and positions |
+//! | `GET /` | the demo ticker page, when enabled |
+
+pub mod protocol;
+pub mod session;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::{http::StatusCode, Filter, Reply};
+
+use crate::{fanout::Outbox, fanout::Registry, telemetry::Metrics};
+
+/// Client-facing limits and behaviour.
+#[derive(clap::Args, Debug, Clone)]
+#[group(id = "gateway")]
+#[command(next_help_heading = "Clients (WebSocket)")]
+pub struct Config {
+    /// Ticks buffered per client. When full, the oldest is dropped and the
+    /// client gets a `gap` frame naming the lost seqs.
+    #[arg(long, env = "TICKFAN_OUTBOX_CAPACITY", default_value_t = 1024)]
+    pub outbox_capacity: usize,
+
+    /// Most symbols one connection may subscribe to; more get a
+    /// `too_many_symbols` error.
+    #[arg(long, env = "TICKFAN_MAX_SYMBOLS", default_value_t = 1000)]
+    pub max_symbols: usize,
+
+    /// Largest client message (and frame) accepted, in bytes; larger ones
+    /// close the connection with code 1009.
+    #[arg(long, env = "TICKFAN_MAX_MESSAGE_BYTES", default_value_t = 65536)]
+    pub max_message_bytes: usize,
+
+    /// Size cap of one outgoing ticks frame, in bytes (a single larger tick is
+    /// still sent alone).
+    #[arg(long, env = "TICKFAN_MAX_FRAME_BYTES", default_value_t = 65536)]
+    pub max_frame_bytes: usize,
+
+    /// Kernel send buffer per connection (SO_SNDBUF), in bytes; 0 keeps the
+    /// OS default. Small values bound kernel memory held for slow clients.
+    #[arg(long, env = "TICKFAN_SOCKET_SEND_BUFFER", default_value_t = 262144)]
+    pub socket_send_buffer: u32,
+
+    /// Serve the demo ticker page at `/`.
+    #[arg(long, env = "TICKFAN_PAGE", default_value_t = false)]
+    pub page: bool,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.outbox_capacity >= 1, "--outbox-capacity must be >= 1");
+        anyhow::ensure!(self.max_symbols >= 1, "--max-symbols must be >= 1");
+        anyhow::ensure!(
+            self.max_message_bytes >= 256,
+            "--max-message-bytes must be >= 256"
+        );
+        anyhow::ensure!(
+            self.max_frame_bytes >= 1024,
+            "--max-frame-bytes must be >= 1024"
+        );
+        Ok(())
+    }
+}
+
+/// Open sessions' outboxes, for the queued-ticks gauge.
+#[derive(Default)]
+pub struct Sessions {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Outbox>>>,
+}
+
+impl Sessions {
+    fn insert(&self, outbox: Arc<Outbox>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().unwrap().insert(id, outbox);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.lock().unwrap().remove(&id);
+    }
+
+    /// Ticks queued across all open sessions.
+    pub fn queued(&self) -> usize {
+        let open: Vec<_> = self.open.lock().unwrap().values().cloned().collect();
+        open.iter().map(|o| o.len()).sum()
+    }
+}
+
+/// Readiness as reported by the rest of the edge.
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when ready, else why not.
+    fn check(&self) -> Result<(), &'static str>;
+    /// Assigned partitions, for `/partitions`.
+    fn partitions(&self) -> serde_json::Value;
+}
+
+/// What every route and session shares.
+pub struct Shared {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub sessions: Sessions,
+    pub readiness: Box<dyn Readiness>,
+}
+
+/// The demo page, compiled in.
+const PAGE: &str = include_str!("../../static/index.html");
+
+/// Binds a listener with the configured socket options; accepted sockets
+/// inherit SO_SNDBUF from it.
+pub fn bind(addr: std::net::SocketAddr, config: &Config) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if config.socket_send_buffer > 0 {
+        socket.set_send_buffer_size(config.socket_send_buffer)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Serves HTTP and WebSocket on `listener` until `shutdown` fires; open
+/// sessions are told to close and awaited.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let routes = routes(shared, shutdown.clone());
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(shutdown.cancelled_owned())
+        .run()
+        .await;
+}
+
+fn routes(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let with = {
+        let shared = shared.clone();
+        warp::any().map(move || shared.clone())
+    };
+    let ws = warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::ws())
+        .and(with.clone())
+        .map(move |ws: warp::ws::Ws, shared: Arc<Shared>| {
+            let shutdown = shutdown.clone();
+            let max = shared.config.max_message_bytes;
+            ws.max_message_size(max)
+                .max_frame_size(max)
+                .on_upgrade(move |socket| session::run(socket, shared, shutdown))
+        });
+    let healthz = warp::path("healthz").and(warp::path::end()).map(|| "ok\n");
+    let readyz = warp::path("readyz")
+        .and(warp::path::end())
+        .and(with.clone())
+        .map(|s: Arc<Shared>| match s.readiness.check() {
+            Ok(()) => warp::reply::with_status("ready\n".to_string(), StatusCode::OK),
+            Err(why) => warp::reply::with_status(
+                format!("not ready: {why}\n"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        });
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(with.clone())
+        .map(|s: Arc<Shared>| {
+            s.metrics.outbox_queued.set(s.sessions.queued() as i64);
+            warp::reply::with_header(
+                s.metrics.encode(),
+                "content-type",
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        });
+    let symbols = warp::path("symbols")
+        .and(warp::path::end())
+        .and(with.clone())
+        .map(|s: Arc<Shared>| warp::reply::json(&s.registry.cached()));
+    let partitions = warp::path("partitions")
+        .and(warp::path::end())
+        .and(with.clone())
+        .map(|s: Arc<Shared>| warp::reply::json(&s.readiness.partitions()));
+    let page = warp::path::end()
+        .and(with)
+        .and_then(|s: Arc<Shared>| async move {
+            if s.config.page {
+                Ok(warp::reply::html(PAGE))
+            } else {
+                Err(warp::reject::not_found())
+            }
+        });
+    warp::get()
+        .and(
+            ws.or(healthz)
+                .or(readyz)
+                .or(metrics)
+                .or(symbols)
+                .or(partitions)
+                .or(page),
+        )
+        .recover(|_rej: warp::Rejection| async {
+            Ok::<_, Infallible>(warp::reply::with_status(
+                warp::reply::json(&NotFound { error: "not found" }),
+                StatusCode::NOT_FOUND,
+            ))
+        })
+}
+
+#[derive(Serialize)]
+struct NotFound {
+    error: &'static str,
+}

@@ -1,0 +1,221 @@
+//! The client protocol's messages (see docs/protocol.md): parsing what
+//! clients send, encoding what the edge answers. Tick frames are built in
+//! [`crate::codec::wire`] from pre-encoded ticks.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{fanout::Gap, market::Symbol};
+
+/// A valid client request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Symbols exactly as sent (validated one by one by the session, so one
+    /// bad symbol does not spoil the rest).
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+}
+
+/// Error codes sent in `{"type":"error"}` frames. Stable API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadJson,
+    UnknownOp,
+    BadSymbols,
+    InvalidSymbol,
+    TooManySymbols,
+    BinaryNotSupported,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::BadSymbols => "bad_symbols",
+            ErrorCode::InvalidSymbol => "invalid_symbol",
+            ErrorCode::TooManySymbols => "too_many_symbols",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+        }
+    }
+}
+
+/// A request the edge could not accept, and what to tell the client.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one text frame from a client.
+pub fn parse(text: &str) -> Result<Request, Rejection> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Rejection::new(ErrorCode::BadJson, format!("malformed JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(Rejection::new(ErrorCode::BadJson, "expected a JSON object"));
+    };
+    let op = match obj.get("op") {
+        Some(Value::String(op)) => op.clone(),
+        Some(_) => {
+            return Err(Rejection::new(
+                ErrorCode::UnknownOp,
+                "\"op\" must be a string",
+            ))
+        }
+        None => return Err(Rejection::new(ErrorCode::UnknownOp, "missing \"op\"")),
+    };
+    let make: fn(Vec<String>) -> Request = match op.as_str() {
+        "subscribe" => Request::Subscribe,
+        "unsubscribe" => Request::Unsubscribe,
+        _ => {
+            let shown: String = op.chars().take(32).collect();
+            return Err(Rejection::new(
+                ErrorCode::UnknownOp,
+                format!("unknown op {shown:?}; expected \"subscribe\" or \"unsubscribe\""),
+            ));
+        }
+    };
+    let symbols = match obj.remove("symbols") {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(Rejection::new(
+                    ErrorCode::BadSymbols,
+                    "\"symbols\" must be an array of strings",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(Rejection::new(
+                ErrorCode::BadSymbols,
+                "\"symbols\" must be an array of strings",
+            ))
+        }
+        None => return Err(Rejection::new(ErrorCode::BadSymbols, "missing \"symbols\"")),
+    };
+    Ok(make(symbols))
+}
+
+/// Messages from the edge other than tick frames.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply<'a> {
+    Subscribed {
+        symbols: &'a [Symbol],
+    },
+    Unsubscribed {
+        symbols: &'a [Symbol],
+    },
+    Gap {
+        symbol: &'a Symbol,
+        from_seq: i64,
+        to_seq: i64,
+    },
+    Error {
+        code: &'static str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        symbols: Option<&'a [String]>,
+    },
+}
+
+impl Reply<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("replies always serialize")
+    }
+}
+
+/// The `gap` frame for one outbox gap.
+pub fn gap_json(g: &Gap) -> String {
+    Reply::Gap {
+        symbol: &g.symbol,
+        from_seq: g.from_seq,
+        to_seq: g.to_seq,
+    }
+    .to_json()
+}
+
+/// An `error` frame.
+pub fn error_json(code: ErrorCode, message: &str, symbols: Option<&[String]>) -> String {
+    Reply::Error {
+        code: code.as_str(),
+        message,
+        symbols,
+    }
+    .to_json()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_requests() {
+        assert_eq!(
+            parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"]}"#),
+            Ok(Request::Subscribe(vec!["AAPL".into(), "MSFT".into()]))
+        );
+        assert_eq!(
+            parse(r#"{"op":"unsubscribe","symbols":[],"id":7}"#),
+            Ok(Request::Unsubscribe(vec![]))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_codes() {
+        assert_eq!(code("{"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code("\"subscribe\""), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"symbols":["A"]}"#), ErrorCode::UnknownOp);
+        assert_eq!(
+            code(r#"{"op":"nuke","symbols":["A"]}"#),
+            ErrorCode::UnknownOp
+        );
+        assert_eq!(code(r#"{"op":5,"symbols":["A"]}"#), ErrorCode::UnknownOp);
+        assert_eq!(code(r#"{"op":"subscribe"}"#), ErrorCode::BadSymbols);
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":"AAPL"}"#),
+            ErrorCode::BadSymbols
+        );
+        assert_eq!(
+            code(r#"{"op":"subscribe","symbols":["A",1]}"#),
+            ErrorCode::BadSymbols
+        );
+    }
+
+    #[test]
+    fn replies_encode_as_documented() {
+        let s = [Symbol::parse("AAPL").unwrap()];
+        assert_eq!(
+            Reply::Subscribed { symbols: &s }.to_json(),
+            r#"{"type":"subscribed","symbols":["AAPL"]}"#
+        );
+        let g = Gap {
+            symbol: s[0].clone(),
+            from_seq: 3,
+            to_seq: 9,
+        };
+        assert_eq!(
+            gap_json(&g),
+            r#"{"type":"gap","symbol":"AAPL","from_seq":3,"to_seq":9}"#
+        );
+        assert_eq!(
+            error_json(ErrorCode::InvalidSymbol, "bad", Some(&["a b".to_string()])),
+            r#"{"type":"error","code":"invalid_symbol","message":"bad","symbols":["a b"]}"#
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The poll loop, on a dedicated thread: librdkafka's poll is blocking and
+//! this loop is the hot path, so it gets a thread of its own rather than
+//! competing with sessions on the async runtime.
+//!
+//! Per batch: drain up to `batch_max` ready records; decode each once, encode
+//! its client form once, hand it to the registry (which queues the shared
+//! bytes for every subscriber); then wake each touched writer once and add the
+//! batch's counts to the metrics.
+
+use std::{
+    collections::HashMap,
+    sync::{mpsc, Arc},
+    time::Duration,
+};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
+    message::Message,
+    Offset, TopicPartitionList,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{PartitionView, Status, TopicPartition};
+use crate::{
+    codec::{
+        avro::{DecodeError, TickCodec},
+        wire,
+    },
+    fanout::{wake_all, Outbox, Registry},
+    partition::partition_for,
+    telemetry::Metrics,
+};
+
+/// How long one poll waits when nothing is ready; bounds how late a command
+/// (assign/release) or shutdown is noticed.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// Instructions from the interest manager.
+#[derive(Debug)]
+pub enum Command {
+    /// Start fetching `tp` at `start`; records before `live_from` only
+    /// rebuild the cache (snapshot rewind), later ones go out live.
+    Assign {
+        tp: TopicPartition,
+        start: i64,
+        live_from: i64,
+        partitions: i32,
+    },
+    /// Stop fetching `tp` and forget its cached ticks, except for symbols
+    /// that live in a partition in `still_assigned`.
+    Release {
+        tp: TopicPartition,
+        still_assigned: HashMap<TopicPartition, i32>,
+    },
+}
+
+struct PartState {
+    next_offset: i64,
+    /// Set while replaying the rewind: the first live offset.
+    live_from: Option<i64>,
+    /// Partition count of the topic when this partition was assigned.
+    partitions: i32,
+}
+
+/// Per-batch counters, added to the metrics once per batch.
+#[derive(Default)]
+struct BatchCounts {
+    consumed: u64,
+    dropped: u64,
+    errors: [u64; DecodeError::ALL.len()],
+}
+
+pub struct PollLoop {
+    pub consumer: Arc<BaseConsumer>,
+    pub commands: mpsc::Receiver<Command>,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub status: Arc<Status>,
+    pub codec: TickCodec,
+    pub batch_max: usize,
+    pub shutdown: CancellationToken,
+}
+
+impl PollLoop {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("tickfan-ingest".into())
+            .spawn(move || self.run())
+    }
+
+    fn run(self) {
+        let mut parts: HashMap<TopicPartition, PartState> = HashMap::new();
+        let mut wake: Vec<Arc<Outbox>> = Vec::new();
+        while !self.shutdown.is_cancelled() {
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.apply(cmd, &mut parts, &mut wake);
+            }
+            let mut counts = BatchCounts::default();
+            let mut n = 0;
+            while n < self.batch_max {
+                let timeout = if n == 0 { IDLE_POLL } else { Duration::ZERO };
+                match self.consumer.poll(timeout) {
+                    None => break,
+                    Some(Ok(msg)) => {
+                        n += 1;
+                        self.handle(&msg, &mut parts, &mut counts, &mut wake);
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "consumer error");
+                        break;
+                    }
+                }
+            }
+            wake_all(&mut wake);
+            if n > 0 {
+                self.flush_counts(&counts, &parts);
+            }
+        }
+        let _ = self.consumer.unassign();
+    }
+
+    fn handle(
+        &self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        parts: &mut HashMap<TopicPartition, PartState>,
+        counts: &mut BatchCounts,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) {
+        // A record of a partition released a moment ago may still be queued.
+        let Some((tp, st)) = parts.get_key_value(&TopicPartition {
+            topic: msg.topic().into(),
+            partition: msg.partition(),
+        }) else {
+            return;
+        };
+        let offset = msg.offset();
+        if offset < st.next_offset {
+            return; // already processed (never expected; guards the no-duplicate promise)
+        }
+        let tp = tp.clone();
+        let st = parts.get_mut(&tp).expect("just found");
+        st.next_offset = offset + 1;
+        if st.live_from.is_some_and(|live| offset >= live) {
+            // Rewind done (the record at `live_from - 1` was skipped or was
+            // not a tick): go live before handling this one.
+            st.live_from = None;
+            self.go_live(&tp, st.partitions, counts, wake);
+        }
+        let replay = st.live_from.is_some();
+        let tick = match self.codec.decode(msg.payload().unwrap_or_default()) {
+            Ok(t) => t,
+            Err(e) => {
+                counts.errors[DecodeError::ALL
+                    .iter()
+                    .position(|x| *x == e)
+                    .expect("listed")] += 1;
+                self.maybe_finish_replay(&tp, offset, parts, counts, wake);
+                return;
+            }
+        };
+        counts.consumed += 1;
+        let bytes = wire::encode_tick(&tick);
+        if replay {
+            self.registry.remember(&tick.symbol, tick.seq, bytes);
+            self.maybe_finish_replay(&tp, offset, parts, counts, wake);
+        } else {
+            let p = self.registry.publish(&tick.symbol, tick.seq, bytes, wake);
+            counts.dropped += p.dropped;
+        }
+    }
+
+    fn maybe_finish_replay(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        parts: &mut HashMap<TopicPartition, PartState>,
+        counts: &mut BatchCounts,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) {
+        let st = parts.get_mut(tp).expect("assigned");
+        if st.live_from.is_some_and(|live| offset + 1 >= live) {
+            st.live_from = None;
+            let n = st.partitions;
+            self.go_live(tp, n, counts, wake);
+        }
+    }
+
+    /// The rewind of `tp` is replayed: send every waiting subscriber of its
+    /// symbols the cached tick as a snapshot.
+    fn go_live(
+        &self,
+        tp: &TopicPartition,
+        partitions: i32,
+        counts: &mut BatchCounts,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) {
+        tracing::debug!(topic = %tp.topic, partition = tp.partition, "partition live");
+        counts.dropped += self.registry.flush_snapshots(
+            |s| partition_for(s.as_str().as_bytes(), partitions) == tp.partition,
+            wake,
+        );
+        self.set_view(tp, |v| v.warming = false);
+    }
+
+    fn apply(
+        &self,
+        cmd: Command,
+        parts: &mut HashMap<TopicPartition, PartState>,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) {
+        match cmd {
+            Command::Assign {
+                tp,
+                start,
+                live_from,
+                partitions,
+            } => {
+                let mut tpl = TopicPartitionList::new();
+                if let Err(e) =
+                    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(start))
+                {
+                    tracing::error!(error = %e, "bad partition offset");
+                    return;
+                }
+                if let Err(e) = self.consumer.incremental_assign(&tpl) {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "assign failed");
+                    return;
+                }
+                let warming = start < live_from;
+                parts.insert(
+                    tp.clone(),
+                    PartState {
+                        next_offset: start,
+                        live_from: warming.then_some(live_from),
+                        partitions,
+                    },
+                );
+                self.status.partitions.lock().unwrap().insert(
+                    tp.clone(),
+                    PartitionView {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        next_offset: start,
+                        warming,
+                    },
+                );
+                self.metrics.assigned_partitions.inc();
+                if !warming {
+                    let mut counts = BatchCounts::default();
+                    self.go_live(&tp, partitions, &mut counts, wake);
+                    self.metrics.dropped_outbox_full(counts.dropped);
+                }
+            }
+            Command::Release { tp, still_assigned } => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&tp.topic, tp.partition);
+                if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "unassign failed");
+                }
+                let Some(st) = parts.remove(&tp) else { return };
+                self.status.partitions.lock().unwrap().remove(&tp);
+                self.metrics.assigned_partitions.dec();
+                self.registry.forget(|s| {
+                    let key = s.as_str().as_bytes();
+                    partition_for(key, st.partitions) == tp.partition
+                        && !still_assigned.iter().any(|(other, &n)| {
+                            other.topic == tp.topic && partition_for(key, n) == other.partition
+                        })
+                });
+            }
+        }
+    }
+
+    fn set_view(&self, tp: &TopicPartition, f: impl FnOnce(&mut PartitionView)) {
+        if let Some(v) = self.status.partitions.lock().unwrap().get_mut(tp) {
+            f(v);
+        }
+    }
+
+    fn flush_counts(&self, c: &BatchCounts, parts: &HashMap<TopicPartition, PartState>) {
+        let m = &self.metrics;
+        m.ticks_consumed.inc_by(c.consumed);
+        m.dropped_outbox_full(c.dropped);
+        for (e, &n) in DecodeError::ALL.iter().zip(&c.errors) {
+            if n > 0 {
+                m.decode_error(*e, n);
+            }
+        }
+        let mut views = self.status.partitions.lock().unwrap();
+        for (tp, st) in parts {
+            if let Some(v) = views.get_mut(tp) {
+                v.next_offset = st.next_offset;
+            }
+        }
+    }
+}

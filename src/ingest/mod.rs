@@ -1,0 +1,200 @@
+//! Ingest: the Kafka side of an edge.
+//!
+//! * [`interest`] turns "symbols with a local subscriber" into the set of
+//!   (topic, partition) pairs to fetch, assigns new ones after looking up
+//!   their watermarks, and releases unwanted ones after a linger.
+//! * [`consumer`] is the poll loop: it drains a batch of records, decodes each
+//!   once, encodes each once, hands it to the fan-out and wakes every touched
+//!   writer once per batch.
+//! * [`metadata`] watches topic metadata: readiness and partition counts.
+//!
+//! There is no consumer group: each edge assigns partitions by hand, so every
+//! edge sees every record of the partitions it wants.
+
+pub mod consumer;
+pub mod interest;
+pub mod metadata;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::Duration,
+};
+
+use rdkafka::{consumer::BaseConsumer, ClientConfig};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::KafkaConfig, fanout::Registry, telemetry::Metrics};
+
+/// How the edge consumes.
+#[derive(clap::Args, Debug, Clone)]
+#[group(id = "ingest")]
+#[command(next_help_heading = "Ingest (Kafka consumer)")]
+pub struct Config {
+    /// How long a partition stays assigned after its last subscribed symbol
+    /// is gone (so a quick resubscribe does not refetch history).
+    #[arg(long, env = "TICKFAN_RELEASE_LINGER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub release_linger: Duration,
+
+    /// Records per partition re-read when a partition is newly assigned, to
+    /// rebuild the latest tick of its symbols for snapshots (0: none).
+    #[arg(long, env = "TICKFAN_SNAPSHOT_REWIND", default_value_t = 1000)]
+    pub snapshot_rewind: i64,
+
+    /// Most records handled per poll batch before writers are woken.
+    #[arg(long, env = "TICKFAN_BATCH_MAX", default_value_t = 1024)]
+    pub batch_max: usize,
+
+    /// Largest accepted Kafka record value, in bytes; larger ones are
+    /// counted (`reason="oversized"`) and skipped.
+    #[arg(long, env = "TICKFAN_MAX_RECORD_BYTES", default_value_t = 65536)]
+    pub max_record_bytes: usize,
+
+    /// How often topic metadata (existence, partition count) is refreshed.
+    #[arg(long, env = "TICKFAN_METADATA_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub metadata_refresh: Duration,
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.snapshot_rewind >= 0, "--snapshot-rewind must be >= 0");
+        anyhow::ensure!(self.batch_max >= 1, "--batch-max must be >= 1");
+        anyhow::ensure!(
+            self.max_record_bytes >= 16,
+            "--max-record-bytes must be >= 16"
+        );
+        anyhow::ensure!(
+            !self.metadata_refresh.is_zero(),
+            "--metadata-refresh must be > 0"
+        );
+        Ok(())
+    }
+}
+
+/// A topic and partition number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// What `/partitions` shows about one assigned partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionView {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    /// Next offset to process (last processed + 1).
+    pub next_offset: i64,
+    /// Still replaying the snapshot rewind (ticks cached, not sent live).
+    pub warming: bool,
+}
+
+/// Ingest state other parts of the edge read.
+#[derive(Default)]
+pub struct Status {
+    /// Topic metadata has been fetched and every topic exists.
+    pub kafka_ready: AtomicBool,
+    /// Partitions currently assigned, with their positions.
+    pub partitions: Mutex<BTreeMap<TopicPartition, PartitionView>>,
+}
+
+impl Status {
+    pub fn assigned(&self) -> Vec<PartitionView> {
+        self.partitions.lock().unwrap().values().cloned().collect()
+    }
+}
+
+/// A running ingest: stop it with the shutdown token, then [`Ingest::join`].
+pub struct Ingest {
+    pub status: Arc<Status>,
+    poll_thread: std::thread::JoinHandle<()>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Ingest {
+    /// Starts the consumer thread, the interest manager and the metadata
+    /// watcher.
+    pub fn start(
+        kafka: &KafkaConfig,
+        config: &Config,
+        registry: Arc<Registry>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Ingest> {
+        let consumer: Arc<BaseConsumer> = Arc::new(consumer_config(kafka).create()?);
+        let status = Arc::new(Status::default());
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let (counts_tx, counts_rx) = tokio::sync::watch::channel(Arc::new(HashMap::new()));
+
+        let poll_thread = consumer::PollLoop {
+            consumer: consumer.clone(),
+            commands: cmd_rx,
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            status: status.clone(),
+            codec: crate::codec::avro::TickCodec::new(config.max_record_bytes),
+            batch_max: config.batch_max,
+            shutdown: shutdown.clone(),
+        }
+        .spawn()?;
+
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(
+            metadata::Watcher {
+                consumer: consumer.clone(),
+                topics: kafka.topics.clone(),
+                refresh: config.metadata_refresh,
+                status: status.clone(),
+                counts: counts_tx,
+            }
+            .run(shutdown.clone()),
+        );
+        tasks.spawn(
+            interest::Manager::new(
+                consumer,
+                registry,
+                cmd_tx,
+                counts_rx,
+                config.release_linger,
+                config.snapshot_rewind,
+            )
+            .run(shutdown),
+        );
+        Ok(Ingest {
+            status,
+            poll_thread,
+            tasks,
+        })
+    }
+
+    /// Waits for every ingest task and the poll thread to finish (after the
+    /// shutdown token fired).
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        let t = self.poll_thread;
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+}
+
+fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
+        // Required by librdkafka, unused: partitions are assigned by hand and
+        // nothing is committed.
+        .set("group.id", "tickfan-edge")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "latest")
+        // Fetch a new assignment at once (the default backoff is 1 s) and
+        // answer quickly when little is flowing.
+        .set("fetch.queue.backoff.ms", "0")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.min.bytes", "1")
+        .set("client.id", "tickfan-edge")
+        .set("log_level", "4");
+    for (k, v) in &kafka.options {
+        c.set(k, v);
+    }
+    c
+}

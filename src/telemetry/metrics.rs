@@ -1,0 +1,156 @@
+//! Every metric the edge exports, in one place. Hot paths add per batch or
+//! per frame, never per subscriber.
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::codec::avro::DecodeError;
+
+type Reason = Vec<(&'static str, &'static str)>;
+
+/// The edge's metrics. Cheap to clone (each metric is an `Arc`).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Open WebSocket sessions.
+    pub connections: Gauge,
+    /// Client × symbol subscriptions.
+    pub subscriptions: Gauge,
+    /// Kafka records decoded into ticks.
+    pub ticks_consumed: Counter,
+    /// Ticks written to clients (each tick in each frame counts once).
+    pub deliveries: Counter,
+    /// Frames written to clients.
+    pub frames: Counter,
+    /// Gap notices written to clients.
+    pub gaps: Counter,
+    /// Ticks dropped for a client, by reason (`outbox_full`).
+    pub drops: Family<Reason, Counter>,
+    /// Kafka records rejected, by reason.
+    pub decode_errors: Family<Reason, Counter>,
+    /// Partitions currently assigned to this edge's consumer.
+    pub assigned_partitions: Gauge,
+    /// Ticks queued in all outboxes.
+    pub outbox_queued: Gauge,
+    /// Client protocol errors answered with an error frame, by code.
+    pub protocol_errors: Family<Reason, Counter>,
+    registry: std::sync::Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("tickfan");
+        let m = Metrics {
+            connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            ticks_consumed: Counter::default(),
+            deliveries: Counter::default(),
+            frames: Counter::default(),
+            gaps: Counter::default(),
+            drops: Family::default(),
+            decode_errors: Family::default(),
+            assigned_partitions: Gauge::default(),
+            outbox_queued: Gauge::default(),
+            protocol_errors: Family::default(),
+            registry: Default::default(),
+        };
+        r.register(
+            "connections",
+            "Open WebSocket sessions",
+            m.connections.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Client-symbol subscriptions",
+            m.subscriptions.clone(),
+        );
+        r.register(
+            "ticks_consumed",
+            "Kafka records decoded into ticks",
+            m.ticks_consumed.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Ticks written to clients",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "frames",
+            "WebSocket frames written to clients",
+            m.frames.clone(),
+        );
+        r.register("gaps", "Gap notices written to clients", m.gaps.clone());
+        r.register(
+            "drops",
+            "Ticks dropped for a client, by reason",
+            m.drops.clone(),
+        );
+        r.register(
+            "decode_errors",
+            "Kafka records rejected, by reason",
+            m.decode_errors.clone(),
+        );
+        r.register(
+            "assigned_partitions",
+            "Kafka partitions assigned to this edge",
+            m.assigned_partitions.clone(),
+        );
+        r.register(
+            "outbox_queued_ticks",
+            "Ticks queued in client outboxes",
+            m.outbox_queued.clone(),
+        );
+        r.register(
+            "protocol_errors",
+            "Client messages answered with an error frame, by code",
+            m.protocol_errors.clone(),
+        );
+        // Pre-register label values so a scrape shows zeros, not absence.
+        for e in DecodeError::ALL {
+            let _ = m.decode_errors.get_or_create(&vec![("reason", e.reason())]);
+        }
+        let _ = m.drops.get_or_create(&vec![("reason", "outbox_full")]);
+        Metrics {
+            registry: std::sync::Arc::new(r),
+            ..m
+        }
+    }
+
+    /// Counts ticks dropped from full outboxes.
+    pub fn dropped_outbox_full(&self, n: u64) {
+        if n > 0 {
+            self.drops
+                .get_or_create(&vec![("reason", "outbox_full")])
+                .inc_by(n);
+        }
+    }
+
+    /// Counts one rejected record.
+    pub fn decode_error(&self, e: DecodeError, n: u64) {
+        self.decode_errors
+            .get_or_create(&vec![("reason", e.reason())])
+            .inc_by(n);
+    }
+
+    /// Counts one protocol error answered to a client.
+    pub fn protocol_error(&self, code: &'static str) {
+        self.protocol_errors
+            .get_or_create(&vec![("code", code)])
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
