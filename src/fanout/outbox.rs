@@ -104,6 +104,13 @@ impl Outbox {
             false
         };
         st.queue.push_back(item);
+        let half_full = st.queue.len() == self.capacity.div_ceil(2);
+        drop(st);
+        if half_full {
+            // Don't wait for the end of the ingest batch: a burst bigger than
+            // the outbox would otherwise drop ticks even for a fast client.
+            self.notify.notify_one();
+        }
         dropped
     }
 

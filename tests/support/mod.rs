@@ -1,0 +1,577 @@
+//! Test support: a broker (the embedded mock cluster, or the real one named by
+//! `TICKFAN_TEST_BROKERS`), an edge spawned in-process on port 0, a WebSocket
+//! client over a real socket, a tick producer, and condition waits with
+//! deadlines.
+
+#![allow(dead_code)]
+
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    mocking::MockCluster,
+    producer::{Producer, ThreadedProducer},
+    ClientConfig,
+};
+use serde_json::{json, Value};
+use tickfan::{
+    codec::avro::TickCodec,
+    config::{defaults, EdgeConfig, KafkaConfig},
+    feed::{self, Counting},
+    gateway,
+    market::{Symbol, Tick},
+};
+use tokio::{net::TcpStream, time::Instant};
+use tokio_tungstenite::{
+    tungstenite::{protocol::CloseFrame, Message},
+    WebSocketStream,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for any single wait in these tests. Generous: CI machines are
+/// shared and slow; a passing run never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` until it returns `Some`, or panics with `what` at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The Kafka cluster a test runs against.
+pub enum Broker {
+    Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    Real(String),
+}
+
+impl Broker {
+    /// The real broker if `TICKFAN_TEST_BROKERS` is set, else a fresh
+    /// embedded mock cluster.
+    pub fn start() -> Broker {
+        match std::env::var("TICKFAN_TEST_BROKERS") {
+            Ok(b) if !b.trim().is_empty() => Broker::Real(b),
+            _ => Broker::Mock(MockCluster::new(1).expect("mock cluster")),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::Real(b) => b.clone(),
+        }
+    }
+
+    fn admin(&self) -> AdminClient<DefaultClientContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("admin client")
+    }
+
+    /// Creates a fresh topic with a unique name and returns the name.
+    pub async fn topic(&self, partitions: i32) -> String {
+        let name = format!("t-{}", rand::random::<u64>());
+        self.create_topic(&name, partitions).await;
+        name
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        match self {
+            Broker::Mock(m) => m
+                .create_topic(name, partitions, 1)
+                .expect("mock create topic"),
+            Broker::Real(_) => {
+                let admin = self.admin();
+                let res = admin
+                    .create_topics(
+                        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+                    )
+                    .await
+                    .expect("create topic");
+                for r in res {
+                    r.expect("topic created");
+                }
+            }
+        }
+    }
+
+    pub async fn add_partitions(&self, name: &str, total: usize) {
+        let res = self
+            .admin()
+            .create_partitions(&[NewPartitions::new(name, total)], &AdminOptions::new())
+            .await
+            .expect("create partitions");
+        for r in res {
+            r.expect("partitions added");
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        matches!(self, Broker::Real(_))
+    }
+}
+
+/// An edge running in-process on an ephemeral port.
+pub struct Edge {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Edge {
+    pub async fn spawn(brokers: &str, topic: &str, tweak: impl FnOnce(&mut EdgeConfig)) -> Edge {
+        let mut config: EdgeConfig = defaults();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.kafka = KafkaConfig {
+            brokers: brokers.into(),
+            topics: vec![topic.into()],
+            options: vec![],
+        };
+        config.ingest.metadata_refresh = Duration::from_millis(500);
+        tweak(&mut config);
+        let listener = gateway::bind(config.listen, &config.gateway).expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(tickfan::app::run_edge(config, listener, shutdown.clone()));
+        Edge {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path).await
+    }
+
+    pub async fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("json body")
+    }
+
+    /// Waits until /readyz answers 200.
+    pub async fn ready(&self) {
+        eventually("edge ready", || async {
+            (self.get("/readyz").await.0 == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Assigned partitions of `topic`, sorted.
+    pub async fn partitions(&self) -> Vec<i32> {
+        let v = self.json("/partitions").await;
+        let mut p: Vec<i32> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["partition"].as_i64().unwrap() as i32)
+            .collect();
+        p.sort();
+        p
+    }
+
+    /// Next offset the edge will process for `partition`, if assigned.
+    pub async fn next_offset(&self, partition: i32) -> Option<i64> {
+        let v = self.json("/partitions").await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["partition"].as_i64() == Some(partition as i64))
+            .map(|x| x["next_offset"].as_i64().unwrap())
+    }
+
+    /// One sample (without labels, or with the exact label text) from /metrics.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .unwrap_or_else(|| panic!("metric {series} missing"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("edge stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Minimal HTTP/1.1 GET over a real socket: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.into()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// What a client saw, frame by frame.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Tick {
+        symbol: String,
+        seq: i64,
+        snapshot: bool,
+        raw: Value,
+    },
+    Gap {
+        symbol: String,
+        from_seq: i64,
+        to_seq: i64,
+    },
+    Other(Value),
+    Close(Option<u16>),
+}
+
+/// A WebSocket client over a real TCP socket.
+pub struct Client {
+    ws: WebSocketStream<TcpStream>,
+    pub frames: Vec<Frame>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Client::connect_with_recv_buffer(addr, None).await
+    }
+
+    /// Connects with a small kernel receive buffer, so a client that stops
+    /// reading backs up into the edge quickly.
+    pub async fn connect_with_recv_buffer(addr: SocketAddr, recv_buffer: Option<u32>) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(n) = recv_buffer {
+            socket.set_recv_buffer_size(n).unwrap();
+        }
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+            .await
+            .expect("ws handshake");
+        Client {
+            ws,
+            frames: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// Next frame (ticks frames expand to one `Frame::Tick` each, appended to
+    /// `self.frames`); returns how many frames were added.
+    pub async fn read(&mut self) -> usize {
+        let before = self.frames.len();
+        let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+            .await
+            .expect("timed out waiting for a frame");
+        match msg {
+            None => self.frames.push(Frame::Close(None)),
+            Some(Err(e)) => panic!("websocket error: {e}"),
+            Some(Ok(Message::Close(c))) => self
+                .frames
+                .push(Frame::Close(c.map(|CloseFrame { code, .. }| code.into()))),
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("edge sends JSON");
+                match v["type"].as_str() {
+                    Some("ticks") => {
+                        let ticks = v["ticks"].as_array().expect("ticks array");
+                        assert!(!ticks.is_empty(), "empty ticks frame");
+                        for t in ticks {
+                            self.frames.push(Frame::Tick {
+                                symbol: t["symbol"].as_str().unwrap().into(),
+                                seq: t["seq"].as_i64().unwrap(),
+                                snapshot: t["snapshot"].as_bool().unwrap_or(false),
+                                raw: t.clone(),
+                            });
+                        }
+                    }
+                    Some("gap") => self.frames.push(Frame::Gap {
+                        symbol: v["symbol"].as_str().unwrap().into(),
+                        from_seq: v["from_seq"].as_i64().unwrap(),
+                        to_seq: v["to_seq"].as_i64().unwrap(),
+                    }),
+                    _ => self.frames.push(Frame::Other(v)),
+                }
+            }
+            Some(Ok(Message::Binary(_))) => panic!("edge sent a binary frame"),
+            Some(Ok(_)) => {}
+        }
+        self.frames.len() - before
+    }
+
+    /// Reads until `pred` holds over everything received.
+    pub async fn read_until(&mut self, what: &str, pred: impl Fn(&[Frame]) -> bool) {
+        let end = Instant::now() + DEADLINE;
+        while !pred(&self.frames) {
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for: {what}; got {:?}",
+                self.frames.last()
+            );
+            self.read().await;
+        }
+    }
+
+    /// Reads the next non-tick frame that is not a gap.
+    pub async fn next_other(&mut self) -> Value {
+        let start = self.frames.len();
+        loop {
+            let seen = self.frames.len();
+            self.read().await;
+            for f in &self.frames[seen.max(start)..] {
+                match f {
+                    Frame::Other(v) => return v.clone(),
+                    Frame::Close(c) => panic!("closed ({c:?}) while waiting for a control frame"),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, symbols: &[&str]) -> Value {
+        self.send(json!({"op":"subscribe","symbols":symbols})).await;
+        let v = self.next_other().await;
+        assert_eq!(v["type"], "subscribed", "{v}");
+        v
+    }
+
+    /// Highest seq received per symbol.
+    pub fn last_seq(&self, symbol: &str) -> Option<i64> {
+        self.ticks(symbol).last().map(|t| t.0)
+    }
+
+    /// (seq, snapshot) of every tick of `symbol`, in arrival order.
+    pub fn ticks(&self, symbol: &str) -> Vec<(i64, bool)> {
+        self.frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Tick {
+                    symbol: s,
+                    seq,
+                    snapshot,
+                    ..
+                } if s == symbol => Some((*seq, *snapshot)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn gaps(&self, symbol: &str) -> Vec<(i64, i64)> {
+        self.frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Gap {
+                    symbol: s,
+                    from_seq,
+                    to_seq,
+                } if s == symbol => Some((*from_seq, *to_seq)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn symbols_seen(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Tick { symbol, .. } => Some(symbol.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Checks the delivery promise for one symbol: seqs strictly increasing, and
+/// every hole announced by a gap frame that arrived before the tick after it.
+/// Returns the number of ticks announced as dropped.
+pub fn assert_contiguous_or_announced(frames: &[Frame], symbol: &str) -> i64 {
+    let mut last: Option<i64> = None;
+    let mut announced_to: Option<i64> = None;
+    let mut dropped = 0;
+    for f in frames {
+        match f {
+            Frame::Gap {
+                symbol: s,
+                from_seq,
+                to_seq,
+            } if s == symbol => {
+                assert!(from_seq <= to_seq, "gap {from_seq}..{to_seq}");
+                if let Some(l) = last {
+                    assert!(
+                        *from_seq > l,
+                        "gap {from_seq}..{to_seq} covers already delivered seq {l}"
+                    );
+                }
+                announced_to = Some(*to_seq);
+                dropped += to_seq - from_seq + 1;
+            }
+            Frame::Tick { symbol: s, seq, .. } if s == symbol => {
+                if let Some(l) = last {
+                    assert!(
+                        *seq > l,
+                        "{symbol}: seq {seq} after {l} (duplicate or reorder)"
+                    );
+                    if *seq != l + 1 {
+                        assert!(
+                            announced_to.is_some_and(|to| to + 1 == *seq),
+                            "{symbol}: hole {}..{} not announced by a gap frame",
+                            l + 1,
+                            seq - 1
+                        );
+                    }
+                }
+                last = Some(*seq);
+                announced_to = None;
+            }
+            _ => {}
+        }
+    }
+    dropped
+}
+
+/// Writes ticks (and raw records) to a topic, keyed by symbol.
+pub struct Feed {
+    pub producer: std::sync::Arc<ThreadedProducer<Counting>>,
+    pub topic: String,
+    pub codec: TickCodec,
+    seqs: BTreeMap<String, i64>,
+}
+
+impl Feed {
+    pub fn new(brokers: &str, topic: &str) -> Feed {
+        let kafka = KafkaConfig {
+            brokers: brokers.into(),
+            topics: vec![topic.into()],
+            options: vec![],
+        };
+        let (producer, _) = feed::producer(&kafka, 1).expect("producer");
+        Feed {
+            producer: std::sync::Arc::new(producer),
+            topic: topic.into(),
+            codec: TickCodec::new(usize::MAX),
+            seqs: BTreeMap::new(),
+        }
+    }
+
+    /// Sends the next `n` ticks of `symbol` (seq continues per symbol).
+    pub async fn ticks(&mut self, symbol: &str, n: usize) -> i64 {
+        let mut seq = 0;
+        for _ in 0..n {
+            let s = self.seqs.entry(symbol.into()).or_insert(0);
+            *s += 1;
+            seq = *s;
+            let value = self.codec.encode(&tick(symbol, seq));
+            feed::send(&self.producer, &self.topic, symbol, &value)
+                .await
+                .unwrap();
+        }
+        seq
+    }
+
+    /// Sends an arbitrary value keyed by `symbol`.
+    pub async fn raw(&mut self, symbol: &str, value: &[u8]) {
+        feed::send(&self.producer, &self.topic, symbol, value)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until everything sent is acknowledged.
+    pub async fn flush(&self) {
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("flush");
+    }
+}
+
+pub fn tick(symbol: &str, seq: i64) -> Tick {
+    Tick {
+        symbol: Symbol::parse(symbol).unwrap(),
+        price: 100.0 + seq as f64 / 100.0,
+        size: 100.0,
+        bid: Some(99.5),
+        ask: Some(100.5),
+        venue: Some("XTST".into()),
+        ts: feed::now_micros(),
+        seq,
+    }
+}
+
+/// Picks `n` symbols that live in `n` different partitions of a topic with
+/// `partitions` partitions, from a prefix.
+pub fn distinct_partition_symbols(prefix: &str, n: usize, partitions: i32) -> Vec<(String, i32)> {
+    let mut out: Vec<(String, i32)> = Vec::new();
+    for i in 0.. {
+        let s = format!("{prefix}{i}");
+        let p = tickfan::partition::partition_for(s.as_bytes(), partitions);
+        if out.iter().all(|(_, q)| *q != p) {
+            out.push((s, p));
+            if out.len() == n {
+                break;
+            }
+        }
+    }
+    out
+}
