@@ -1,1 +1,108 @@
-fn main() {}
+//! Micro-benchmarks of the per-tick hot path: decode, encode, fan-out to N
+//! subscribers, outbox push and drain into one frame, registry churn.
+//! `cargo bench --bench hot_path`; results belong in BENCHMARKS.md.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use tickfan::{
+    codec::{avro::TickCodec, wire},
+    fanout::{wake_all, Item, Outbox, Registry},
+    feed::Generator,
+    market::Symbol,
+};
+
+fn symbols(n: usize) -> Vec<Symbol> {
+    (0..n).map(|i| Symbol::parse(&format!("SYM{i:05}")).unwrap()).collect()
+}
+
+fn codec(c: &mut Criterion) {
+    let codec = TickCodec::new(1 << 16);
+    let mut gen = Generator::new(symbols(100), 1.0, 7);
+    let tick = gen.next_tick(1_764_270_000_000_000);
+    let bytes = codec.encode(&tick);
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("avro_decode", |b| b.iter(|| codec.decode(std::hint::black_box(&bytes)).unwrap()));
+    g.bench_function("wire_encode", |b| b.iter(|| wire::encode_tick(std::hint::black_box(&tick))));
+    g.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_one_tick");
+    let sym = Symbol::parse("AAPL").unwrap();
+    let encoded = wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0));
+    for n in [1usize, 100, 10_000] {
+        let reg = Registry::new();
+        let outboxes: Vec<_> = (0..n).map(|_| Arc::new(Outbox::new(1024))).collect();
+        for ob in &outboxes {
+            reg.subscribe(&sym, ob);
+        }
+        g.throughput(Throughput::Elements(n as u64));
+        let mut wake = Vec::with_capacity(n);
+        let mut seq = 0;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                seq += 1;
+                reg.publish(&sym, seq, encoded.clone(), &mut wake);
+                wake_all(&mut wake);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn outbox(c: &mut Criterion) {
+    let sym = Symbol::parse("AAPL").unwrap();
+    let encoded = wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0));
+    let mut g = c.benchmark_group("outbox");
+    g.throughput(Throughput::Elements(1));
+    let full = Outbox::new(256);
+    let mut seq = 0;
+    g.bench_function("push_drop_oldest", |b| {
+        b.iter(|| {
+            seq += 1;
+            full.push(Item { symbol: sym.clone(), seq, bytes: encoded.clone() })
+        })
+    });
+    g.throughput(Throughput::Elements(256));
+    g.bench_function("drain_256_into_frame", |b| {
+        b.iter_batched(
+            || {
+                let ob = Outbox::new(256);
+                for seq in 0..256 {
+                    ob.push(Item { symbol: sym.clone(), seq, bytes: encoded.clone() });
+                }
+                ob
+            },
+            |ob| {
+                let d = ob.drain(1 << 20);
+                wire::ticks_frame(&d.items, d.bytes)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn registry(c: &mut Criterion) {
+    let reg = Registry::new();
+    let syms = symbols(1000);
+    let ob = Arc::new(Outbox::new(1024));
+    let mut g = c.benchmark_group("registry");
+    g.throughput(Throughput::Elements(syms.len() as u64));
+    g.bench_function("subscribe_unsubscribe_1000", |b| {
+        b.iter(|| {
+            for s in &syms {
+                reg.subscribe(s, &ob);
+            }
+            for s in &syms {
+                reg.unsubscribe(s, &ob);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, fanout, outbox, registry);
+criterion_main!(benches);

@@ -219,15 +219,20 @@ fn routes(
                 .or(partitions)
                 .or(page),
         )
-        .recover(|_rej: warp::Rejection| async {
-            Ok::<_, Infallible>(warp::reply::with_status(
-                warp::reply::json(&NotFound { error: "not found" }),
-                StatusCode::NOT_FOUND,
-            ))
+        .recover(|rej: warp::Rejection| async move {
+            let (status, error) = if rej.is_not_found() {
+                (StatusCode::NOT_FOUND, "not found")
+            } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            } else {
+                // For example `/ws` without a WebSocket upgrade.
+                (StatusCode::BAD_REQUEST, "bad request")
+            };
+            Ok::<_, Infallible>(warp::reply::with_status(warp::reply::json(&HttpError { error }), status))
         })
 }
 
 #[derive(Serialize)]
-struct NotFound {
+struct HttpError {
     error: &'static str,
 }
