@@ -13,7 +13,9 @@ use tickfan::{
 };
 
 fn symbols(n: usize) -> Vec<Symbol> {
-    (0..n).map(|i| Symbol::parse(&format!("SYM{i:05}")).unwrap()).collect()
+    (0..n)
+        .map(|i| Symbol::parse(&format!("SYM{i:05}")).unwrap())
+        .collect()
 }
 
 fn codec(c: &mut Criterion) {
@@ -23,8 +25,12 @@ fn codec(c: &mut Criterion) {
     let bytes = codec.encode(&tick);
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("avro_decode", |b| b.iter(|| codec.decode(std::hint::black_box(&bytes)).unwrap()));
-    g.bench_function("wire_encode", |b| b.iter(|| wire::encode_tick(std::hint::black_box(&tick))));
+    g.bench_function("avro_decode", |b| {
+        b.iter(|| codec.decode(std::hint::black_box(&bytes)).unwrap())
+    });
+    g.bench_function("wire_encode", |b| {
+        b.iter(|| wire::encode_tick(std::hint::black_box(&tick)))
+    });
     g.finish();
 }
 
@@ -62,7 +68,11 @@ fn outbox(c: &mut Criterion) {
     g.bench_function("push_drop_oldest", |b| {
         b.iter(|| {
             seq += 1;
-            full.push(Item { symbol: sym.clone(), seq, bytes: encoded.clone() })
+            full.push(Item {
+                symbol: sym.clone(),
+                seq,
+                bytes: encoded.clone(),
+            })
         })
     });
     g.throughput(Throughput::Elements(256));
@@ -71,7 +81,11 @@ fn outbox(c: &mut Criterion) {
             || {
                 let ob = Outbox::new(256);
                 for seq in 0..256 {
-                    ob.push(Item { symbol: sym.clone(), seq, bytes: encoded.clone() });
+                    ob.push(Item {
+                        symbol: sym.clone(),
+                        seq,
+                        bytes: encoded.clone(),
+                    });
                 }
                 ob
             },

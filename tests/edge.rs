@@ -517,7 +517,10 @@ async fn http_endpoints_and_readiness() {
         status, 503,
         "not ready while the topic does not exist: {body}"
     );
-    assert_eq!(edge.get("/nope").await, (404, r#"{"error":"not found"}"#.to_string()));
+    assert_eq!(
+        edge.get("/nope").await,
+        (404, r#"{"error":"not found"}"#.to_string())
+    );
     assert_eq!(http(edge.addr, "POST", "/healthz").await.0, 405);
     assert_eq!(edge.get("/ws").await.0, 400, "no upgrade headers");
     assert_eq!(edge.get("/").await.0, 404, "the page is off unless enabled");

@@ -58,4 +58,27 @@ mod tests {
     fn cli_definition_is_valid() {
         super::Cli::command().debug_assert();
     }
+
+    /// The README's configuration reference names every flag and variable.
+    #[test]
+    fn readme_documents_every_option() {
+        let readme = include_str!("../../README.md");
+        for sub in super::Cli::command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" {
+                    continue;
+                }
+                assert!(
+                    readme.contains(&format!("`--{long}`")),
+                    "README lacks `--{long}` ({})",
+                    sub.get_name()
+                );
+                if let Some(env) = arg.get_env() {
+                    let env = env.to_string_lossy();
+                    assert!(readme.contains(&format!("`{env}`")), "README lacks `{env}`");
+                }
+            }
+        }
+    }
 }

@@ -228,7 +228,10 @@ fn routes(
                 // For example `/ws` without a WebSocket upgrade.
                 (StatusCode::BAD_REQUEST, "bad request")
             };
-            Ok::<_, Infallible>(warp::reply::with_status(warp::reply::json(&HttpError { error }), status))
+            Ok::<_, Infallible>(warp::reply::with_status(
+                warp::reply::json(&HttpError { error }),
+                status,
+            ))
         })
 }
 
