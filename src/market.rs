@@ -24,6 +24,12 @@ pub enum SymbolError {
 
 impl Symbol {
     /// Validates `s` against the symbol rules.
+    ///
+    /// ```
+    /// use tickfan::market::{Symbol, SymbolError};
+    /// assert_eq!(Symbol::parse("BRK.B").unwrap().as_str(), "BRK.B");
+    /// assert_eq!(Symbol::parse("not ok"), Err(SymbolError::BadChar));
+    /// ```
     pub fn parse(s: &str) -> Result<Symbol, SymbolError> {
         if s.is_empty() {
             return Err(SymbolError::Empty);

@@ -42,6 +42,12 @@ pub fn murmur2(data: &[u8]) -> i32 {
 
 /// The partition (of `partitions`) that the Java default partitioner and
 /// librdkafka's `murmur2_random` choose for `key`.
+///
+/// ```
+/// use tickfan::partition::partition_for;
+/// // Where a feed handler keyed by symbol put AAPL in an 8-partition topic:
+/// assert_eq!(partition_for(b"AAPL", 8), 1);
+/// ```
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     assert!(partitions > 0, "a topic has at least one partition");
     (murmur2(key) & 0x7fff_ffff) % partitions
