@@ -1,10 +1,7 @@
 //! The one place that wires ingest → fan-out → gateway and owns shutdown
 //! order: stop accepting and close sessions, then stop consuming.
 
-use std::{
-    net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use rdkafka::mocking::MockCluster;
 use tokio::net::TcpListener;
@@ -28,7 +25,7 @@ impl Readiness for EdgeReadiness {
     fn check(&self) -> Result<(), &'static str> {
         if self.shutdown.is_cancelled() {
             Err("draining")
-        } else if !self.status.kafka_ready.load(Ordering::Acquire) {
+        } else if !self.status.kafka_ready() {
             Err("kafka metadata not available")
         } else {
             Ok(())
@@ -62,6 +59,7 @@ pub async fn run_edge(
         registry,
         metrics,
         sessions: Default::default(),
+        feed: ingest.status.feed(),
         readiness: Box::new(EdgeReadiness {
             status: ingest.status.clone(),
             shutdown: shutdown.clone(),

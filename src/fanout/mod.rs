@@ -5,5 +5,24 @@
 pub mod outbox;
 pub mod registry;
 
-pub use outbox::{Drained, Gap, Item, Outbox};
-pub use registry::{wake_all, Published, Registry};
+pub use outbox::{Drained, Gap, Item, Out, Outbox};
+pub use registry::{wake_all, Published, Registry, SeqCheck};
+
+/// Whether the edge is receiving from Kafka. Sessions tell their clients
+/// when it changes (`{"type":"status","feed":"stale"|"live"}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedStatus {
+    /// Kafka answers; ticks are current.
+    Live,
+    /// Kafka is unreachable (or not yet reached): ticks may be old.
+    Stale,
+}
+
+impl FeedStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedStatus::Live => "live",
+            FeedStatus::Stale => "stale",
+        }
+    }
+}

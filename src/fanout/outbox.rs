@@ -27,7 +27,8 @@ pub struct Item {
     pub bytes: Bytes,
 }
 
-/// Ticks of one symbol dropped for this client, `from_seq..=to_seq`.
+/// Ticks of one symbol the client will not get, `from_seq..=to_seq`: dropped
+/// from a full outbox, or never published upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {
     pub symbol: Symbol,
@@ -35,28 +36,59 @@ pub struct Gap {
     pub to_seq: Seq,
 }
 
+/// A queued entry, in the order the client must see it.
+#[derive(Debug, Clone)]
+enum Entry {
+    Tick(Item),
+    /// An upstream hole, announced where it happened in the stream.
+    Gap(Gap),
+}
+
+/// What a drain hands the writer, in order.
+#[derive(Debug, Clone)]
+pub enum Out {
+    Tick(Bytes),
+    Gap(Gap),
+}
+
 /// What a writer takes out of an outbox in one go.
 #[derive(Debug, Default)]
 pub struct Drained {
-    /// Drops since the last drain; they precede every item below.
-    pub gaps: Vec<Gap>,
-    pub items: Vec<Bytes>,
-    /// Total encoded size of `items`.
+    /// Drops since the last drain; they precede every entry below.
+    pub dropped: Vec<Gap>,
+    /// Queued ticks and upstream gaps, in order.
+    pub entries: Vec<Out>,
+    /// Total encoded size of the ticks in `entries`.
     pub bytes: usize,
-    /// More items are queued than fitted in this drain.
+    /// Ticks in `entries`.
+    pub ticks: usize,
+    /// More entries are queued than fitted in this drain.
     pub more: bool,
 }
 
 impl Drained {
     pub fn is_empty(&self) -> bool {
-        self.gaps.is_empty() && self.items.is_empty()
+        self.dropped.is_empty() && self.entries.is_empty()
     }
 }
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Item>,
-    gaps: HashMap<Symbol, (Seq, Seq)>,
+    queue: VecDeque<Entry>,
+    /// Dropped ranges per symbol since the last drain.
+    dropped: HashMap<Symbol, (Seq, Seq)>,
+}
+
+impl State {
+    fn record_drop(&mut self, symbol: Symbol, from: Seq, to: Seq) {
+        self.dropped
+            .entry(symbol)
+            .and_modify(|g| {
+                g.0 = g.0.min(from);
+                g.1 = g.1.max(to);
+            })
+            .or_insert((from, to));
+    }
 }
 
 /// A bounded, drop-oldest queue between the fan-out and one client's writer.
@@ -89,21 +121,27 @@ impl Outbox {
     /// Queues `item`. When full, drops the oldest entry first and records it
     /// as a gap. Returns `true` if something was dropped.
     pub fn push(&self, item: Item) -> bool {
+        self.push_entry(Entry::Tick(item))
+    }
+
+    /// Queues a notice that `gap` was never published upstream, in stream
+    /// order. Counts against the capacity like a tick.
+    pub fn push_gap(&self, gap: Gap) -> bool {
+        self.push_entry(Entry::Gap(gap))
+    }
+
+    fn push_entry(&self, entry: Entry) -> bool {
         let mut st = self.state.lock().unwrap();
         let dropped = if st.queue.len() >= self.capacity {
-            let old = st.queue.pop_front().expect("full queue has a front");
-            st.gaps
-                .entry(old.symbol)
-                .and_modify(|g| {
-                    g.0 = g.0.min(old.seq);
-                    g.1 = g.1.max(old.seq);
-                })
-                .or_insert((old.seq, old.seq));
+            match st.queue.pop_front().expect("full queue has a front") {
+                Entry::Tick(old) => st.record_drop(old.symbol, old.seq, old.seq),
+                Entry::Gap(g) => st.record_drop(g.symbol, g.from_seq, g.to_seq),
+            }
             true
         } else {
             false
         };
-        st.queue.push_back(item);
+        st.queue.push_back(entry);
         let half_full = st.queue.len() == self.capacity.div_ceil(2);
         drop(st);
         if half_full {
@@ -117,8 +155,11 @@ impl Outbox {
     /// Removes everything queued or pending for `symbol` (after an unsubscribe).
     pub fn purge(&self, symbol: &Symbol) {
         let mut st = self.state.lock().unwrap();
-        st.queue.retain(|i| &i.symbol != symbol);
-        st.gaps.remove(symbol);
+        st.queue.retain(|e| match e {
+            Entry::Tick(i) => &i.symbol != symbol,
+            Entry::Gap(g) => &g.symbol != symbol,
+        });
+        st.dropped.remove(symbol);
     }
 
     /// Number of queued ticks.
@@ -130,13 +171,14 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Takes pending gaps and as many queued ticks as fit in `max_bytes`
-    /// (always at least one, so an oversized tick cannot wedge the queue).
+    /// Takes pending drop notices and as many queued entries as fit in
+    /// `max_bytes` of ticks (always at least one, so an oversized tick cannot
+    /// wedge the queue).
     pub fn drain(&self, max_bytes: usize) -> Drained {
         let mut st = self.state.lock().unwrap();
         let mut out = Drained {
-            gaps: st
-                .gaps
+            dropped: st
+                .dropped
                 .drain()
                 .map(|(symbol, (from_seq, to_seq))| Gap {
                     symbol,
@@ -147,12 +189,18 @@ impl Outbox {
             ..Drained::default()
         };
         while let Some(front) = st.queue.front() {
-            let len = front.bytes.len() + 1;
-            if !out.items.is_empty() && out.bytes + len > max_bytes {
-                break;
+            if let Entry::Tick(t) = front {
+                let len = t.bytes.len() + 1;
+                if out.ticks > 0 && out.bytes + len > max_bytes {
+                    break;
+                }
+                out.bytes += len;
+                out.ticks += 1;
             }
-            out.bytes += len;
-            out.items.push(st.queue.pop_front().unwrap().bytes);
+            out.entries.push(match st.queue.pop_front().unwrap() {
+                Entry::Tick(t) => Out::Tick(t.bytes),
+                Entry::Gap(g) => Out::Gap(g),
+            });
         }
         out.more = !st.queue.is_empty();
         if st.queue.is_empty() && st.queue.capacity() > 64 {
@@ -189,6 +237,53 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn text(o: &Out) -> String {
+        match o {
+            Out::Tick(b) => String::from_utf8(b.to_vec()).unwrap(),
+            Out::Gap(g) => format!("gap {} {}..{}", g.symbol, g.from_seq, g.to_seq),
+        }
+    }
+
+    #[test]
+    fn upstream_gaps_keep_their_place_and_merge_when_dropped() {
+        let ob = Outbox::new(3);
+        let a = Symbol::parse("A").unwrap();
+        ob.push(item("A", 1));
+        ob.push_gap(Gap {
+            symbol: a.clone(),
+            from_seq: 2,
+            to_seq: 4,
+        });
+        ob.push(item("A", 5));
+        let d = ob.drain(usize::MAX);
+        let got: Vec<_> = d.entries.iter().map(text).collect();
+        assert_eq!(
+            got,
+            [r#"{"s":"A","q":1}"#, "gap A 2..4", r#"{"s":"A","q":5}"#]
+        );
+        assert_eq!(d.ticks, 2);
+        // Dropped from a full outbox, a gap notice merges into the drop range.
+        ob.push(item("A", 6));
+        ob.push_gap(Gap {
+            symbol: a.clone(),
+            from_seq: 7,
+            to_seq: 9,
+        });
+        ob.push(item("A", 10));
+        ob.push(item("A", 11)); // drops A6
+        ob.push(item("A", 12)); // drops the 7..9 notice
+        let d = ob.drain(usize::MAX);
+        assert_eq!(
+            d.dropped,
+            vec![Gap {
+                symbol: a,
+                from_seq: 6,
+                to_seq: 9
+            }]
+        );
+        assert_eq!(d.entries.iter().map(text).collect::<Vec<_>>().len(), 3);
+    }
+
     fn item(sym: &str, seq: Seq) -> Item {
         Item {
             symbol: Symbol::parse(sym).unwrap(),
@@ -208,7 +303,7 @@ mod tests {
         assert!(ob.push(item("A", 4))); // drops A2
         assert_eq!(ob.len(), 3);
         let d = ob.drain(usize::MAX);
-        let mut gaps = d.gaps.clone();
+        let mut gaps = d.dropped.clone();
         gaps.sort_by(|a, b| a.symbol.cmp(&b.symbol));
         assert_eq!(
             gaps,
@@ -225,11 +320,7 @@ mod tests {
                 },
             ]
         );
-        let items: Vec<_> = d
-            .items
-            .iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
-            .collect();
+        let items: Vec<_> = d.entries.iter().map(text).collect();
         assert_eq!(
             items,
             [
@@ -251,14 +342,14 @@ mod tests {
         assert_eq!(ob.len(), 16);
         let d = ob.drain(usize::MAX);
         assert_eq!(
-            d.gaps,
+            d.dropped,
             vec![Gap {
                 symbol: Symbol::parse("A").unwrap(),
                 from_seq: 0,
                 to_seq: 99_983
             }]
         );
-        assert_eq!(d.items.len(), 16);
+        assert_eq!(d.entries.len(), 16);
     }
 
     #[test]
@@ -268,13 +359,13 @@ mod tests {
             ob.push(item("A", seq));
         }
         let one = ob.drain(1);
-        assert_eq!(one.items.len(), 1);
+        assert_eq!(one.entries.len(), 1);
         assert!(one.more);
         let per = one.bytes;
         let some = ob.drain(per * 3);
-        assert_eq!(some.items.len(), 3);
+        assert_eq!(some.entries.len(), 3);
         assert!(some.more);
-        assert_eq!(ob.drain(usize::MAX).items.len(), 6);
+        assert_eq!(ob.drain(usize::MAX).entries.len(), 6);
     }
 
     #[test]
@@ -285,7 +376,7 @@ mod tests {
         ob.push(item("A", 2)); // drops A1
         ob.purge(&Symbol::parse("A").unwrap());
         let d = ob.drain(usize::MAX);
-        assert!(d.gaps.is_empty());
-        assert_eq!(d.items.len(), 1);
+        assert!(d.dropped.is_empty());
+        assert_eq!(d.entries.len(), 1);
     }
 }

@@ -14,7 +14,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::outbox::{Item, Outbox};
+use super::outbox::{Gap, Item, Outbox};
 use crate::{
     codec::wire,
     market::{Seq, Symbol},
@@ -56,6 +56,21 @@ struct Entry {
     subs: Vec<Subscriber>,
 }
 
+/// How a tick's seq relates to the cached one of its symbol.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SeqCheck {
+    /// The next seq, or the first tick seen.
+    #[default]
+    InOrder,
+    /// Seqs were skipped upstream: subscribers get a `gap` notice, then the tick.
+    Jump,
+    /// At or below the cached seq (duplicate or reordered upstream): skipped.
+    Regress,
+    /// Back to seq 1 after a higher seq: the feed restarted its sequence. The
+    /// tick is sent to every subscriber as a snapshot (a new baseline).
+    Reset,
+}
+
 /// Outcome of publishing one tick.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
@@ -63,6 +78,7 @@ pub struct Published {
     pub queued: u64,
     /// Older entries dropped from full outboxes to make room.
     pub dropped: u64,
+    pub seq: SeqCheck,
 }
 
 /// Sharded map of symbol → (last tick, subscribers).
@@ -136,9 +152,10 @@ impl Registry {
         }
     }
 
-    /// Caches a live tick and queues it for every subscriber. Outboxes that
-    /// were not yet in `wake` are added to it; the caller wakes them once per
-    /// batch with [`wake_all`].
+    /// Caches a live tick and queues it for every subscriber, applying the
+    /// per-symbol seq rules of [`SeqCheck`]. Outboxes that were not yet in
+    /// `wake` are added to it; the caller wakes them once per batch with
+    /// [`wake_all`].
     pub fn publish(
         &self,
         symbol: &Symbol,
@@ -149,16 +166,38 @@ impl Registry {
         let mut out = Published::default();
         let mut shard = self.shard(symbol.as_str()).lock().unwrap();
         let entry = shard.entry(symbol.clone()).or_default();
+        let mut hole = None;
+        if let Some(last) = &entry.last {
+            out.seq = if seq == last.seq + 1 {
+                SeqCheck::InOrder
+            } else if seq > last.seq {
+                hole = Some((last.seq + 1, seq - 1));
+                SeqCheck::Jump
+            } else if seq == 1 && last.seq > 1 {
+                SeqCheck::Reset
+            } else {
+                out.seq = SeqCheck::Regress;
+                return out;
+            };
+        }
         let mut last = Last {
             seq,
             live,
             snapshot: None,
         };
         for sub in &mut entry.subs {
-            let item = if sub.awaiting_snapshot {
+            let item = if sub.awaiting_snapshot || out.seq == SeqCheck::Reset {
                 sub.awaiting_snapshot = false;
                 last.snapshot_item(symbol)
             } else {
+                if let Some((from_seq, to_seq)) = hole {
+                    let gap = Gap {
+                        symbol: symbol.clone(),
+                        from_seq,
+                        to_seq,
+                    };
+                    out.dropped += sub.outbox.push_gap(gap) as u64;
+                }
                 Item {
                     symbol: symbol.clone(),
                     seq,
@@ -276,6 +315,7 @@ pub fn wake_all(wake: &mut Vec<Arc<Outbox>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::outbox::Out;
 
     fn sym(s: &str) -> Symbol {
         Symbol::parse(s).unwrap()
@@ -287,9 +327,12 @@ mod tests {
 
     fn texts(ob: &Outbox) -> Vec<String> {
         ob.drain(usize::MAX)
-            .items
+            .entries
             .iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .map(|o| match o {
+                Out::Tick(b) => String::from_utf8(b.to_vec()).unwrap(),
+                Out::Gap(g) => format!("gap {}..{}", g.from_seq, g.to_seq),
+            })
             .collect()
     }
 
@@ -306,6 +349,37 @@ mod tests {
         assert_eq!(wake.len(), 1);
         wake_all(&mut wake);
         assert!(wake.is_empty());
+    }
+
+    #[test]
+    fn seq_rules_gap_on_jump_skip_regress_rebase_on_reset() {
+        let reg = Registry::new();
+        let ob = Arc::new(Outbox::new(32));
+        let mut wake = Vec::new();
+        reg.publish(&sym("A"), 1, enc(1), &mut wake);
+        reg.subscribe(&sym("A"), &ob);
+        let p = |seq| reg.publish(&sym("A"), seq, enc(seq), &mut Vec::new()).seq;
+        assert_eq!(p(2), SeqCheck::InOrder);
+        assert_eq!(p(5), SeqCheck::Jump);
+        assert_eq!(p(5), SeqCheck::Regress);
+        assert_eq!(p(3), SeqCheck::Regress);
+        assert_eq!(p(6), SeqCheck::InOrder);
+        assert_eq!(p(1), SeqCheck::Reset);
+        assert_eq!(p(1), SeqCheck::Regress, "a repeated seq 1 is a duplicate");
+        assert_eq!(p(2), SeqCheck::InOrder);
+        assert_eq!(
+            texts(&ob),
+            [
+                r#"{"seq":1,"snapshot":true}"#,
+                r#"{"seq":2}"#,
+                "gap 3..4",
+                r#"{"seq":5}"#,
+                r#"{"seq":6}"#,
+                r#"{"seq":1,"snapshot":true}"#,
+                r#"{"seq":2}"#,
+            ]
+        );
+        assert_eq!(reg.cached(), vec![sym("A")]);
     }
 
     #[test]
@@ -333,7 +407,8 @@ mod tests {
             p,
             Published {
                 queued: 1,
-                dropped: 0
+                dropped: 0,
+                seq: SeqCheck::InOrder
             }
         );
         assert_eq!(texts(&a).len(), 1);

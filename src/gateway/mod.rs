@@ -120,6 +120,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub sessions: Sessions,
     pub readiness: Box<dyn Readiness>,
+    /// Feed status; sessions forward changes to their clients.
+    pub feed: tokio::sync::watch::Receiver<crate::fanout::FeedStatus>,
 }
 
 /// The demo page, compiled in.

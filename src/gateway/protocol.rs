@@ -5,7 +5,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{fanout::Gap, market::Symbol};
+use crate::{
+    fanout::{FeedStatus, Gap},
+    market::Symbol,
+};
 
 /// A valid client request.
 #[derive(Debug, PartialEq, Eq)]
@@ -116,6 +119,9 @@ pub enum Reply<'a> {
     Unsubscribed {
         symbols: &'a [Symbol],
     },
+    Status {
+        feed: &'static str,
+    },
     Gap {
         symbol: &'a Symbol,
         from_seq: i64,
@@ -141,6 +147,14 @@ pub fn gap_json(g: &Gap) -> String {
         symbol: &g.symbol,
         from_seq: g.from_seq,
         to_seq: g.to_seq,
+    }
+    .to_json()
+}
+
+/// A `status` frame: whether the edge currently receives from Kafka.
+pub fn status_json(status: FeedStatus) -> String {
+    Reply::Status {
+        feed: status.as_str(),
     }
     .to_json()
 }

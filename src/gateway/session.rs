@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     codec::wire,
-    fanout::Outbox,
+    fanout::{FeedStatus, Out, Outbox},
     market::{Symbol, SymbolError},
 };
 
@@ -77,10 +77,26 @@ impl Session {
         Rx: Stream<Item = Result<Message, E>> + Unpin,
         E: StdError + 'static,
     {
+        let mut feed = self.shared.feed.clone();
+        if *feed.borrow_and_update() == FeedStatus::Stale {
+            let stale = protocol::status_json(FeedStatus::Stale);
+            if tx.send(Message::text(stale)).await.is_err() {
+                return None;
+            }
+        }
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Some((CLOSE_GOING_AWAY, "edge shutting down")),
+                changed = feed.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let status = *feed.borrow_and_update();
+                    if tx.send(Message::text(protocol::status_json(status))).await.is_err() {
+                        return None;
+                    }
+                }
                 incoming = rx.next() => match incoming {
                     None => return None,
                     Some(Err(e)) => {
@@ -212,8 +228,9 @@ impl Session {
         protocol::error_json(code, message, symbols.as_deref())
     }
 
-    /// Writes what the outbox holds: gap notices first, then ticks in frames
-    /// of at most `max_frame_bytes`, flushed once.
+    /// Writes what the outbox holds: drop notices first, then ticks in frames
+    /// of at most `max_frame_bytes`, with upstream gap notices in their
+    /// place in the stream; flushed once.
     async fn write_ready<Tx: Sink<Message> + Unpin>(
         &mut self,
         tx: &mut Tx,
@@ -228,17 +245,34 @@ impl Session {
             if d.is_empty() {
                 break;
             }
-            let m = &self.shared.metrics;
-            for g in &d.gaps {
+            let (mut frames, mut gaps) = (0u64, d.dropped.len() as u64);
+            for g in &d.dropped {
                 tx.feed(Message::text(protocol::gap_json(g))).await?;
             }
-            m.gaps.inc_by(d.gaps.len() as u64);
-            if !d.items.is_empty() {
-                tx.feed(Message::text(wire::ticks_frame(&d.items, d.bytes)))
-                    .await?;
-                m.frames.inc();
-                m.deliveries.inc_by(d.items.len() as u64);
+            let mut run: Vec<&bytes::Bytes> = Vec::with_capacity(d.ticks);
+            for entry in &d.entries {
+                match entry {
+                    Out::Tick(b) => run.push(b),
+                    Out::Gap(g) => {
+                        if !run.is_empty() {
+                            tx.feed(Message::text(wire::ticks_frame(run.drain(..), d.bytes)))
+                                .await?;
+                            frames += 1;
+                        }
+                        tx.feed(Message::text(protocol::gap_json(g))).await?;
+                        gaps += 1;
+                    }
+                }
             }
+            if !run.is_empty() {
+                tx.feed(Message::text(wire::ticks_frame(run.drain(..), d.bytes)))
+                    .await?;
+                frames += 1;
+            }
+            let m = &self.shared.metrics;
+            m.gaps.inc_by(gaps);
+            m.frames.inc_by(frames);
+            m.deliveries.inc_by(d.ticks as u64);
             if !d.more {
                 break;
             }

@@ -14,10 +14,7 @@ use std::{
 };
 
 use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    error::KafkaError,
-    message::Message,
-    Offset, TopicPartitionList,
+    consumer::Consumer, error::KafkaError, message::Message, Offset, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +24,7 @@ use crate::{
         avro::{DecodeError, TickCodec},
         wire,
     },
-    fanout::{wake_all, Outbox, Registry},
+    fanout::{wake_all, Outbox, Registry, SeqCheck},
     partition::partition_for,
     telemetry::Metrics,
 };
@@ -68,11 +65,13 @@ struct PartState {
 struct BatchCounts {
     consumed: u64,
     dropped: u64,
+    /// Seq anomalies: jump, regress, reset.
+    seq: [u64; 3],
     errors: [u64; DecodeError::ALL.len()],
 }
 
 pub struct PollLoop {
-    pub consumer: Arc<BaseConsumer>,
+    pub consumer: Arc<super::EdgeConsumer>,
     pub commands: mpsc::Receiver<Command>,
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
@@ -168,6 +167,12 @@ impl PollLoop {
         } else {
             let p = self.registry.publish(&tick.symbol, tick.seq, bytes, wake);
             counts.dropped += p.dropped;
+            match p.seq {
+                SeqCheck::InOrder => {}
+                SeqCheck::Jump => counts.seq[0] += 1,
+                SeqCheck::Regress => counts.seq[1] += 1,
+                SeqCheck::Reset => counts.seq[2] += 1,
+            }
         }
     }
 
@@ -283,6 +288,9 @@ impl PollLoop {
         let m = &self.metrics;
         m.ticks_consumed.inc_by(c.consumed);
         m.dropped_outbox_full(c.dropped);
+        for (kind, n) in ["jump", "regress", "reset"].into_iter().zip(c.seq) {
+            m.seq_anomaly(kind, n);
+        }
         for (e, &n) in DecodeError::ALL.iter().zip(&c.errors) {
             if n > 0 {
                 m.decode_error(*e, n);

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,7 @@ const RETRY: Duration = Duration::from_secs(1);
 type Lookup = (TopicPartition, i32, Result<(i64, i64), String>);
 
 pub struct Manager {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<super::EdgeConsumer>,
     registry: Arc<Registry>,
     commands: mpsc::Sender<Command>,
     counts: watch::Receiver<Counts>,
@@ -43,7 +43,7 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(
-        consumer: Arc<BaseConsumer>,
+        consumer: Arc<super::EdgeConsumer>,
         registry: Arc<Registry>,
         commands: mpsc::Sender<Command>,
         counts: watch::Receiver<Counts>,

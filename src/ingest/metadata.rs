@@ -2,9 +2,9 @@
 //! exists, and publishes partition counts (so a partition added to a topic is
 //! noticed within one refresh).
 
-use std::{collections::HashMap, sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +14,7 @@ use super::Status;
 pub type Counts = Arc<HashMap<Arc<str>, i32>>;
 
 pub struct Watcher {
-    pub consumer: Arc<BaseConsumer>,
+    pub consumer: Arc<super::EdgeConsumer>,
     pub topics: Vec<String>,
     pub refresh: Duration,
     pub status: Arc<Status>,
@@ -33,12 +33,10 @@ impl Watcher {
                 .unwrap_or_else(|e| Err(format!("metadata task failed: {e}")));
             let wait = match result {
                 Ok(counts) => {
-                    if last_problem.take().is_some()
-                        || !self.status.kafka_ready.load(Ordering::Relaxed)
-                    {
+                    if last_problem.take().is_some() || !self.status.kafka_ready() {
                         tracing::info!(?counts, "kafka metadata ok; edge ready");
                     }
-                    self.status.kafka_ready.store(true, Ordering::Release);
+                    self.status.set_kafka_ready(true);
                     self.counts.send_if_modified(|old| {
                         if **old != counts {
                             *old = Arc::new(counts);
@@ -51,7 +49,7 @@ impl Watcher {
                     self.refresh
                 }
                 Err(problem) => {
-                    self.status.kafka_ready.store(false, Ordering::Release);
+                    self.status.set_kafka_ready(false);
                     // Logged once per change of state, not per attempt.
                     if last_problem.as_deref() != Some(&problem) {
                         tracing::warn!(%problem, "kafka metadata unavailable; edge not ready, retrying");
@@ -64,13 +62,14 @@ impl Watcher {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.status.recheck.notified() => {}
             }
         }
     }
 }
 
 fn fetch_counts(
-    consumer: &BaseConsumer,
+    consumer: &super::EdgeConsumer,
     topics: &[String],
 ) -> Result<HashMap<Arc<str>, i32>, String> {
     let mut counts = HashMap::new();

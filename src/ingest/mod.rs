@@ -17,15 +17,28 @@ pub mod metadata;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
-use rdkafka::{consumer::BaseConsumer, ClientConfig};
+use rdkafka::{
+    consumer::{BaseConsumer, ConsumerContext},
+    error::KafkaError,
+    types::RDKafkaErrorCode,
+    ClientConfig, ClientContext,
+};
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::KafkaConfig, fanout::Registry, telemetry::Metrics};
+use crate::{
+    config::KafkaConfig,
+    fanout::{FeedStatus, Registry},
+    telemetry::Metrics,
+};
 
 /// How the edge consumes.
 #[derive(clap::Args, Debug, Clone)]
@@ -91,15 +104,51 @@ pub struct PartitionView {
 }
 
 /// Ingest state other parts of the edge read.
-#[derive(Default)]
 pub struct Status {
-    /// Topic metadata has been fetched and every topic exists.
-    pub kafka_ready: AtomicBool,
+    /// Topic metadata has been fetched and every topic exists, and the
+    /// brokers have not been reported down since.
+    kafka_ready: AtomicBool,
+    /// The same, as a feed status sessions can watch.
+    feed: watch::Sender<FeedStatus>,
+    /// Asks the metadata watcher to check again now.
+    recheck: tokio::sync::Notify,
     /// Partitions currently assigned, with their positions.
     pub partitions: Mutex<BTreeMap<TopicPartition, PartitionView>>,
 }
 
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            kafka_ready: AtomicBool::new(false),
+            feed: watch::Sender::new(FeedStatus::Stale),
+            recheck: tokio::sync::Notify::new(),
+            partitions: Mutex::default(),
+        }
+    }
+}
+
 impl Status {
+    /// Kafka metadata is current and brokers are reachable.
+    pub fn kafka_ready(&self) -> bool {
+        self.kafka_ready.load(Ordering::Acquire)
+    }
+
+    /// Watches the feed status (live while Kafka is ready).
+    pub fn feed(&self) -> watch::Receiver<FeedStatus> {
+        self.feed.subscribe()
+    }
+
+    fn set_kafka_ready(&self, ready: bool) {
+        self.kafka_ready.store(ready, Ordering::Release);
+        let status = if ready {
+            FeedStatus::Live
+        } else {
+            FeedStatus::Stale
+        };
+        self.feed
+            .send_if_modified(|s| std::mem::replace(s, status) != status);
+    }
+
     pub fn assigned(&self) -> Vec<PartitionView> {
         self.partitions.lock().unwrap().values().cloned().collect()
     }
@@ -122,8 +171,11 @@ impl Ingest {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Ingest> {
-        let consumer: Arc<BaseConsumer> = Arc::new(consumer_config(kafka).create()?);
         let status = Arc::new(Status::default());
+        let consumer: Arc<EdgeConsumer> =
+            Arc::new(consumer_config(kafka).create_with_context(IngestContext {
+                status: status.clone(),
+            })?);
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let (counts_tx, counts_rx) = tokio::sync::watch::channel(Arc::new(HashMap::new()));
 
@@ -176,6 +228,31 @@ impl Ingest {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
 }
+
+/// The edge's consumer type.
+pub type EdgeConsumer = BaseConsumer<IngestContext>;
+
+/// Consumer callbacks: turns librdkafka's "all brokers down" into a stale
+/// feed at once, instead of at the next metadata refresh.
+pub struct IngestContext {
+    status: Arc<Status>,
+}
+
+impl ClientContext for IngestContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            if self.status.kafka_ready() {
+                tracing::warn!(%reason, "all kafka brokers down; feed stale");
+            }
+            self.status.set_kafka_ready(false);
+            self.status.recheck.notify_one();
+        } else {
+            tracing::debug!(error = %error, %reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for IngestContext {}
 
 fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();

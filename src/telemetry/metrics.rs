@@ -36,6 +36,10 @@ pub struct Metrics {
     pub outbox_queued: Gauge,
     /// Client protocol errors answered with an error frame, by code.
     pub protocol_errors: Family<Reason, Counter>,
+    /// Ticks whose per-symbol seq was not the next one, by kind
+    /// (`jump`: passed on after a gap notice; `regress`: skipped;
+    /// `reset`: back to 1, passed on as a snapshot).
+    pub seq_anomalies: Family<Reason, Counter>,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -60,6 +64,7 @@ impl Metrics {
             assigned_partitions: Gauge::default(),
             outbox_queued: Gauge::default(),
             protocol_errors: Family::default(),
+            seq_anomalies: Family::default(),
             registry: Default::default(),
         };
         r.register(
@@ -113,6 +118,14 @@ impl Metrics {
             "Client messages answered with an error frame, by code",
             m.protocol_errors.clone(),
         );
+        r.register(
+            "seq_anomalies",
+            "Ticks whose per-symbol seq was not the next one, by kind",
+            m.seq_anomalies.clone(),
+        );
+        for kind in ["jump", "regress", "reset"] {
+            let _ = m.seq_anomalies.get_or_create(&vec![("kind", kind)]);
+        }
         // Pre-register label values so a scrape shows zeros, not absence.
         for e in DecodeError::ALL {
             let _ = m.decode_errors.get_or_create(&vec![("reason", e.reason())]);
@@ -138,6 +151,15 @@ impl Metrics {
         self.decode_errors
             .get_or_create(&vec![("reason", e.reason())])
             .inc_by(n);
+    }
+
+    /// Counts ticks with an out-of-order seq.
+    pub fn seq_anomaly(&self, kind: &'static str, n: u64) {
+        if n > 0 {
+            self.seq_anomalies
+                .get_or_create(&vec![("kind", kind)])
+                .inc_by(n);
+        }
     }
 
     /// Counts one protocol error answered to a client.

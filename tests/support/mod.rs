@@ -280,6 +280,8 @@ pub enum Frame {
         from_seq: i64,
         to_seq: i64,
     },
+    /// `{"type":"status","feed":...}`
+    Status(String),
     Other(Value),
     Close(Option<u16>),
 }
@@ -353,6 +355,9 @@ impl Client {
                         from_seq: v["from_seq"].as_i64().unwrap(),
                         to_seq: v["to_seq"].as_i64().unwrap(),
                     }),
+                    Some("status") => self
+                        .frames
+                        .push(Frame::Status(v["feed"].as_str().unwrap().into())),
                     _ => self.frames.push(Frame::Other(v)),
                 }
             }
@@ -375,7 +380,18 @@ impl Client {
         }
     }
 
-    /// Reads the next non-tick frame that is not a gap.
+    /// Feed statuses received, in order.
+    pub fn statuses(&self) -> Vec<String> {
+        self.frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Status(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Reads the next control frame (not a tick, gap or status).
     pub async fn next_other(&mut self) -> Value {
         let start = self.frames.len();
         loop {
