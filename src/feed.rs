@@ -196,17 +196,35 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// Delivery outcomes, counted by librdkafka's delivery callback.
+/// Delivery outcomes, counted by librdkafka's delivery callback, and the
+/// last client-level error (broker down, ...).
 #[derive(Default)]
 pub struct DeliveryCounts {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    last_error: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
-/// Producer context that counts delivery reports.
+impl DeliveryCounts {
+    /// The last client error, if it happened within `within`.
+    pub fn recent_error(&self, within: Duration) -> Option<String> {
+        let e = self.last_error.lock().unwrap();
+        e.as_ref()
+            .filter(|(at, _)| at.elapsed() <= within)
+            .map(|(_, m)| m.clone())
+    }
+}
+
+/// Producer context that counts delivery reports and remembers errors.
 pub struct Counting(pub Arc<DeliveryCounts>);
 
-impl ClientContext for Counting {}
+impl ClientContext for Counting {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, %reason, "producer client error");
+        *self.0.last_error.lock().unwrap() =
+            Some((std::time::Instant::now(), format!("{error}: {reason}")));
+    }
+}
 
 impl ProducerContext for Counting {
     type DeliveryOpaque = ();
@@ -233,6 +251,8 @@ pub fn producer(
         .set("enable.idempotence", "true")
         .set("linger.ms", linger_ms.to_string())
         .set("partitioner", "murmur2_random")
+        // Notice partitions added to the topic within seconds, not minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000")
         .set("client.id", "tickfan-produce")
         .set("log_level", "4");
     for (k, v) in &kafka.options {
@@ -278,6 +298,7 @@ pub async fn run(
     let mut sent: u64 = 0;
     let mut errors: u64 = 0;
     let mut last_report = (start, 0u64);
+    let mut last_delivered = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -299,15 +320,25 @@ pub async fn run(
         }
         if now - last_report.0 >= Duration::from_secs(1) {
             let secs = (now - last_report.0).as_secs_f64();
+            let delivered = counts.delivered.load(Ordering::Relaxed);
+            // During a broker outage librdkafka keeps retrying what is in
+            // flight (idempotently, so nothing is lost or duplicated); say so.
+            let kafka = match counts.recent_error(Duration::from_secs(3)) {
+                Some(e) => format!(", KAFKA UNREACHABLE ({e}); buffering"),
+                None if delivered == last_delivered && producer.in_flight_count() > 0 => {
+                    ", kafka not acknowledging; buffering".to_string()
+                }
+                None => String::new(),
+            };
             println!(
-                "produce: {:.0} ticks/s (target {:.0}), sent {sent}, delivered {}, errors {}, in flight {}",
+                "produce: {:.0} ticks/s (target {:.0}), sent {sent}, delivered {delivered}, errors {}, in flight {}{kafka}",
                 (sent - last_report.1) as f64 / secs,
                 config.rate,
-                counts.delivered.load(Ordering::Relaxed),
                 errors + counts.failed.load(Ordering::Relaxed),
                 producer.in_flight_count(),
             );
             last_report = (now, sent);
+            last_delivered = delivered;
         }
     }
     println!(

@@ -39,6 +39,11 @@ pub struct Manager {
     pending: HashSet<TopicPartition>,
     retry_at: HashMap<TopicPartition, Instant>,
     release_at: HashMap<TopicPartition, Instant>,
+    /// Partition counts at the last reconcile.
+    prev_counts: HashMap<std::sync::Arc<str>, i32>,
+    /// Partitions added to a topic while this edge ran and wanted right
+    /// then: they are read from their start, live.
+    added: HashSet<TopicPartition>,
 }
 
 impl Manager {
@@ -61,6 +66,8 @@ impl Manager {
             pending: HashSet::new(),
             retry_at: HashMap::new(),
             release_at: HashMap::new(),
+            prev_counts: HashMap::new(),
+            added: HashSet::new(),
         }
     }
 
@@ -106,6 +113,21 @@ impl Manager {
 
     fn reconcile(&mut self, now: Instant, lookup_tx: &tokio::sync::mpsc::Sender<Lookup>) {
         let wanted = self.wanted();
+        let counts = self.counts.borrow().clone();
+        for (topic, &n) in counts.iter() {
+            match self.prev_counts.insert(topic.clone(), n) {
+                Some(old) if old < n => {
+                    tracing::info!(topic = %topic, old, new = n, "partitions added");
+                    self.added.extend(
+                        wanted
+                            .keys()
+                            .filter(|tp| &tp.topic == topic && tp.partition >= old)
+                            .cloned(),
+                    );
+                }
+                _ => {}
+            }
+        }
         for (tp, &count) in &wanted {
             self.release_at.remove(tp);
             if self.assigned.contains_key(tp) || self.pending.contains(tp) {
@@ -161,13 +183,25 @@ impl Manager {
         self.pending.remove(&tp);
         match result {
             Ok((low, high)) => {
-                let start = (high - self.rewind).max(low);
-                tracing::info!(topic = %tp.topic, partition = tp.partition, start, high, "assigning partition");
+                // A partition added while we run holds only ticks written
+                // after the change, some of them for symbols whose earlier
+                // ticks came from another partition: read it all, live (the
+                // registry's seq rules drop anything already delivered).
+                let added = self.added.remove(&tp);
+                let (start, live_from) = if added {
+                    (low, low)
+                } else {
+                    ((high - self.rewind).max(low), high)
+                };
+                tracing::info!(
+                    topic = %tp.topic, partition = tp.partition, start, high, added,
+                    "assigning partition"
+                );
                 self.assigned.insert(tp.clone(), count);
                 let _ = self.commands.send(Command::Assign {
                     tp,
                     start,
-                    live_from: high,
+                    live_from,
                     partitions: count,
                 });
             }
