@@ -7,7 +7,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tickfan::{
     codec::{avro::TickCodec, wire},
-    fanout::{wake_all, Item, Outbox, Registry},
+    fanout::{wake_all, Item, Out, Outbox, Registry},
     feed::Generator,
     market::Symbol,
 };
@@ -91,7 +91,11 @@ fn outbox(c: &mut Criterion) {
             },
             |ob| {
                 let d = ob.drain(1 << 20);
-                wire::ticks_frame(&d.items, d.bytes)
+                let ticks = d.entries.iter().filter_map(|e| match e {
+                    Out::Tick(b) => Some(b),
+                    Out::Gap(_) => None,
+                });
+                wire::ticks_frame(ticks, d.bytes)
             },
             BatchSize::SmallInput,
         )

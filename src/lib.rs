@@ -24,12 +24,14 @@
 //! | [`gateway`] | warp routes, WebSocket sessions, protocol messages |
 //! | [`feed`] | the synthetic feed behind `tickfan produce` and the demo |
 //! | [`telemetry`] | logging setup; every metric in one file |
+//! | [`client`] | reference WebSocket client: reconnect with jittered backoff, resubscribe, events |
 //!
 //! Dependency rule: `gateway → fanout ← ingest`; `codec`, `market`,
 //! `partition`, `config`, `telemetry`, `shutdown` are leaves; only [`app`]
 //! and the binary see everything.
 
 pub mod app;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod fanout;

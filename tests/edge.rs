@@ -561,3 +561,53 @@ async fn http_endpoints_and_readiness() {
     assert_eq!(edge.json("/symbols").await, json!(["HTTP1"]));
     edge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_seq_jumps_regressions_and_resets_follow_the_documented_rules() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
+    edge.ready().await;
+    let mut c = Client::connect(edge.addr).await;
+    let sym = "SEQ.RULES";
+    c.subscribe(&[sym]).await;
+    eventually("partition assigned", || async {
+        (edge.partitions().await == vec![0]).then_some(())
+    })
+    .await;
+
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    for seq in [1, 2, 3, 7, 5, 8, 1, 2] {
+        let value = feed.codec.encode(&tick(sym, seq));
+        feed.raw(sym, &value).await;
+    }
+    feed.flush().await;
+    c.read_until("8 frames", |f| {
+        f.iter()
+            .filter(|x| matches!(x, Frame::Tick { .. } | Frame::Gap { .. }))
+            .count()
+            >= 8
+    })
+    .await;
+    let seen: Vec<String> = c
+        .frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Tick { seq, snapshot, .. } => {
+                Some(format!("{seq}{}", if *snapshot { "s" } else { "" }))
+            }
+            Frame::Gap {
+                from_seq, to_seq, ..
+            } => Some(format!("gap{from_seq}-{to_seq}")),
+            _ => None,
+        })
+        .collect();
+    // First tick is the snapshot; the jump to 7 is announced; 5 is skipped;
+    // the reset to 1 arrives as a new snapshot baseline.
+    assert_eq!(seen, ["1s", "2", "3", "gap4-6", "7", "8", "1s", "2"]);
+    let m = |k: &str| format!("tickfan_seq_anomalies_total{{kind=\"{k}\"}}");
+    assert_eq!(edge.metric(&m("jump")).await, 1.0);
+    assert_eq!(edge.metric(&m("regress")).await, 1.0);
+    assert_eq!(edge.metric(&m("reset")).await, 1.0);
+    edge.stop().await;
+}

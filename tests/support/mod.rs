@@ -597,3 +597,88 @@ pub fn distinct_partition_symbols(prefix: &str, n: usize, partitions: i32) -> Ve
     }
     out
 }
+
+/// A Kafka broker of the test's own (`scripts/kafka.sh` with a private home
+/// and port), so a test can kill and restart it without disturbing others.
+/// Only where real Kafka is available (`TICKFAN_TEST_BROKERS` set).
+pub struct PrivateKafka {
+    pub port: u16,
+    home: std::path::PathBuf,
+}
+
+impl PrivateKafka {
+    /// A stopped broker definition on `port`.
+    pub fn new(port: u16) -> PrivateKafka {
+        let home = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kafka-{port}"));
+        let _ = std::fs::remove_dir_all(&home);
+        PrivateKafka { port, home }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+            .args(args)
+            .env("TICKFAN_KAFKA_HOME", &self.home)
+            .env("TICKFAN_KAFKA_PORT", self.port.to_string())
+            .output()
+            .expect("run scripts/kafka.sh")
+    }
+
+    /// Starts (or restarts) the broker and waits until it answers.
+    pub async fn up(&self) {
+        let this = PrivateKafka {
+            port: self.port,
+            home: self.home.clone(),
+        };
+        let out = tokio::task::spawn_blocking(move || {
+            let out = this.script(&["up"]);
+            std::mem::forget(this); // not a second owner: don't run Drop
+            out
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "kafka.sh up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// kill -9 the broker process.
+    pub fn kill9(&self) {
+        let pid = std::fs::read_to_string(self.home.join("kafka.pid")).expect("pid file");
+        let status = std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        let _ = self.script(&["down", "--wipe"]);
+    }
+}
+
+/// Creates a topic through an admin client on `brokers`.
+pub async fn create_topic_on(brokers: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topic");
+    for r in res {
+        r.expect("topic created");
+    }
+}

@@ -1,0 +1,11 @@
+//! Enables `cfg(real_kafka)` when the tests run against a real broker
+//! (`TICKFAN_TEST_BROKERS` set), for the few tests that need what librdkafka's
+//! mock cluster does not implement (for example CreatePartitions). Without
+//! it those tests are not compiled at all, rather than passing vacuously.
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(real_kafka)");
+    println!("cargo::rerun-if-env-changed=TICKFAN_TEST_BROKERS");
+    if std::env::var("TICKFAN_TEST_BROKERS").is_ok_and(|v| !v.trim().is_empty()) {
+        println!("cargo::rustc-cfg=real_kafka");
+    }
+}
