@@ -375,3 +375,203 @@ async fn partitions_added_at_runtime_keep_every_symbol_flowing() {
     }
     edge.stop().await;
 }
+
+/// An edge as a child process of the `tickfan` binary.
+struct EdgeProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl EdgeProcess {
+    fn spawn(brokers: &str, topic: &str) -> EdgeProcess {
+        // Reserve a free port, then let the edge bind it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = std::fs::File::create(
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("edge-{port}.log")),
+        )
+        .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
+            .args([
+                "edge",
+                "--listen",
+                &addr.to_string(),
+                "--brokers",
+                brokers,
+                "--topic",
+                topic,
+            ])
+            .args(["--metadata-refresh", "500ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tickfan edge");
+        EdgeProcess { child, addr }
+    }
+
+    async fn ready(&self) {
+        let addr = self.addr;
+        eventually("edge process ready", || async move {
+            let up = tokio::net::TcpStream::connect(addr).await.is_ok();
+            if up && http_get(addr, "/readyz").await.0 == 200 {
+                Some(())
+            } else {
+                None
+            }
+        })
+        .await;
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
+    use tickfan::client::{self, Event};
+    let broker = Broker::start();
+    let topic = broker.topic(3).await;
+    let mut a = EdgeProcess::spawn(&broker.bootstrap(), &topic);
+    let b = EdgeProcess::spawn(&broker.bootstrap(), &topic);
+    a.ready().await;
+    b.ready().await;
+
+    let syms: Vec<String> = distinct_partition_symbols("CRASH", 2, 3)
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    let stop = CancellationToken::new();
+    let producer = steady_feed(
+        broker.bootstrap(),
+        topic.clone(),
+        syms.clone(),
+        200,
+        stop.clone(),
+    );
+
+    // The reference client tries its endpoints round-robin: A first.
+    let shutdown = CancellationToken::new();
+    let config = client::Config {
+        endpoints: vec![a.ws(), b.ws()],
+        symbols: syms.clone(),
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_secs(2),
+        recv_buffer: None,
+    };
+    let (mut events, task) = client::spawn(config, shutdown.clone());
+    let mut log: Vec<Event> = Vec::new();
+    // Wait for live ticks of both symbols through A.
+    loop {
+        let e = next_event(&mut events).await;
+        log.push(e);
+        let live = |s: &str| {
+            log.iter()
+                .filter(|e| matches!(e, Event::Tick(t) if t.symbol == s))
+                .count()
+                >= 5
+        };
+        if live(&syms[0]) && live(&syms[1]) {
+            break;
+        }
+    }
+    assert!(matches!(&log[0], Event::Connected { endpoint } if *endpoint == a.ws()));
+
+    a.child.kill().unwrap(); // SIGKILL
+    let crash_at = log.len();
+    // The client notices, reconnects (to B: A refuses), resubscribes, and
+    // gets a snapshot rebuilt from Kafka, then live ticks.
+    loop {
+        let e = next_event(&mut events).await;
+        log.push(e);
+        let after = &log[crash_at..];
+        let connected_b = after
+            .iter()
+            .position(|e| matches!(e, Event::Connected { endpoint } if *endpoint == b.ws()));
+        if let Some(i) = connected_b {
+            let live = |s: &str| {
+                after[i..]
+                    .iter()
+                    .filter(|e| matches!(e, Event::Tick(t) if t.symbol == s && !t.snapshot))
+                    .count()
+                    >= 5
+            };
+            if live(&syms[0]) && live(&syms[1]) {
+                break;
+            }
+        }
+    }
+    assert!(log[crash_at..]
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { .. })));
+    let i = crash_at
+        + log[crash_at..]
+            .iter()
+            .position(|e| matches!(e, Event::Connected { endpoint } if *endpoint == b.ws()))
+            .unwrap();
+    for s in &syms {
+        let before: Vec<&client::Tick> = log[..crash_at]
+            .iter()
+            .filter_map(|e| {
+                if let Event::Tick(t) = e {
+                    Some(t)
+                } else {
+                    None
+                }
+            })
+            .filter(|t| t.symbol == *s)
+            .collect();
+        let after: Vec<&client::Tick> = log[i..]
+            .iter()
+            .filter_map(|e| {
+                if let Event::Tick(t) = e {
+                    Some(t)
+                } else {
+                    None
+                }
+            })
+            .filter(|t| t.symbol == *s)
+            .collect();
+        assert!(
+            after[0].snapshot,
+            "{s}: the new session starts with a snapshot"
+        );
+        assert!(
+            after[0].seq >= before.last().unwrap().seq,
+            "{s}: the snapshot is not older than what was seen"
+        );
+        for w in after.windows(2) {
+            assert_eq!(
+                w[1].seq,
+                w[0].seq + 1,
+                "{s}: live after the snapshot, contiguous"
+            );
+            assert!(!w[1].snapshot);
+        }
+        for w in before.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1, "{s}: contiguous before the crash");
+        }
+    }
+    stop.cancel();
+    producer.await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+async fn next_event<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> T {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("event in time")
+        .expect("client alive")
+}
