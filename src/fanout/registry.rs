@@ -27,6 +27,9 @@ struct Last {
     live: Bytes,
     /// Built on first use; most cached ticks are never sent as a snapshot.
     snapshot: Option<Bytes>,
+    /// Set while the partition is still replaying its rewind: a newer tick
+    /// may follow, so new subscribers wait for the end of the replay.
+    provisional: bool,
 }
 
 impl Last {
@@ -118,11 +121,11 @@ impl Registry {
         let first = entry.subs.is_empty();
         let mut dropped = false;
         let awaiting_snapshot = match &mut entry.last {
-            Some(last) => {
+            Some(last) if !last.provisional => {
                 dropped = outbox.push(last.snapshot_item(symbol));
                 false
             }
-            None => true,
+            _ => true,
         };
         entry.subs.push(Subscriber {
             outbox: outbox.clone(),
@@ -184,6 +187,7 @@ impl Registry {
             seq,
             live,
             snapshot: None,
+            provisional: false,
         };
         for sub in &mut entry.subs {
             let item = if sub.awaiting_snapshot || out.seq == SeqCheck::Reset {
@@ -222,11 +226,13 @@ impl Registry {
             seq,
             live,
             snapshot: None,
+            provisional: true,
         });
     }
 
-    /// Sends the cached tick, as a snapshot, to every subscriber of a symbol
-    /// matching `pred` that is still waiting for one. Returns drops.
+    /// Ends the replay of symbols matching `pred`: their cached tick becomes
+    /// final and is sent, as a snapshot, to every subscriber still waiting
+    /// for one. Returns drops.
     pub fn flush_snapshots(
         &self,
         pred: impl Fn(&Symbol) -> bool,
@@ -239,9 +245,12 @@ impl Registry {
                 let Some(last) = &mut entry.last else {
                     continue;
                 };
-                if !entry.subs.iter().any(|s| s.awaiting_snapshot) || !pred(symbol) {
+                if !(last.provisional || entry.subs.iter().any(|s| s.awaiting_snapshot))
+                    || !pred(symbol)
+                {
                     continue;
                 }
+                last.provisional = false;
                 for sub in entry.subs.iter_mut().filter(|s| s.awaiting_snapshot) {
                     sub.awaiting_snapshot = false;
                     dropped += sub.outbox.push(last.snapshot_item(symbol)) as u64;
@@ -380,6 +389,26 @@ mod tests {
             ]
         );
         assert_eq!(reg.cached(), vec![sym("A")]);
+    }
+
+    #[test]
+    fn subscriber_during_replay_gets_the_final_snapshot_once() {
+        let reg = Registry::new();
+        let (early, late) = (Arc::new(Outbox::new(10)), Arc::new(Outbox::new(10)));
+        let mut wake = Vec::new();
+        reg.subscribe(&sym("A"), &early);
+        reg.remember(&sym("A"), 4, enc(4));
+        reg.subscribe(&sym("A"), &late); // mid-replay: must not get seq 4
+        reg.remember(&sym("A"), 5, enc(5));
+        assert!(late.is_empty() && early.is_empty());
+        reg.flush_snapshots(|_| true, &mut wake);
+        reg.publish(&sym("A"), 6, enc(6), &mut wake);
+        for ob in [&early, &late] {
+            assert_eq!(texts(ob), [r#"{"seq":5,"snapshot":true}"#, r#"{"seq":6}"#]);
+        }
+        let after = Arc::new(Outbox::new(10));
+        reg.subscribe(&sym("A"), &after);
+        assert_eq!(texts(&after), [r#"{"seq":6,"snapshot":true}"#]);
     }
 
     #[test]
