@@ -20,8 +20,16 @@ fn steady_feed(
     rate: u64,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
+    steady(Feed::new(&brokers, &topic), symbols, rate, stop)
+}
+
+fn steady(
+    mut feed: Feed,
+    symbols: Vec<String>,
+    rate: u64,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
     tokio::spawn(async move {
-        let mut feed = Feed::new(&brokers, &topic);
         let mut last = BTreeMap::new();
         let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
         let mut i = 0;
@@ -131,13 +139,9 @@ async fn outage_scenario(
     .await;
 
     let stop = CancellationToken::new();
-    let producer = steady_feed(
-        brokers.clone(),
-        topic.clone(),
-        syms.clone(),
-        200,
-        stop.clone(),
-    );
+    let feed = Feed::new(&brokers, &topic);
+    let feed_counts = feed.counts.clone();
+    let producer = steady(feed, syms.clone(), 200, stop.clone());
     for c in [&mut c1, &mut c2] {
         c.read_until("live ticks before the outage", |f| f.len() > 10)
             .await;
@@ -154,6 +158,13 @@ async fn outage_scenario(
     }
     eventually("readyz 503 during the outage", || async {
         (edge.get("/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    // The producer noticed too: this is what its progress line prints.
+    let fc = feed_counts.clone();
+    eventually("producer reports the outage", move || {
+        let e = fc.recent_error(Duration::from_secs(60));
+        async move { e }
     })
     .await;
     assert_eq!(
@@ -177,6 +188,20 @@ async fn outage_scenario(
     }
     stop.cancel();
     let last = producer.await.unwrap();
+    let produced: i64 = last.values().sum();
+    assert_eq!(
+        feed_counts
+            .delivered
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+        produced,
+        "every tick produced was acknowledged"
+    );
+    assert_eq!(
+        feed_counts
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     read_to(&mut c1, &last).await;
     read_to(
         &mut c2,

@@ -517,6 +517,8 @@ pub struct Feed {
     pub producer: std::sync::Arc<ThreadedProducer<Counting>>,
     pub topic: String,
     pub codec: TickCodec,
+    /// Delivery reports and client errors, as `tickfan produce` reports them.
+    pub counts: std::sync::Arc<feed::DeliveryCounts>,
     seqs: BTreeMap<String, i64>,
 }
 
@@ -527,11 +529,12 @@ impl Feed {
             topics: vec![topic.into()],
             options: vec![],
         };
-        let (producer, _) = feed::producer(&kafka, 1).expect("producer");
+        let (producer, counts) = feed::producer(&kafka, 1).expect("producer");
         Feed {
             producer: std::sync::Arc::new(producer),
             topic: topic.into(),
             codec: TickCodec::new(usize::MAX),
+            counts,
             seqs: BTreeMap::new(),
         }
     }
