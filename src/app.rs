@@ -60,6 +60,8 @@ pub async fn run_edge(
         metrics,
         sessions: Default::default(),
         feed: ingest.status.feed(),
+        admission: gateway::admission::Admission::new(&config.admission),
+        verifier: gateway::auth::Verifier::from_config(&config.auth)?.map(Arc::new),
         readiness: Box::new(EdgeReadiness {
             status: ingest.status.clone(),
             shutdown: shutdown.clone(),
@@ -92,6 +94,8 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
         kafka: kafka.clone(),
         ingest: config.ingest.clone(),
         gateway,
+        admission: config.admission.clone(),
+        auth: config.auth.clone(),
     };
     edge.validate()?;
     let listener = gateway::bind(config.listen, &edge.gateway)?;

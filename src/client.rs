@@ -68,6 +68,11 @@ pub struct Config {
     pub backoff_cap: Duration,
     /// `SO_RCVBUF` of the TCP socket in bytes; the OS default when `None`.
     pub recv_buffer: Option<u32>,
+    /// Source address to connect from (e.g. `127.0.0.7` to spread load tests
+    /// over loopback addresses); the OS picks when `None`.
+    pub local_addr: Option<std::net::IpAddr>,
+    /// Bearer token sent in the handshake's `Authorization` header.
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -78,6 +83,8 @@ impl Default for Config {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             recv_buffer: None,
+            local_addr: None,
+            token: None,
         }
     }
 }
@@ -292,8 +299,9 @@ struct Runner {
     commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
     shutdown: CancellationToken,
-    /// `after_ms` of the last `reconnect` hint of the current connection.
-    hint: Option<u64>,
+    /// When the last `reconnect` hint of the current connection says to
+    /// reconnect (its receipt + `after_ms`).
+    hint: Option<tokio::time::Instant>,
 }
 
 impl Runner {
@@ -307,7 +315,7 @@ impl Runner {
         loop {
             let endpoint = self.config.endpoints[next].clone();
             next = (next + 1) % n;
-            let connecting = timeout(CONNECT_TIMEOUT, connect(&endpoint, self.config.recv_buffer));
+            let connecting = timeout(CONNECT_TIMEOUT, connect(&endpoint, &self.config));
             let connected = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return,
@@ -328,7 +336,7 @@ impl Runner {
                 return;
             }
             let delay = match self.hint.take() {
-                Some(ms) => Duration::from_millis(ms),
+                Some(at) => at.saturating_duration_since(tokio::time::Instant::now()),
                 None => {
                     let (base, cap) = (self.config.backoff_base, self.config.backoff_cap);
                     let jittered = backoff_delay(attempt, base, cap, &mut rand::rng());
@@ -380,7 +388,8 @@ impl Runner {
                         parse_frame(&text, &mut batch);
                         for event in batch.drain(..) {
                             if let Event::Reconnect { after_ms } = event {
-                                self.hint = Some(after_ms);
+                                self.hint =
+                                    Some(tokio::time::Instant::now() + Duration::from_millis(after_ms));
                             }
                             if !self.emit(event).await {
                                 return End::Stop;
@@ -447,10 +456,19 @@ impl Runner {
 
 /// TCP connect (to each resolved address in turn) and WebSocket handshake.
 /// The error carries a reason and the server's `Retry-After`, if any.
-async fn connect(
-    endpoint: &str,
-    recv_buffer: Option<u32>,
-) -> Result<Ws, (String, Option<Duration>)> {
+async fn connect(endpoint: &str, config: &Config) -> Result<Ws, (String, Option<Duration>)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = endpoint
+        .into_client_request()
+        .map_err(|e| (format!("bad endpoint: {e}"), None))?;
+    if let Some(token) = &config.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ("token is not a valid header value".to_string(), None))?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, value);
+    }
     let uri: http::Uri = endpoint
         .parse()
         .map_err(|e| (format!("bad endpoint: {e}"), None))?;
@@ -469,15 +487,18 @@ async fn connect(
             } else {
                 TcpSocket::new_v6()
             }?;
-            if let Some(bytes) = recv_buffer {
+            if let Some(bytes) = config.recv_buffer {
                 socket.set_recv_buffer_size(bytes)?;
+            }
+            if let Some(ip) = config.local_addr {
+                socket.bind(std::net::SocketAddr::new(ip, 0))?;
             }
             let stream = socket.connect(addr).await?;
             stream.set_nodelay(true).map(|()| stream)
         };
         match tcp.await {
             Ok(stream) => {
-                return match tokio_tungstenite::client_async(endpoint, stream).await {
+                return match tokio_tungstenite::client_async(request.clone(), stream).await {
                     Ok((ws, _)) => Ok(ws),
                     Err(tungstenite::Error::Http(r)) => {
                         Err((format!("handshake: HTTP {}", r.status()), retry_after(&r)))
@@ -673,6 +694,7 @@ mod tests {
             backoff_base,
             backoff_cap,
             recv_buffer,
+            ..Config::default()
         }
     }
 

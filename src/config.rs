@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 
 use clap::Args;
 
-use crate::{feed, gateway, ingest};
+use crate::{
+    feed,
+    gateway::{self, admission, auth},
+    ingest,
+};
 
 /// Where Kafka is and what to read or write.
 #[derive(Args, Debug, Clone)]
@@ -78,13 +82,21 @@ pub struct EdgeConfig {
 
     #[command(flatten)]
     pub gateway: gateway::Config,
+
+    #[command(flatten)]
+    pub admission: admission::Config,
+
+    #[command(flatten)]
+    pub auth: auth::Config,
 }
 
 impl EdgeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.kafka.validate()?;
         self.ingest.validate()?;
-        self.gateway.validate()
+        self.gateway.validate()?;
+        self.admission.validate()?;
+        self.auth.validate()
     }
 }
 
@@ -128,6 +140,13 @@ pub struct DemoConfig {
 
     #[command(flatten)]
     pub gateway: gateway::Config,
+
+    #[command(flatten)]
+    pub admission: admission::Config,
+
+    /// Off unless a key is given.
+    #[command(flatten)]
+    pub auth: auth::Config,
 }
 
 impl DemoConfig {
@@ -135,7 +154,9 @@ impl DemoConfig {
         anyhow::ensure!(self.partitions >= 1, "--partitions must be >= 1");
         self.feed.validate()?;
         self.ingest.validate()?;
-        self.gateway.validate()
+        self.gateway.validate()?;
+        self.admission.validate()?;
+        self.auth.validate()
     }
 }
 

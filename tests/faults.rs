@@ -493,7 +493,7 @@ async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
         symbols: syms.clone(),
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_secs(2),
-        recv_buffer: None,
+        ..client::Config::default()
     };
     let (mut events, task) = client::spawn(config, shutdown.clone());
     let mut log: Vec<Event> = Vec::new();

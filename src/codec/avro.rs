@@ -16,6 +16,12 @@ pub const TICK_SCHEMA_JSON: &str = include_str!("../../schemas/tick.avsc");
 /// Length of the single-object header: 2 magic bytes + 8 fingerprint bytes.
 pub const HEADER_LEN: usize = 10;
 
+/// Most bytes the Avro decoder may allocate for one string. apache-avro
+/// reserves what a length prefix claims before reading, so without this a
+/// 19-byte record claiming a 500 MB symbol makes it allocate 500 MB (found
+/// by fuzzing, see docs/fuzzing.md). Process-wide; set by [`TickCodec::new`].
+pub const MAX_DECODE_ALLOCATION: usize = 1 << 20;
+
 /// Why a Kafka record value is not a tick. Each variant is a metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -72,6 +78,7 @@ impl TickCodec {
     /// A codec for the compiled-in schema, rejecting values over
     /// `max_record_bytes`.
     pub fn new(max_record_bytes: usize) -> TickCodec {
+        apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION);
         let schema = Schema::parse_str(TICK_SCHEMA_JSON).expect("schemas/tick.avsc is valid");
         let fp = schema.fingerprint::<Rabin>();
         let mut header = [0u8; HEADER_LEN];
@@ -216,6 +223,19 @@ mod tests {
             ts: 1_764_270_000_123_456,
             seq: 42,
         }
+    }
+
+    #[test]
+    fn a_huge_length_prefix_allocates_nothing() {
+        // Fuzzer finding: valid header, then a symbol claiming 500,000,000 bytes.
+        let codec = TickCodec::new(1 << 16);
+        let mut input = codec.header().to_vec();
+        input.extend_from_slice(&[0x80, 0x94, 0xeb, 0xdc, 0x03, b'A', b'A', b'P', b'L']);
+        assert_eq!(codec.decode(&input), Err(DecodeError::Malformed));
+        assert_eq!(
+            apache_avro::util::max_allocation_bytes(usize::MAX),
+            MAX_DECODE_ALLOCATION
+        );
     }
 
     #[test]

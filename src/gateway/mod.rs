@@ -10,8 +10,13 @@
 //! | `GET /partitions` | JSON array of assigned partitions and positions |
 //! | `GET /` | the demo ticker page, when enabled |
 
+pub mod admission;
+pub mod auth;
 pub mod protocol;
+pub mod server;
 pub mod session;
+
+pub use server::serve;
 
 use std::{
     collections::HashMap,
@@ -20,11 +25,11 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use warp::{http::StatusCode, Filter, Reply};
 
 use crate::{fanout::Outbox, fanout::Registry, telemetry::Metrics};
@@ -62,6 +67,49 @@ pub struct Config {
     /// Serve the demo ticker page at `/`.
     #[arg(long, env = "TICKFAN_PAGE", default_value_t = false)]
     pub page: bool,
+
+    /// A connection must send its complete HTTP request (the WebSocket
+    /// handshake) within this time, or it is dropped.
+    #[arg(long, env = "TICKFAN_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// The edge pings each WebSocket this often.
+    #[arg(long, env = "TICKFAN_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A WebSocket from which nothing (not even a pong) arrived for this long
+    /// is a dead peer and is dropped.
+    #[arg(long, env = "TICKFAN_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Control messages (subscribe, unsubscribe, auth) per second per
+    /// connection; more are ignored with a `rate_limited` error.
+    #[arg(long, env = "TICKFAN_CONTROL_RATE", default_value_t = 20)]
+    pub control_rate: u32,
+
+    /// Control messages a connection may send at once above its rate.
+    #[arg(long, env = "TICKFAN_CONTROL_BURST", default_value_t = 50)]
+    pub control_burst: u32,
+
+    /// On SIGTERM, clients are closed (code 1012, after a `reconnect` hint) at
+    /// random points spread over this window, so they do not all reconnect
+    /// elsewhere at once.
+    #[arg(long, env = "TICKFAN_DRAIN_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_window: Duration,
+
+    /// Hard limit on shutdown: sessions still open this long after SIGTERM
+    /// are dropped and the process exits. Must exceed the drain window.
+    #[arg(long, env = "TICKFAN_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Per-connection WebSocket read buffer, in bytes.
+    #[arg(long, env = "TICKFAN_READ_BUFFER_BYTES", default_value_t = 4096)]
+    pub read_buffer_bytes: usize,
+
+    /// Per-connection WebSocket write buffer, in bytes (writes are flushed
+    /// when it fills).
+    #[arg(long, env = "TICKFAN_WRITE_BUFFER_BYTES", default_value_t = 16384)]
+    pub write_buffer_bytes: usize,
 }
 
 impl Config {
@@ -75,6 +123,27 @@ impl Config {
         anyhow::ensure!(
             self.max_frame_bytes >= 1024,
             "--max-frame-bytes must be >= 1024"
+        );
+        anyhow::ensure!(!self.ping_interval.is_zero(), "--ping-interval must be > 0");
+        anyhow::ensure!(
+            self.idle_timeout > self.ping_interval,
+            "--idle-timeout must exceed --ping-interval"
+        );
+        anyhow::ensure!(
+            self.shutdown_grace > self.drain_window,
+            "--shutdown-grace must exceed --drain-window"
+        );
+        anyhow::ensure!(
+            self.control_rate >= 1 && self.control_burst >= 1,
+            "--control-rate/--control-burst must be >= 1"
+        );
+        anyhow::ensure!(
+            self.read_buffer_bytes >= 512,
+            "--read-buffer-bytes must be >= 512"
+        );
+        anyhow::ensure!(
+            self.write_buffer_bytes >= 512,
+            "--write-buffer-bytes must be >= 512"
         );
         Ok(())
     }
@@ -120,6 +189,10 @@ pub struct Shared {
     pub metrics: Metrics,
     pub sessions: Sessions,
     pub readiness: Box<dyn Readiness>,
+    /// Connection admission (rates, connection cap).
+    pub admission: admission::Admission,
+    /// Token verification; `None` when auth is off.
+    pub verifier: Option<Arc<auth::Verifier>>,
     /// Feed status; sessions forward changes to their clients.
     pub feed: tokio::sync::watch::Receiver<crate::fanout::FeedStatus>,
 }
@@ -143,36 +216,15 @@ pub fn bind(addr: std::net::SocketAddr, config: &Config) -> std::io::Result<TcpL
     socket.listen(4096)
 }
 
-/// Serves HTTP and WebSocket on `listener` until `shutdown` fires; open
-/// sessions are told to close and awaited.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let routes = routes(shared, shutdown.clone());
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown.cancelled_owned())
-        .run()
-        .await;
-}
-
+/// The plain HTTP routes (everything but `/ws`, which [`server`] upgrades
+/// itself).
 fn routes(
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with = {
         let shared = shared.clone();
         warp::any().map(move || shared.clone())
     };
-    let ws = warp::path("ws")
-        .and(warp::path::end())
-        .and(warp::ws())
-        .and(with.clone())
-        .map(move |ws: warp::ws::Ws, shared: Arc<Shared>| {
-            let shutdown = shutdown.clone();
-            let max = shared.config.max_message_bytes;
-            ws.max_message_size(max)
-                .max_frame_size(max)
-                .on_upgrade(move |socket| session::run(socket, shared, shutdown))
-        });
     let healthz = warp::path("healthz").and(warp::path::end()).map(|| "ok\n");
     let readyz = warp::path("readyz")
         .and(warp::path::end())
@@ -214,7 +266,7 @@ fn routes(
         });
     warp::get()
         .and(
-            ws.or(healthz)
+            healthz
                 .or(readyz)
                 .or(metrics)
                 .or(symbols)
@@ -227,7 +279,6 @@ fn routes(
             } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
                 (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             } else {
-                // For example `/ws` without a WebSocket upgrade.
                 (StatusCode::BAD_REQUEST, "bad request")
             };
             Ok::<_, Infallible>(warp::reply::with_status(

@@ -17,6 +17,8 @@ pub enum Request {
     /// bad symbol does not spoil the rest).
     Subscribe(Vec<String>),
     Unsubscribe(Vec<String>),
+    /// A fresh token for the session (`{"op":"auth","token":"..."}`).
+    Auth(String),
 }
 
 /// Error codes sent in `{"type":"error"}` frames. Stable API.
@@ -28,6 +30,10 @@ pub enum ErrorCode {
     InvalidSymbol,
     TooManySymbols,
     BinaryNotSupported,
+    NotEntitled,
+    RateLimited,
+    AuthFailed,
+    AuthDisabled,
 }
 
 impl ErrorCode {
@@ -39,6 +45,10 @@ impl ErrorCode {
             ErrorCode::InvalidSymbol => "invalid_symbol",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::NotEntitled => "not_entitled",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::AuthDisabled => "auth_disabled",
         }
     }
 }
@@ -79,11 +89,22 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
     let make: fn(Vec<String>) -> Request = match op.as_str() {
         "subscribe" => Request::Subscribe,
         "unsubscribe" => Request::Unsubscribe,
+        "auth" => {
+            return match obj.remove("token") {
+                Some(Value::String(t)) if !t.is_empty() => Ok(Request::Auth(t)),
+                _ => Err(Rejection::new(
+                    ErrorCode::AuthFailed,
+                    "\"token\" must be a non-empty string",
+                )),
+            };
+        }
         _ => {
             let shown: String = op.chars().take(32).collect();
             return Err(Rejection::new(
                 ErrorCode::UnknownOp,
-                format!("unknown op {shown:?}; expected \"subscribe\" or \"unsubscribe\""),
+                format!(
+                    "unknown op {shown:?}; expected \"subscribe\", \"unsubscribe\" or \"auth\""
+                ),
             ));
         }
     };
@@ -121,6 +142,16 @@ pub enum Reply<'a> {
     },
     Status {
         feed: &'static str,
+    },
+    /// The edge is draining: reconnect (elsewhere) in `after_ms`; this
+    /// connection is closed with 1012 at about that time.
+    Reconnect {
+        after_ms: u64,
+    },
+    /// An in-band token refresh succeeded; `exp` is the new expiry (Unix seconds).
+    Authenticated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
     },
     Gap {
         symbol: &'a Symbol,
@@ -182,6 +213,14 @@ mod tests {
         assert_eq!(
             parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"]}"#),
             Ok(Request::Subscribe(vec!["AAPL".into(), "MSFT".into()]))
+        );
+        assert_eq!(
+            parse(r#"{"op":"auth","token":"abc"}"#),
+            Ok(Request::Auth("abc".into()))
+        );
+        assert_eq!(
+            parse(r#"{"op":"auth"}"#).unwrap_err().code,
+            ErrorCode::AuthFailed
         );
         assert_eq!(
             parse(r#"{"op":"unsubscribe","symbols":[],"id":7}"#),

@@ -1,18 +1,33 @@
 //! One client's WebSocket session: a single task that reads control messages,
 //! applies them to the registry, and writes whatever the outbox holds as one
-//! frame per wake.
+//! frame per wake. It also keeps the connection honest: ping/pong with
+//! dead-peer detection, a per-connection rate limit on control messages,
+//! token expiry and in-band refresh, and a paced close when the edge drains.
 //!
 //! Generic over the socket (any `Sink` + `Stream` of WebSocket messages), so
 //! it is tested over in-memory channels as well as real sockets.
 
-use std::{collections::HashSet, error::Error as StdError, sync::Arc};
+use std::{
+    collections::HashSet,
+    error::Error as StdError,
+    num::NonZeroU32,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio_tungstenite::tungstenite;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{
+    self,
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
 use tokio_util::sync::CancellationToken;
-use warp::ws::Message;
 
 use super::{
+    auth::{Entitlements, Grant},
     protocol::{self, ErrorCode, Reply, Request},
     Shared,
 };
@@ -31,27 +46,58 @@ const ECHO_LEN: usize = 40;
 
 /// Close code for a message larger than the configured maximum (RFC 6455).
 pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code sent when the edge shuts down.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code when the edge drains for a restart (RFC 6455 "service restart").
+pub const CLOSE_RESTART: u16 = 1012;
+/// Close code when the session's token expired and was not refreshed.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
-/// Runs a session until the client leaves, errs, or `shutdown` fires.
-pub async fn run<S, E>(socket: S, shared: Arc<Shared>, shutdown: CancellationToken)
-where
+/// How a session ends.
+enum End {
+    /// Send this close frame.
+    Close(u16, &'static str),
+    /// The peer is gone or broke the protocol: just drop the connection.
+    Drop,
+}
+
+/// Runs a session until the client leaves, errs, or the edge drains
+/// (`drain` fires): then the client gets a `reconnect` hint at a random
+/// point of the drain window and is closed with 1012 when it comes.
+pub async fn run<S, E>(
+    socket: S,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    grant: Option<Grant>,
+) where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: StdError + 'static,
 {
     let outbox = Arc::new(Outbox::new(shared.config.outbox_capacity));
     let handle = shared.sessions.insert(outbox.clone());
     shared.metrics.connections.inc();
+    let c = &shared.config;
+    let per_sec = NonZeroU32::new(c.control_rate.max(1)).expect("max(1)");
+    let burst = NonZeroU32::new(c.control_burst.max(1)).expect("max(1)");
     let mut session = Session {
         shared: shared.clone(),
         outbox: outbox.clone(),
         symbols: HashSet::new(),
+        expires: grant.as_ref().and_then(|g| g.expires_at),
+        subject: grant.as_ref().and_then(|g| g.subject.clone()),
+        entitlements: grant
+            .map(|g| g.entitlements)
+            .unwrap_or_else(Entitlements::all),
+        control: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
+        last_limited_notice: None,
     };
     let (mut tx, mut rx) = socket.split();
-    let end = session.drive(&mut tx, &mut rx, &shutdown).await;
-    if let Some((code, reason)) = end {
-        let _ = tx.send(Message::close_with(code, reason)).await;
+    let end = session.drive(&mut tx, &mut rx, &drain).await;
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame))))
+            .await;
     }
     session.leave();
     shared.sessions.remove(handle);
@@ -62,16 +108,28 @@ struct Session {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     symbols: HashSet<Symbol>,
+    /// When the token expires (auth on).
+    expires: Option<SystemTime>,
+    /// The token's subject; a refresh must keep it.
+    subject: Option<String>,
+    entitlements: Entitlements,
+    /// Control messages per second (GCRA).
+    control: DefaultDirectRateLimiter,
+    last_limited_notice: Option<Instant>,
+}
+
+/// The instant at which a wall-clock time falls, seen from now.
+fn instant_at(t: SystemTime) -> Instant {
+    let now = Instant::now();
+    match t.duration_since(SystemTime::now()) {
+        Ok(ahead) => now + ahead,
+        Err(_) => now,
+    }
 }
 
 impl Session {
-    /// The session loop; returns the close frame to send, if any.
-    async fn drive<Tx, Rx, E>(
-        &mut self,
-        tx: &mut Tx,
-        rx: &mut Rx,
-        shutdown: &CancellationToken,
-    ) -> Option<(u16, &'static str)>
+    /// The session loop; returns how to end.
+    async fn drive<Tx, Rx, E>(&mut self, tx: &mut Tx, rx: &mut Rx, drain: &CancellationToken) -> End
     where
         Tx: Sink<Message> + Unpin,
         Rx: Stream<Item = Result<Message, E>> + Unpin,
@@ -81,45 +139,85 @@ impl Session {
         if *feed.borrow_and_update() == FeedStatus::Stale {
             let stale = protocol::status_json(FeedStatus::Stale);
             if tx.send(Message::text(stale)).await.is_err() {
-                return None;
+                return End::Drop;
             }
         }
+        let ping_every = self.shared.config.ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut close_at: Option<Instant> = None;
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
         loop {
+            let grace = self
+                .shared
+                .verifier
+                .as_ref()
+                .map(|v| v.expiry_grace())
+                .unwrap_or_default();
+            let expiry = self.expires.map(|e| instant_at(e) + grace);
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Some((CLOSE_GOING_AWAY, "edge shutting down")),
+                _ = drain.cancelled(), if close_at.is_none() => {
+                    let window = self.shared.config.drain_window;
+                    let after = if window.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        rand::rng().random_range(Duration::ZERO..window)
+                    };
+                    let hint = Reply::Reconnect { after_ms: after.as_millis() as u64 }.to_json();
+                    if tx.send(Message::text(hint)).await.is_err() {
+                        return End::Drop;
+                    }
+                    close_at = Some(Instant::now() + after);
+                }
+                _ = tokio::time::sleep_until(close_at.unwrap_or(far)), if close_at.is_some() => {
+                    return End::Close(CLOSE_RESTART, "edge restarting; reconnect");
+                }
+                _ = tokio::time::sleep_until(expiry.unwrap_or(far)), if expiry.is_some() => {
+                    return End::Close(CLOSE_TOKEN_EXPIRED, "token expired");
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > self.shared.config.idle_timeout {
+                        return End::Drop; // dead peer: nothing heard, not even a pong
+                    }
+                    if tx.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::Drop;
+                    }
+                }
                 changed = feed.changed() => {
                     if changed.is_err() {
                         continue;
                     }
                     let status = *feed.borrow_and_update();
                     if tx.send(Message::text(protocol::status_json(status))).await.is_err() {
-                        return None;
+                        return End::Drop;
                     }
                 }
                 incoming = rx.next() => match incoming {
-                    None => return None,
+                    None => return End::Drop,
                     Some(Err(e)) => {
-                        return is_too_big(&e).then_some((CLOSE_TOO_BIG, "message too big"));
+                        return if is_too_big(&e) { End::Close(CLOSE_TOO_BIG, "message too big") } else { End::Drop };
                     }
                     Some(Ok(msg)) => {
-                        if msg.is_close() {
-                            return None;
+                        last_heard = Instant::now();
+                        if let Message::Close(_) = msg {
+                            return End::Drop; // tungstenite has queued the close reply
                         }
                         let replies = self.on_message(&msg);
                         for r in replies {
                             if tx.feed(Message::text(r)).await.is_err() {
-                                return None;
+                                return End::Drop;
                             }
                         }
                         if self.write_ready(tx).await.is_err() {
-                            return None;
+                            return End::Drop;
                         }
                     }
                 },
                 _ = self.outbox.woken() => {
                     if self.write_ready(tx).await.is_err() {
-                        return None;
+                        return End::Drop;
                     }
                 }
             }
@@ -128,26 +226,96 @@ impl Session {
 
     /// Answers one client message; returns the frames to send.
     fn on_message(&mut self, msg: &Message) -> Vec<String> {
-        if msg.is_binary() {
-            return vec![self.error(
-                ErrorCode::BinaryNotSupported,
-                "binary frames are not supported; send JSON text",
-                None,
-            )];
-        }
-        let Ok(text) = msg.to_str() else {
-            return Vec::new(); // ping/pong: answered by the WebSocket layer
+        let text = match msg {
+            Message::Text(t) => t.as_str(),
+            Message::Binary(_) => {
+                return vec![self.error(
+                    ErrorCode::BinaryNotSupported,
+                    "binary frames are not supported; send JSON text",
+                    None,
+                )]
+            }
+            _ => return Vec::new(), // ping/pong: answered by the WebSocket layer
         };
+        if self.control.check().is_err() {
+            // Over the per-connection limit: the message is ignored, and the
+            // client is told at most once a second.
+            self.shared
+                .metrics
+                .protocol_error(ErrorCode::RateLimited.as_str());
+            let due = self
+                .last_limited_notice
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if !due {
+                return Vec::new();
+            }
+            self.last_limited_notice = Some(Instant::now());
+            let msg = format!(
+                "more than {} control messages per second; message ignored",
+                self.shared.config.control_rate
+            );
+            return vec![protocol::error_json(ErrorCode::RateLimited, &msg, None)];
+        }
         match protocol::parse(text) {
             Err(r) => vec![self.error(r.code, &r.message, None)],
             Ok(Request::Subscribe(symbols)) => self.subscribe(symbols),
             Ok(Request::Unsubscribe(symbols)) => self.unsubscribe(symbols),
+            Ok(Request::Auth(token)) => self.refresh(&token),
         }
+    }
+
+    /// In-band token refresh: same subject, new expiry and entitlements.
+    fn refresh(&mut self, token: &str) -> Vec<String> {
+        let Some(verifier) = self.shared.verifier.as_ref() else {
+            return vec![self.error(
+                ErrorCode::AuthDisabled,
+                "authentication is not enabled on this edge",
+                None,
+            )];
+        };
+        let grant = match verifier.verify(token) {
+            Ok(g) => g,
+            Err(e) => {
+                self.shared.metrics.auth_failure(e.label());
+                return vec![self.error(ErrorCode::AuthFailed, e.reason(), None)];
+            }
+        };
+        if grant.subject != self.subject {
+            return vec![self.error(
+                ErrorCode::AuthFailed,
+                "token subject differs from the session's",
+                None,
+            )];
+        }
+        self.expires = grant.expires_at;
+        self.entitlements = grant.entitlements;
+        let exp = self
+            .expires
+            .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        let mut out = vec![Reply::Authenticated { exp }.to_json()];
+        // Subscriptions the new token no longer covers end now.
+        let lost: Vec<String> = self
+            .symbols
+            .iter()
+            .filter(|s| !self.entitlements.allows(s.as_str()))
+            .map(|s| s.to_string())
+            .collect();
+        if !lost.is_empty() {
+            out.extend(self.unsubscribe(lost.clone()));
+            out.push(self.error(
+                ErrorCode::NotEntitled,
+                "the refreshed token does not cover these symbols",
+                Some(lost),
+            ));
+        }
+        out
     }
 
     fn subscribe(&mut self, requested: Vec<String>) -> Vec<String> {
         let max = self.shared.config.max_symbols;
-        let (mut accepted, mut invalid, mut over) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut accepted, mut invalid, mut over, mut denied) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut first_problem: Option<SymbolError> = None;
         let mut seen = HashSet::new();
         for raw in requested {
@@ -162,7 +330,9 @@ impl Session {
             if !seen.insert(symbol.clone()) {
                 continue;
             }
-            if self.symbols.contains(&symbol) {
+            if !self.entitlements.allows(symbol.as_str()) {
+                denied.push(raw);
+            } else if self.symbols.contains(&symbol) {
                 accepted.push(symbol);
             } else if self.symbols.len() < max {
                 self.shared.registry.subscribe(&symbol, &self.outbox);
@@ -182,6 +352,10 @@ impl Session {
                 "invalid symbol: {problem}; symbols are 1-32 characters of A-Z a-z 0-9 . - _ : /"
             );
             out.push(self.error(ErrorCode::InvalidSymbol, &msg, Some(echo(invalid))));
+        }
+        if !denied.is_empty() {
+            let msg = "your token does not entitle you to these symbols";
+            out.push(self.error(ErrorCode::NotEntitled, msg, Some(echo(denied))));
         }
         if !over.is_empty() {
             let msg = format!("at most {max} symbols per connection");

@@ -40,6 +40,11 @@ pub struct Metrics {
     /// (`jump`: passed on after a gap notice; `regress`: skipped;
     /// `reset`: back to 1, passed on as a snapshot).
     pub seq_anomalies: Family<Reason, Counter>,
+    /// Connections turned away before the upgrade, by reason
+    /// (`connection_cap`, `ip_rate`, `global_rate`).
+    pub admission_rejections: Family<Reason, Counter>,
+    /// Tokens refused, at the handshake or in-band, by reason.
+    pub auth_failures: Family<Reason, Counter>,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -65,6 +70,8 @@ impl Metrics {
             outbox_queued: Gauge::default(),
             protocol_errors: Family::default(),
             seq_anomalies: Family::default(),
+            admission_rejections: Family::default(),
+            auth_failures: Family::default(),
             registry: Default::default(),
         };
         r.register(
@@ -123,6 +130,21 @@ impl Metrics {
             "Ticks whose per-symbol seq was not the next one, by kind",
             m.seq_anomalies.clone(),
         );
+        r.register(
+            "admission_rejections",
+            "Connections turned away before the upgrade, by reason",
+            m.admission_rejections.clone(),
+        );
+        for reason in ["connection_cap", "ip_rate", "global_rate", "draining"] {
+            let _ = m
+                .admission_rejections
+                .get_or_create(&vec![("reason", reason)]);
+        }
+        r.register(
+            "auth_failures",
+            "Tokens refused, by reason",
+            m.auth_failures.clone(),
+        );
         for kind in ["jump", "regress", "reset"] {
             let _ = m.seq_anomalies.get_or_create(&vec![("kind", kind)]);
         }
@@ -160,6 +182,20 @@ impl Metrics {
                 .get_or_create(&vec![("kind", kind)])
                 .inc_by(n);
         }
+    }
+
+    /// Counts one connection turned away.
+    pub fn admission_rejected(&self, reason: &'static str) {
+        self.admission_rejections
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts one refused token.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 
     /// Counts one protocol error answered to a client.

@@ -141,6 +141,8 @@ impl Edge {
             options: vec![],
         };
         config.ingest.metadata_refresh = Duration::from_millis(500);
+        config.gateway.drain_window = Duration::from_millis(200);
+        config.gateway.shutdown_grace = Duration::from_secs(5);
         tweak(&mut config);
         let listener = gateway::bind(config.listen, &config.gateway).expect("bind");
         let addr = listener.local_addr().unwrap();
@@ -316,6 +318,18 @@ impl Client {
 
     pub async fn send(&mut self, v: Value) {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// Wraps an already connected WebSocket.
+    pub fn from_ws(ws: WebSocketStream<TcpStream>) -> Client {
+        Client {
+            ws,
+            frames: Vec::new(),
+        }
+    }
+
+    pub fn ws_mut(&mut self) -> &mut WebSocketStream<TcpStream> {
+        &mut self.ws
     }
 
     pub async fn send_raw(&mut self, m: Message) {

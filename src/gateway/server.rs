@@ -1,0 +1,273 @@
+//! The accept loop: HTTP/1.1 with hyper, a handshake timeout on every
+//! connection, `/ws` upgraded here (admission, auth, then tungstenite with
+//! small buffers), every other route served by warp.
+//!
+//! The upgrade is done here rather than with warp's `ws()` filter because
+//! warp neither exposes tungstenite's buffer sizes (128 KiB per connection by
+//! default) nor lets a filter answer 429/401 before the upgrade as cheaply.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_tungstenite::{
+    tungstenite::{handshake::derive_accept_key, protocol::Role, protocol::WebSocketConfig},
+    WebSocketStream,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{auth, session, Shared};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Response body of every route.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+fn json_error(status: StatusCode, error: &str) -> Response<Body> {
+    let mut r = full(status, serde_json::json!({ "error": error }).to_string());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Serves `listener` until `shutdown` fires, then drains: `/readyz` says
+/// 503 and new WebSocket upgrades are refused (503) while every session
+/// closes itself at a random point of the drain window; once they are all
+/// gone, or `shutdown_grace` has passed, it stops accepting and returns.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let routes = super::routes(shared.clone());
+    let connections = TaskTracker::new();
+    let sessions = TaskTracker::new();
+    let housekeeping = {
+        let shared = shared.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            while tokio::select! { _ = every.tick() => true, _ = stop.cancelled() => false } {
+                shared.admission.housekeeping();
+            }
+        })
+    };
+    // Fires when the loop ends: open keep-alive HTTP connections finish
+    // their request and close.
+    let stopped = CancellationToken::new();
+    let mut grace_end: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled(), if grace_end.is_none() => {
+                tracing::info!(
+                    sessions = sessions.len(),
+                    window = ?shared.config.drain_window,
+                    "draining: not ready, closing sessions over the drain window"
+                );
+                grace_end = Some(tokio::time::Instant::now() + shared.config.shutdown_grace);
+                sessions.close();
+                continue;
+            }
+            _ = sessions.wait(), if grace_end.is_some() => break,
+            _ = tokio::time::sleep_until(grace_end.unwrap_or(far)), if grace_end.is_some() => {
+                tracing::warn!(open = sessions.len(), "grace period over with sessions still open; leaving");
+                break;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let warp_svc = warp::service(routes.clone());
+        let (shared2, sessions2, drain) = (shared.clone(), sessions.clone(), shutdown.clone());
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (shared, sessions, drain) = (shared2.clone(), sessions2.clone(), drain.clone());
+            let mut warp_svc = warp_svc.clone();
+            async move {
+                if req.uri().path() == "/ws" {
+                    Ok::<_, Infallible>(upgrade(req, peer, shared, sessions, drain))
+                } else {
+                    let resp = tower_service::Service::call(&mut warp_svc, req).await?;
+                    Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+                }
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.config.handshake_timeout)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let stop = stopped.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "http connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+        });
+    }
+    stopped.cancel();
+    drop(listener);
+    housekeeping.abort();
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+}
+
+/// Answers a `/ws` request: validate the handshake, admit, authenticate,
+/// then switch protocols and run the session.
+fn upgrade(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    drain: CancellationToken,
+) -> Response<Body> {
+    if req.method() != http::Method::GET {
+        return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let h = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad request: expected a WebSocket upgrade",
+        );
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        let mut r = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad request: missing Sec-WebSocket-Key",
+        );
+    };
+    if drain.is_cancelled() {
+        shared.metrics.admission_rejected("draining");
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "edge draining; connect to another",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    let ip = shared.admission.client_ip(peer, h);
+    let permit = match shared.admission.admit(ip) {
+        Ok(p) => p,
+        Err(rejected) => {
+            shared.metrics.admission_rejected(rejected.label());
+            let (status, msg) = match rejected {
+                super::admission::Rejected::ConnectionCap => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "edge at its connection limit",
+                ),
+                _ => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many new connections; retry later",
+                ),
+            };
+            let mut r = json_error(status, msg);
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(rejected.retry_after_secs()),
+            );
+            return r;
+        }
+    };
+    let grant = match &shared.verifier {
+        None => None,
+        Some(v) => {
+            match auth::token_from_request(h, req.uri().query()).ok_or(auth::AuthError::Missing) {
+                Ok(token) => match v.verify(&token) {
+                    Ok(g) => Some(g),
+                    Err(e) => return unauthorized(&shared, e),
+                },
+                Err(e) => return unauthorized(&shared, e),
+            }
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let c = &shared.config;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(c.read_buffer_bytes)
+        .write_buffer_size(c.write_buffer_bytes)
+        .max_write_buffer_size(c.max_frame_bytes.max(c.write_buffer_bytes) * 4)
+        .max_message_size(Some(c.max_message_bytes))
+        .max_frame_size(Some(c.max_message_bytes));
+    sessions.spawn(async move {
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                session::run(ws, shared, drain, grant).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+        }
+    });
+    let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let hs = r.headers_mut();
+    hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    hs.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&key).expect("base64 is a valid header"),
+    );
+    r
+}
+
+fn unauthorized(shared: &Shared, e: auth::AuthError) -> Response<Body> {
+    shared.metrics.auth_failure(e.label());
+    let mut r = json_error(StatusCode::UNAUTHORIZED, e.reason());
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
