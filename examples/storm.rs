@@ -67,7 +67,9 @@ async fn main() -> anyhow::Result<()> {
     let mut admitted = 0;
     let end = start + args.deadline;
     while admitted < args.clients {
-        let Ok(Some(t)) = tokio::time::timeout_at(end, rx.recv()).await else { break };
+        let Ok(Some(t)) = tokio::time::timeout_at(end, rx.recv()).await else {
+            break;
+        };
         let s = t.duration_since(start).as_secs() as usize;
         if per_second.len() <= s {
             per_second.resize(s + 1, 0);
@@ -90,6 +92,10 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    anyhow::ensure!(admitted == args.clients, "only {admitted} of {} admitted", args.clients);
+    anyhow::ensure!(
+        admitted == args.clients,
+        "only {admitted} of {} admitted",
+        args.clients
+    );
     Ok(())
 }
