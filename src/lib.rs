@@ -23,6 +23,7 @@
 //! | [`fanout`] | sharded registry, last-value cache, per-client outbox |
 //! | [`gateway`] | warp routes, WebSocket sessions, protocol messages |
 //! | [`feed`] | the synthetic feed behind `tickfan produce` and the demo |
+//! | [`loadgen`] | `tickfan loadgen`: scenarios, HDR latency, edge cost |
 //! | [`telemetry`] | logging setup; every metric in one file |
 //! | [`client`] | reference WebSocket client: reconnect with jittered backoff, resubscribe, events |
 //!
@@ -38,6 +39,7 @@ pub mod fanout;
 pub mod feed;
 pub mod gateway;
 pub mod ingest;
+pub mod loadgen;
 pub mod market;
 pub mod partition;
 pub mod shutdown;

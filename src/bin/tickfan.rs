@@ -28,6 +28,8 @@ enum Command {
     /// Run everything in-process on librdkafka's embedded mock cluster and
     /// serve a live ticker page.
     Demo(config::DemoConfig),
+    /// Load-test edges: N WebSocket clients, a scenario, latency and cost.
+    Loadgen(tickfan::loadgen::Config),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +48,9 @@ fn main() -> anyhow::Result<()> {
                 feed::run(c.kafka, c.feed, shutdown::on_signal()).await
             }
             Command::Demo(c) => app::run_demo(c, shutdown::on_signal()).await,
+            Command::Loadgen(c) => tickfan::loadgen::run(c, shutdown::on_signal())
+                .await
+                .map(|_| ()),
         }
     })
 }

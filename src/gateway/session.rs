@@ -295,12 +295,13 @@ impl Session {
             .map(|d| d.as_secs());
         let mut out = vec![Reply::Authenticated { exp }.to_json()];
         // Subscriptions the new token no longer covers end now.
-        let lost: Vec<String> = self
+        let mut lost: Vec<String> = self
             .symbols
             .iter()
             .filter(|s| !self.entitlements.allows(s.as_str()))
             .map(|s| s.to_string())
             .collect();
+        lost.sort(); // stable answers, whatever the set's order
         if !lost.is_empty() {
             out.extend(self.unsubscribe(lost.clone()));
             out.push(self.error(
