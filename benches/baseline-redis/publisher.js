@@ -12,7 +12,7 @@
 //             list; ticks go round-robin over the symbols, so each symbol gets
 //             rate/N per second
 // --size      pad each tick with a "pad" string field to about this many bytes
-//             of JSON (e.g. 512); without it a tick is ~150 bytes
+//             of JSON (e.g. 512); without it a tick is ~120 bytes
 // --duration  stop after this many seconds (default: run until killed)
 //
 // Each tick: {"symbol","price","size","bid","ask","venue","ts","seq"[,"pad"]}

@@ -14,7 +14,7 @@
 #   REDIS_PORT  port of the private redis-server [6390] (no persistence)
 #   RATE        ticks/s published in total [1000]
 #   SYMBOLS     symbol count (SYM00000..) or a comma list [100]
-#   SIZE        pad each tick to about this many bytes [unset: ~150 bytes]
+#   SIZE        pad each tick to about this many bytes [unset: ~120 bytes]
 #   DURATION    publisher stops after this many seconds, and then so does
 #               everything else [unset: run until stopped]
 #   PUBLISH     0 = start no publisher (a load generator publishes itself) [1]
@@ -46,8 +46,10 @@ log() { printf '%s [run.sh] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 # (so a recycled pid of some unrelated process is never signalled).
 pid_alive() {
   local pid="$1" pat="$2"
+  local cmd
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$pat"
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *"$pat"* ]]
 }
 
 # stop_pid PID PATTERN: SIGTERM, wait up to 5 s, then SIGKILL.
@@ -112,15 +114,16 @@ cleaned=0
 cleanup() {
   [[ $cleaned == 1 ]] && return
   cleaned=1
-  trap - INT TERM EXIT
+  trap - INT TERM HUP EXIT
   log "stopping"
   stop_all
   rm -f "$STATE_DIR/run.pid"
   log "stopped"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'log "SIGINT"; exit 130' INT
+trap 'log "SIGTERM"; exit 143' TERM
+trap 'log "SIGHUP"; exit 129' HUP
 
 # ---- redis-server ----
 if ! command -v redis-server >/dev/null 2>&1; then
@@ -175,7 +178,7 @@ for ((i = 0; i < INSTANCES; i++)); do
     # Ready once listening and subscribed to the channel.
     grep -q 'subscribed to redis channel' "$STATE_DIR/server-$i.log" 2>/dev/null &&
       { ! command -v curl >/dev/null 2>&1 || curl -fsS "http://$HOST:$port/healthz" >/dev/null 2>&1; } && break
-    pid_alive "$(cat "$STATE_DIR/server-$i.pid")" "server.js" || { cat "$STATE_DIR/server-$i.log" >&2; log "server $i died"; exit 1; }
+    kill -0 "$(cat "$STATE_DIR/server-$i.pid")" 2>/dev/null || { cat "$STATE_DIR/server-$i.log" >&2; log "server $i died"; exit 1; }
     sleep 0.1
   done
 done
@@ -198,7 +201,10 @@ if [[ "$QUIET" != 1 ]]; then
 fi
 
 log "WebSocket endpoints (send {\"op\":\"subscribe\",\"symbols\":[...]}):"
-for u in "${urls[@]}"; do log "  $u   (health: ${u/ws:/http:} -> /healthz)"; done
+for u in "${urls[@]}"; do
+  h="${u/#ws:/http:}"
+  log "  $u   (health: ${h%/ws}/healthz)"
+done
 [[ "$PUBLISH" != 0 ]] && log "publisher: ${pub_args[*]}"
 log "logs and pid files: $STATE_DIR; stop with Ctrl-C or: $0 stop"
 
