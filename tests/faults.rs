@@ -401,77 +401,14 @@ async fn partitions_added_at_runtime_keep_every_symbol_flowing() {
     edge.stop().await;
 }
 
-/// An edge as a child process of the `tickfan` binary.
-struct EdgeProcess {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl EdgeProcess {
-    fn spawn(brokers: &str, topic: &str) -> EdgeProcess {
-        // Reserve a free port, then let the edge bind it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = std::fs::File::create(
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("edge-{port}.log")),
-        )
-        .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
-            .args([
-                "edge",
-                "--listen",
-                &addr.to_string(),
-                "--brokers",
-                brokers,
-                "--topic",
-                topic,
-            ])
-            .args(["--metadata-refresh", "500ms"])
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn tickfan edge");
-        EdgeProcess { child, addr }
-    }
-
-    async fn ready(&self) {
-        let addr = self.addr;
-        eventually("edge process ready", || async move {
-            let up = tokio::net::TcpStream::connect(addr).await.is_ok();
-            if up && http_get(addr, "/readyz").await.0 == 200 {
-                Some(())
-            } else {
-                None
-            }
-        })
-        .await;
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-}
-
-impl Drop for EdgeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
     use tickfan::client::{self, Event};
     let broker = Broker::start();
     let topic = broker.topic(3).await;
-    let mut a = EdgeProcess::spawn(&broker.bootstrap(), &topic);
-    let b = EdgeProcess::spawn(&broker.bootstrap(), &topic);
-    a.ready().await;
-    b.ready().await;
+    let refresh = ["--metadata-refresh", "500ms"];
+    let a = EdgeProcess::spawn(&broker.bootstrap(), &topic, &refresh).await;
+    let b = EdgeProcess::spawn(&broker.bootstrap(), &topic, &refresh).await;
 
     let syms: Vec<String> = distinct_partition_symbols("CRASH", 2, 3)
         .into_iter()
@@ -513,7 +450,7 @@ async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
     }
     assert!(matches!(&log[0], Event::Connected { endpoint } if *endpoint == a.ws()));
 
-    a.child.kill().unwrap(); // SIGKILL
+    a.signal("-KILL");
     let crash_at = log.len();
     // The client notices, reconnects (to B: A refuses), resubscribes, and
     // gets a snapshot rebuilt from Kafka, then live ticks.

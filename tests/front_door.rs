@@ -238,62 +238,6 @@ async fn reconnect_storm_is_admitted_at_the_configured_rate_without_hurting_conn
     edge.stop().await;
 }
 
-/// An edge as a child process, for signal tests.
-struct EdgeProcess {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-}
-
-impl EdgeProcess {
-    async fn spawn(brokers: &str, topic: &str, extra: &[&str]) -> EdgeProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = std::fs::File::create(
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("edge-{port}.log")),
-        )
-        .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
-            .args([
-                "edge",
-                "--listen",
-                &addr.to_string(),
-                "--brokers",
-                brokers,
-                "--topic",
-                topic,
-            ])
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn tickfan edge");
-        let p = EdgeProcess { child, addr };
-        eventually("edge process ready", || async move {
-            if TcpStream::connect(addr).await.is_ok() && http_get(addr, "/readyz").await.0 == 200 {
-                Some(())
-            } else {
-                None
-            }
-        })
-        .await;
-        p
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        assert!(std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_with_paced_reconnect_hints_and_1012() {
     let broker = Broker::start();

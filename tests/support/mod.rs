@@ -699,3 +699,68 @@ pub async fn create_topic_on(brokers: &str, name: &str, partitions: i32) {
         r.expect("topic created");
     }
 }
+
+/// An edge as a child process of the `tickfan` binary (for crashes and
+/// signals); killed when dropped.
+pub struct EdgeProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl EdgeProcess {
+    /// Starts `tickfan edge` on a free port with `extra` flags and waits
+    /// until it is ready.
+    pub async fn spawn(brokers: &str, topic: &str, extra: &[&str]) -> EdgeProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = std::fs::File::create(
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("edge-{port}.log")),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
+            .args([
+                "edge",
+                "--listen",
+                &addr.to_string(),
+                "--brokers",
+                brokers,
+                "--topic",
+                topic,
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tickfan edge");
+        let p = EdgeProcess { child, addr };
+        eventually("edge process ready", || async move {
+            if TcpStream::connect(addr).await.is_ok() && http_get(addr, "/readyz").await.0 == 200 {
+                Some(())
+            } else {
+                None
+            }
+        })
+        .await;
+        p
+    }
+
+    /// The edge's WebSocket URL.
+    pub fn ws(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Sends a signal (`-TERM`, `-KILL`, ...) to the edge.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
