@@ -5,10 +5,16 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use support::*;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Produces ticks of `symbols` round-robin at about `rate` per second until
@@ -20,13 +26,16 @@ fn steady_feed(
     rate: u64,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
-    steady(Feed::new(&brokers, &topic), symbols, rate, stop)
+    let sent = Arc::new(AtomicU64::new(0));
+    steady(Feed::new(&brokers, &topic), symbols, rate, sent, stop)
 }
 
+/// As [`steady_feed`], counting the ticks sent in `sent`.
 fn steady(
     mut feed: Feed,
     symbols: Vec<String>,
     rate: u64,
+    sent: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
     tokio::spawn(async move {
@@ -37,6 +46,7 @@ fn steady(
             pace.tick().await;
             let s = &symbols[i % symbols.len()];
             last.insert(s.clone(), feed.ticks(s, 1).await);
+            sent.fetch_add(1, Ordering::Relaxed);
             i += 1;
         }
         feed.flush().await;
@@ -112,11 +122,13 @@ async fn two_edges_each_deliver_everything_to_their_clients() {
 }
 
 /// The outage scenario, whatever the broker: clients stay connected, are told
-/// the feed is stale and then live, and receive every tick produced.
+/// the feed is stale and then live, and receive every tick produced. The
+/// broker stays down until the producer (200 ticks/s) has produced
+/// `outage_ticks` ticks into its buffer.
 async fn outage_scenario(
     brokers: String,
     topic: String,
-    min_outage: Duration,
+    outage_ticks: u64,
     down: impl FnOnce(),
     up: impl std::future::Future<Output = ()>,
 ) {
@@ -141,14 +153,15 @@ async fn outage_scenario(
     let stop = CancellationToken::new();
     let feed = Feed::new(&brokers, &topic);
     let feed_counts = feed.counts.clone();
-    let producer = steady(feed, syms.clone(), 200, stop.clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let producer = steady(feed, syms.clone(), 200, sent.clone(), stop.clone());
     for c in [&mut c1, &mut c2] {
         c.read_until("live ticks before the outage", |f| f.len() > 10)
             .await;
     }
 
     down();
-    let outage_start = Instant::now();
+    let sent_at_outage = sent.load(Ordering::Relaxed);
     for c in [&mut c1, &mut c2] {
         c.read_until("stale notice", |f| {
             f.iter()
@@ -172,9 +185,14 @@ async fn outage_scenario(
         200,
         "the edge process stays up"
     );
-    // The scenario holds the broker down for at least `min_outage`, while the
-    // producer keeps producing into its buffer.
-    tokio::time::sleep_until(outage_start + min_outage).await;
+    // The broker stays down while the producer keeps producing into its
+    // buffer, until the outage spans `outage_ticks` ticks.
+    let produced = sent.clone();
+    eventually("ticks produced during the outage", move || {
+        let n = produced.load(Ordering::Relaxed) - sent_at_outage;
+        async move { (n >= outage_ticks).then_some(()) }
+    })
+    .await;
     up.await;
 
     edge.ready().await;
@@ -238,14 +256,15 @@ async fn broker_outage_loses_nothing() {
             outage_scenario(
                 mock.bootstrap_servers(),
                 "outage".into(),
-                Duration::from_secs(3),
+                600, // about 3 s
                 || m.broker_down(1).unwrap(),
                 async { m.broker_up(1).unwrap() },
             )
             .await;
         }
         Broker::Real(_) => {
-            // A broker of our own, killed with SIGKILL for 12 s.
+            // A broker of our own, killed with SIGKILL while 2,400 ticks
+            // (about 12 s) are produced.
             let kafka = PrivateKafka::new(19292);
             kafka.up().await;
             create_topic_on(&kafka.bootstrap(), "outage", 2).await;
@@ -253,7 +272,7 @@ async fn broker_outage_loses_nothing() {
             outage_scenario(
                 kafka.bootstrap(),
                 "outage".into(),
-                Duration::from_secs(12),
+                2400,
                 || k.kill9(),
                 k.up(),
             )
