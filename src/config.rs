@@ -38,6 +38,21 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// A librdkafka config: the bootstrap servers, then `defaults` (the
+    /// caller's tuning), then the user's `--kafka` settings, which win.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("log_level", "4");
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
             !self.brokers.trim().is_empty(),

@@ -13,7 +13,6 @@ use std::{
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal, Zipf};
 use rdkafka::{
-    config::ClientConfig,
     error::{KafkaError, RDKafkaErrorCode},
     producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
     ClientContext, Message,
@@ -246,18 +245,15 @@ pub fn producer(
     linger_ms: u32,
 ) -> anyhow::Result<(ThreadedProducer<Counting>, Arc<DeliveryCounts>)> {
     let counts = Arc::new(DeliveryCounts::default());
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", linger_ms.to_string())
-        .set("partitioner", "murmur2_random")
+    let linger = linger_ms.to_string();
+    let c = kafka.client_config(&[
+        ("enable.idempotence", "true"),
+        ("linger.ms", &linger),
+        ("partitioner", "murmur2_random"),
         // Notice partitions added to the topic within seconds, not minutes.
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .set("client.id", "tickfan-produce")
-        .set("log_level", "4");
-    for (k, v) in &kafka.options {
-        c.set(k, v);
-    }
+        ("topic.metadata.refresh.interval.ms", "5000"),
+        ("client.id", "tickfan-produce"),
+    ]);
     Ok((c.create_with_context(Counting(counts.clone()))?, counts))
 }
 

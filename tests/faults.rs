@@ -502,28 +502,8 @@ async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
             .position(|e| matches!(e, Event::Connected { endpoint } if *endpoint == b.ws()))
             .unwrap();
     for s in &syms {
-        let before: Vec<&client::Tick> = log[..crash_at]
-            .iter()
-            .filter_map(|e| {
-                if let Event::Tick(t) = e {
-                    Some(t)
-                } else {
-                    None
-                }
-            })
-            .filter(|t| t.symbol == *s)
-            .collect();
-        let after: Vec<&client::Tick> = log[i..]
-            .iter()
-            .filter_map(|e| {
-                if let Event::Tick(t) = e {
-                    Some(t)
-                } else {
-                    None
-                }
-            })
-            .filter(|t| t.symbol == *s)
-            .collect();
+        let before = ticks_of(&log[..crash_at], s);
+        let after = ticks_of(&log[i..], s);
         assert!(
             after[0].snapshot,
             "{s}: the new session starts with a snapshot"
@@ -548,6 +528,20 @@ async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
     producer.await.unwrap();
     shutdown.cancel();
     task.await.unwrap();
+}
+
+/// The ticks of `symbol` among `events`, in order.
+fn ticks_of<'a>(
+    events: &'a [tickfan::client::Event],
+    symbol: &str,
+) -> Vec<&'a tickfan::client::Tick> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            tickfan::client::Event::Tick(t) if t.symbol == symbol => Some(t),
+            _ => None,
+        })
+        .collect()
 }
 
 async fn next_event<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> T {

@@ -72,6 +72,8 @@ struct BatchCounts {
 
 pub struct PollLoop {
     pub consumer: Arc<super::EdgeConsumer>,
+    /// The configured topics.
+    pub topics: Vec<Arc<str>>,
     pub commands: mpsc::Receiver<Command>,
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
@@ -127,19 +129,22 @@ impl PollLoop {
         counts: &mut BatchCounts,
         wake: &mut Vec<Arc<Outbox>>,
     ) {
-        // A record of a partition released a moment ago may still be queued.
-        let Some((tp, st)) = parts.get_key_value(&TopicPartition {
-            topic: msg.topic().into(),
+        // The configured topic's name, shared: no allocation per record.
+        let Some(topic) = self.topics.iter().find(|t| ***t == *msg.topic()) else {
+            return;
+        };
+        let tp = TopicPartition {
+            topic: topic.clone(),
             partition: msg.partition(),
-        }) else {
+        };
+        // A record of a partition released a moment ago may still be queued.
+        let Some(st) = parts.get_mut(&tp) else {
             return;
         };
         let offset = msg.offset();
         if offset < st.next_offset {
             return; // already processed (never expected; guards the no-duplicate promise)
         }
-        let tp = tp.clone();
-        let st = parts.get_mut(&tp).expect("just found");
         st.next_offset = offset + 1;
         if st.live_from.is_some_and(|live| offset >= live) {
             // Rewind done (the record at `live_from - 1` was skipped or was

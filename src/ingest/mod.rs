@@ -181,6 +181,7 @@ impl Ingest {
 
         let poll_thread = consumer::PollLoop {
             consumer: consumer.clone(),
+            topics: kafka.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
             commands: cmd_rx,
             registry: registry.clone(),
             metrics: metrics.clone(),
@@ -255,23 +256,18 @@ impl ClientContext for IngestContext {
 impl ConsumerContext for IngestContext {}
 
 fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &kafka.brokers)
+    kafka.client_config(&[
         // Required by librdkafka, unused: partitions are assigned by hand and
         // nothing is committed.
-        .set("group.id", "tickfan-edge")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "latest")
+        ("group.id", "tickfan-edge"),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "latest"),
         // Fetch a new assignment at once (the default backoff is 1 s) and
         // answer quickly when little is flowing.
-        .set("fetch.queue.backoff.ms", "0")
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.min.bytes", "1")
-        .set("client.id", "tickfan-edge")
-        .set("log_level", "4");
-    for (k, v) in &kafka.options {
-        c.set(k, v);
-    }
-    c
+        ("fetch.queue.backoff.ms", "0"),
+        ("fetch.wait.max.ms", "10"),
+        ("fetch.min.bytes", "1"),
+        ("client.id", "tickfan-edge"),
+    ])
 }

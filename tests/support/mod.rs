@@ -92,19 +92,7 @@ impl Broker {
             Broker::Mock(m) => m
                 .create_topic(name, partitions, 1)
                 .expect("mock create topic"),
-            Broker::Real(_) => {
-                let admin = self.admin();
-                let res = admin
-                    .create_topics(
-                        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-                    )
-                    .await
-                    .expect("create topic");
-                for r in res {
-                    r.expect("topic created");
-                }
-            }
+            Broker::Real(b) => create_topic_on(b, name, partitions).await,
         }
     }
 
