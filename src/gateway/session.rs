@@ -77,11 +77,13 @@ pub async fn run<S, E>(
     let c = &shared.config;
     let per_sec = NonZeroU32::new(c.control_rate.max(1)).expect("max(1)");
     let burst = NonZeroU32::new(c.control_burst.max(1)).expect("max(1)");
+    let expires = grant.as_ref().and_then(|g| g.expires_at);
     let mut session = Session {
         shared: shared.clone(),
         outbox: outbox.clone(),
         symbols: HashSet::new(),
-        expires: grant.as_ref().and_then(|g| g.expires_at),
+        expires,
+        closes_at: closes_at(expires, &shared),
         subject: grant.as_ref().and_then(|g| g.subject.clone()),
         entitlements: grant
             .map(|g| g.entitlements)
@@ -110,12 +112,24 @@ struct Session {
     symbols: HashSet<Symbol>,
     /// When the token expires (auth on).
     expires: Option<SystemTime>,
+    /// When the session is closed for an expired token: `expires` + grace.
+    closes_at: Option<Instant>,
     /// The token's subject; a refresh must keep it.
     subject: Option<String>,
     entitlements: Entitlements,
     /// Control messages per second (GCRA).
     control: DefaultDirectRateLimiter,
     last_limited_notice: Option<Instant>,
+}
+
+/// When a session whose token expires at `expires` must be closed.
+fn closes_at(expires: Option<SystemTime>, shared: &Shared) -> Option<Instant> {
+    let grace = shared
+        .verifier
+        .as_ref()
+        .map(|v| v.expiry_grace())
+        .unwrap_or_default();
+    expires.map(|e| instant_at(e) + grace)
 }
 
 /// The instant at which a wall-clock time falls, seen from now.
@@ -149,13 +163,7 @@ impl Session {
         let mut close_at: Option<Instant> = None;
         let far = Instant::now() + Duration::from_secs(86400 * 365);
         loop {
-            let grace = self
-                .shared
-                .verifier
-                .as_ref()
-                .map(|v| v.expiry_grace())
-                .unwrap_or_default();
-            let expiry = self.expires.map(|e| instant_at(e) + grace);
+            let expiry = self.closes_at;
             tokio::select! {
                 biased;
                 _ = drain.cancelled(), if close_at.is_none() => {
@@ -288,6 +296,7 @@ impl Session {
             )];
         }
         self.expires = grant.expires_at;
+        self.closes_at = closes_at(self.expires, &self.shared);
         self.entitlements = grant.entitlements;
         let exp = self
             .expires
