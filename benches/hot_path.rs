@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use tickfan::{
     codec::{avro::TickCodec, wire},
     fanout::{wake_all, Item, Out, Outbox, Registry},
-    feed::Generator,
+    feed::{encode_padded, Generator},
     market::Symbol,
 };
 
@@ -27,6 +27,12 @@ fn codec(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("avro_decode", |b| {
         b.iter(|| codec.decode(std::hint::black_box(&bytes)).unwrap())
+    });
+    // As `produce --tick-bytes 512` sends it: a `pad` attribute of filler.
+    let padded = encode_padded(&codec, &mut tick.clone(), 512);
+    assert_eq!(padded.len(), 512);
+    g.bench_function("avro_decode_512b", |b| {
+        b.iter(|| codec.decode(std::hint::black_box(&padded)).unwrap())
     });
     g.bench_function("wire_encode", |b| {
         b.iter(|| wire::encode_tick(std::hint::black_box(&tick)))

@@ -3,6 +3,7 @@
 //! at an evenly paced rate. Used by `tickfan produce`, the demo and tests.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -50,6 +51,14 @@ pub struct Config {
     /// Producer linger (batching delay), in milliseconds.
     #[arg(long, env = "TICKFAN_LINGER_MS", default_value_t = 1)]
     pub linger_ms: u32,
+
+    /// Size of each produced Kafka record value, in bytes: each tick gets a
+    /// `pad` attribute of ASCII filler sized to make it exactly this long
+    /// (one byte less at the rare sizes no filler hits). A tick too long for
+    /// that even with an empty `pad` is sent at its natural size, unpadded.
+    /// 0: natural size, no `pad`.
+    #[arg(long, env = "TICKFAN_TICK_BYTES", default_value_t = 0)]
+    pub tick_bytes: usize,
 }
 
 impl Config {
@@ -61,6 +70,10 @@ impl Config {
         anyhow::ensure!(
             self.zipf >= 0.0 && self.zipf.is_finite(),
             "--zipf must be >= 0"
+        );
+        anyhow::ensure!(
+            self.tick_bytes <= MAX_TICK_BYTES,
+            "--tick-bytes must be at most {MAX_TICK_BYTES}"
         );
         self.symbols.resolve().map(|_| ())
     }
@@ -183,8 +196,60 @@ impl Generator {
             venue: Some(VENUES[self.rng.random_range(0..VENUES.len())].to_string()),
             ts,
             seq: inst.seq,
+            attrs: BTreeMap::new(),
         }
     }
+}
+
+/// Largest `--tick-bytes`: librdkafka's default `message.max.bytes`. Edges
+/// skip records over their `--max-record-bytes` (64 KiB by default) anyway.
+pub const MAX_TICK_BYTES: usize = 1_000_000;
+
+/// The attribute `--tick-bytes` pads with.
+pub const PAD_KEY: &str = "pad";
+
+/// Encodes `tick` as a Kafka value of exactly `target` bytes by adding a
+/// [`PAD_KEY`] attribute of ASCII filler (replacing any `pad` it had).
+///
+/// When even an empty filler makes the value longer than `target` (the
+/// natural encoding plus 6 bytes, for a tick without attributes), the tick is
+/// encoded at its natural size, without `pad`. Otherwise the value is
+/// `target` bytes, except at the sizes where no filler fits: the filler's
+/// Avro length prefix grows by a byte from 63 to 64 filler bytes and from
+/// 8191 to 8192, so with the empty-filler size `E`, `E + 64` and `E + 8193`
+/// cannot be hit; there the value is one byte short.
+pub fn encode_padded(codec: &TickCodec, tick: &mut Tick, target: usize) -> Vec<u8> {
+    tick.attrs.insert(PAD_KEY.to_string(), String::new());
+    let empty = codec.encode(tick);
+    if target < empty.len() {
+        tick.attrs.remove(PAD_KEY);
+        return codec.encode(tick);
+    }
+    // Only the filler changes now: its length prefix (an Avro long) and its
+    // bytes. With `f` filler bytes the value is
+    // `empty.len() - 1 + long_len(f) + f` bytes; find `f + long_len(f) = room`,
+    // taking the prefix length `k` as small as works.
+    let room = target - empty.len() + 1;
+    let filler = (1..=10)
+        .filter_map(|k| room.checked_sub(k).filter(|&f| avro_long_len(f) <= k))
+        .next()
+        .expect("a filler length fits");
+    if filler == 0 {
+        return empty;
+    }
+    tick.attrs.insert(PAD_KEY.to_string(), "x".repeat(filler));
+    let bytes = codec.encode(tick);
+    debug_assert_eq!(
+        bytes.len(),
+        empty.len() - 1 + avro_long_len(filler) + filler
+    );
+    bytes
+}
+
+/// Bytes of a non-negative Avro `long` (zigzag, then 7 bits a byte).
+fn avro_long_len(n: usize) -> usize {
+    let zigzag = (n as u64) << 1;
+    (u64::BITS - zigzag.leading_zeros()).max(1).div_ceil(7) as usize
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -306,8 +371,12 @@ pub async fn run(
         }
         let due = ((now - start).as_secs_f64() * config.rate) as u64;
         while sent < due {
-            let tick = gen.next_tick(now_micros());
-            let value = codec.encode(&tick);
+            let mut tick = gen.next_tick(now_micros());
+            let value = if config.tick_bytes > 0 {
+                encode_padded(&codec, &mut tick, config.tick_bytes)
+            } else {
+                codec.encode(&tick)
+            };
             if let Err(e) = send(&producer, &topic, tick.symbol.as_str(), &value).await {
                 errors += 1;
                 tracing::warn!(error = %e, "produce failed");
@@ -353,4 +422,78 @@ pub async fn run(
         errors + counts.failed.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(n: usize) -> Vec<Tick> {
+        let symbols = SymbolSpec::Count(60).resolve().unwrap();
+        let mut gen = Generator::new(symbols, 1.0, 7);
+        (0..n)
+            .map(|i| gen.next_tick(i as i64 * 1_000_003))
+            .collect()
+    }
+
+    #[test]
+    fn padded_values_are_exactly_the_requested_size() {
+        let codec = TickCodec::new(usize::MAX);
+        for target in [512, 200, 1024, 4096, 8300, 65536] {
+            for t in ticks(50) {
+                let mut padded = t.clone();
+                let bytes = encode_padded(&codec, &mut padded, target);
+                assert_eq!(bytes.len(), target, "{t:?}");
+                let decoded = codec.decode(&bytes).unwrap();
+                assert_eq!(decoded, padded);
+                let pad = &decoded.attrs[PAD_KEY];
+                assert!(pad.bytes().all(|b| b == b'x'));
+                assert_eq!(decoded.attrs.len(), 1);
+                padded.attrs.clear();
+                assert_eq!(padded, t);
+            }
+        }
+    }
+
+    #[test]
+    fn every_size_is_hit_but_the_two_where_the_pad_length_prefix_grows() {
+        let codec = TickCodec::new(usize::MAX);
+        let t = ticks(1).remove(0);
+        let natural = codec.encode(&t).len();
+        let smallest = natural + 6; // {"pad": ""}
+        for target in smallest..smallest + 8300 {
+            let len = encode_padded(&codec, &mut t.clone(), target).len();
+            if target == smallest + 64 || target == smallest + 8193 {
+                assert_eq!(len, target - 1);
+            } else {
+                assert_eq!(len, target);
+            }
+        }
+    }
+
+    #[test]
+    fn a_tick_too_large_to_pad_is_sent_unpadded() {
+        let codec = TickCodec::new(usize::MAX);
+        let t = ticks(1).remove(0);
+        let natural = codec.encode(&t);
+        for target in [1, natural.len() - 1, natural.len(), natural.len() + 5] {
+            let mut same = t.clone();
+            assert_eq!(encode_padded(&codec, &mut same, target), natural);
+            assert_eq!(same, t);
+        }
+        let mut padded = t.clone();
+        let bytes = encode_padded(&codec, &mut padded, natural.len() + 6);
+        assert_eq!(bytes.len(), natural.len() + 6);
+        assert_eq!(padded.attrs[PAD_KEY], "");
+    }
+
+    #[test]
+    fn tick_bytes_is_bounded() {
+        let mut c: Config = crate::config::defaults();
+        assert_eq!(c.tick_bytes, 0);
+        c.tick_bytes = MAX_TICK_BYTES;
+        c.validate().unwrap();
+        c.tick_bytes = MAX_TICK_BYTES + 1;
+        assert!(c.validate().is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! Domain types with no I/O: [`Symbol`], [`Tick`], and the symbol rules that
 //! the client protocol and the feed share.
 
-use std::{borrow::Borrow, fmt, sync::Arc};
+use std::{borrow::Borrow, collections::BTreeMap, fmt, sync::Arc};
 
 /// Longest symbol accepted, in bytes.
 pub const MAX_SYMBOL_LEN: usize = 32;
@@ -92,6 +92,10 @@ pub struct Tick {
     /// Event time, microseconds since the Unix epoch.
     pub ts: i64,
     pub seq: Seq,
+    /// Feed-specific attributes (trade conditions, flags, exchange codes...),
+    /// forwarded to clients unchanged; sorted by key. Usually empty (an empty
+    /// map allocates nothing). Contract version 2; version 1 ticks have none.
+    pub attrs: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ fn tick(symbol: &str) -> Tick {
         venue: Some("XNAS".into()),
         ts: 1_764_270_000_123_456,
         seq: 42,
+        attrs: Default::default(),
     }
 }
 
@@ -61,6 +62,16 @@ fn main() -> std::io::Result<()> {
                 ts: 0,
                 seq: -1,
                 ..tick(&"Z".repeat(32))
+            },
+        ),
+        (
+            "attrs",
+            Tick {
+                attrs: [("cond", "@F"), ("flags", ""), (&*"k".repeat(64), "ü€")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..tick("IBM")
             },
         ),
     ];

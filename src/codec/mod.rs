@@ -3,4 +3,5 @@
 //! ([`wire`]). Each tick is decoded once and encoded once.
 
 pub mod avro;
+pub mod canonical;
 pub mod wire;

@@ -2,6 +2,8 @@
 //! shared (as [`Bytes`]) by every subscriber. Frames are built by
 //! concatenating these pre-encoded objects; nothing is formatted per client.
 
+use std::collections::BTreeMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
@@ -20,10 +22,14 @@ struct WireTick<'a> {
     venue: Option<&'a str>,
     ts: i64,
     seq: i64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    attrs: &'a BTreeMap<String, String>,
 }
 
 /// Encodes a tick as its client JSON object, e.g.
-/// `{"symbol":"AAPL","price":189.25,"size":300.0,"bid":189.24,"ts":1764270000123456,"seq":42}`.
+/// `{"symbol":"AAPL","price":189.25,"size":300.0,"bid":189.24,"ts":1764270000123456,"seq":42}`,
+/// with `"attrs":{"k":"v",...}` (sorted by key) after `seq` when the tick has
+/// attributes.
 pub fn encode_tick(tick: &Tick) -> Bytes {
     let wire = WireTick {
         symbol: tick.symbol.as_str(),
@@ -34,6 +40,7 @@ pub fn encode_tick(tick: &Tick) -> Bytes {
         venue: tick.venue.as_deref(),
         ts: tick.ts,
         seq: tick.seq,
+        attrs: &tick.attrs,
     };
     Bytes::from(serde_json::to_vec(&wire).expect("a tick always serializes"))
 }
@@ -86,6 +93,7 @@ mod tests {
             venue: None,
             ts: 1_764_270_000_123_456,
             seq,
+            attrs: BTreeMap::new(),
         }
     }
 
@@ -105,5 +113,25 @@ mod tests {
         assert_eq!(ticks[1]["bid"], 189.24);
         assert!(ticks[1].get("ask").is_none());
         assert!(ticks[1].get("venue").is_none());
+    }
+
+    #[test]
+    fn attrs_are_encoded_only_when_present() {
+        // Without attrs, the bytes are what they were before attrs existed.
+        assert_eq!(
+            &encode_tick(&tick(42))[..],
+            br#"{"symbol":"AAPL","price":189.25,"size":300.0,"bid":189.24,"ts":1764270000123456,"seq":42}"#
+        );
+        let mut t = tick(42);
+        t.attrs.insert("exch".into(), "Q".into());
+        t.attrs.insert("cond".into(), "@F \"\u{1}".into());
+        let encoded = encode_tick(&t);
+        assert_eq!(
+            &encoded[..],
+            br#"{"symbol":"AAPL","price":189.25,"size":300.0,"bid":189.24,"ts":1764270000123456,"seq":42,"attrs":{"cond":"@F \"\u0001","exch":"Q"}}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&snapshot_of(&encoded)).unwrap();
+        assert_eq!(v["attrs"]["cond"], "@F \"\u{1}");
+        assert_eq!(v["snapshot"], true);
     }
 }

@@ -583,6 +583,7 @@ pub fn tick(symbol: &str, seq: i64) -> Tick {
         venue: Some("XTST".into()),
         ts: feed::now_micros(),
         seq,
+        attrs: BTreeMap::new(),
     }
 }
 
