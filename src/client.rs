@@ -211,7 +211,7 @@ pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration, rng: &mut impl
 }
 
 /// The `Retry-After` (in seconds) of a 429 or 503 handshake answer.
-fn retry_after(response: &http::Response<Option<Vec<u8>>>) -> Option<Duration> {
+pub fn retry_after(response: &http::Response<Option<Vec<u8>>>) -> Option<Duration> {
     if !matches!(response.status().as_u16(), 429 | 503) {
         return None;
     }

@@ -10,7 +10,50 @@ use tickfan::{
     config::defaults,
     loadgen::{self, Scenario},
 };
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+const SYMBOLS: [&str; 4] = ["LG0", "LG1", "LG2", "LG3"];
+
+/// Ticks of every symbol in [`SYMBOLS`] every 2 ms until cancelled; the task
+/// returns how many it sent.
+fn feed(broker: &Broker, topic: &str) -> (CancellationToken, JoinHandle<u64>) {
+    let stop = CancellationToken::new();
+    let (brokers, topic, stopped) = (broker.bootstrap(), topic.to_owned(), stop.clone());
+    let feeding = tokio::spawn(async move {
+        let mut feed = Feed::new(&brokers, &topic);
+        let mut pace = tokio::time::interval(Duration::from_millis(2));
+        let mut n = 0u64;
+        while !stopped.is_cancelled() {
+            pace.tick().await;
+            for s in SYMBOLS {
+                feed.ticks(s, 1).await;
+                n += 1;
+            }
+        }
+        feed.flush().await;
+        n
+    });
+    (stop, feeding)
+}
+
+/// 20 clients on `edge`, two of [`SYMBOLS`] each, short warm-up and window.
+fn config(edge: &Edge) -> loadgen::Config {
+    let mut config: loadgen::Config = defaults();
+    config.url = vec![format!("ws://{}/ws", edge.addr)];
+    config.clients = 20;
+    config.symbols = SYMBOLS.join(",").parse().unwrap();
+    config.per_client = 2;
+    config.warmup = Duration::from_secs(1);
+    config.duration = Duration::from_secs(3);
+    config
+}
+
+/// Workers are the `tickfan` binary (the test binary is `current_exe`).
+fn two_processes(config: &mut loadgen::Config) {
+    config.processes = 2;
+    config.worker_exe = Some(env!("CARGO_BIN_EXE_tickfan").into());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_measures_deliveries_latency_and_stalls() {
@@ -22,34 +65,11 @@ async fn loadgen_measures_deliveries_latency_and_stalls() {
     })
     .await;
     edge.ready().await;
-    let stop = CancellationToken::new();
-    let feeding = {
-        let (brokers, topic, stop) = (broker.bootstrap(), topic.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut feed = Feed::new(&brokers, &topic);
-            let mut pace = tokio::time::interval(Duration::from_millis(2));
-            let mut n = 0u64;
-            while !stop.is_cancelled() {
-                pace.tick().await;
-                for s in ["LG0", "LG1", "LG2", "LG3"] {
-                    feed.ticks(s, 1).await;
-                    n += 1;
-                }
-            }
-            feed.flush().await;
-            n
-        })
-    };
+    let (stop, feeding) = feed(&broker, &topic);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let mut config: loadgen::Config = defaults();
-    config.url = vec![format!("ws://{}/ws", edge.addr)];
+    let mut config = config(&edge);
     config.scenario = Scenario::Slow;
-    config.clients = 20;
-    config.symbols = "LG0,LG1,LG2,LG3".parse().unwrap();
-    config.per_client = 2;
     config.slow_fraction = 0.25;
-    config.warmup = Duration::from_secs(1);
-    config.duration = Duration::from_secs(3);
     config.source_addresses = 3;
     config.edge_pid = Some(std::process::id());
     config.json = Some(dir.join("loadgen-summary.json"));
@@ -91,4 +111,134 @@ async fn loadgen_measures_deliveries_latency_and_stalls() {
     let svg = std::fs::read_to_string(dir.join("loadgen-latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
     edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_spreads_clients_over_worker_processes_and_merges_their_results() {
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
+    edge.ready().await;
+    let (stop, feeding) = feed(&broker, &topic);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let mut config = config(&edge);
+    config.scenario = Scenario::Wall;
+    config.duration = Duration::from_secs(2);
+    config.source_addresses = 3;
+    config.plot = Some(dir.join("loadgen-processes.svg"));
+    two_processes(&mut config);
+    let summary = loadgen::run(config, CancellationToken::new())
+        .await
+        .unwrap();
+    stop.cancel();
+    feeding.await.unwrap();
+
+    assert_eq!(summary["clients"], 20);
+    assert_eq!(summary["processes"], 2);
+    assert_eq!(summary["scenario"], "wall");
+    assert!(
+        summary["deliveries_per_sec"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
+    assert!(summary["latency_ms"]["samples"].as_u64().unwrap() > 0);
+    // Every client (in either process) connected and received ticks: each
+    // subscribes to two symbols that all tick.
+    let per = &summary["per_client_ticks"];
+    assert!(per["min"].as_u64().unwrap() > 0, "{summary}");
+    assert!(per["min"].as_u64() <= per["max"].as_u64());
+    assert!(summary["storm"].is_null());
+    let svg = std::fs::read_to_string(dir.join("loadgen-processes.svg")).unwrap();
+    assert!(svg.contains("<polyline"));
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_reconnects_every_client_within_the_admission_rate() {
+    const RATE: u32 = 10;
+    const BURST: u32 = 5;
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.admission.connect_rate = RATE;
+        c.admission.connect_burst = BURST;
+        c.admission.connect_rate_per_ip = 10_000;
+        c.admission.connect_burst_per_ip = 10_000;
+    })
+    .await;
+    edge.ready().await;
+    let (stop, feeding) = feed(&broker, &topic);
+    let mut config = config(&edge);
+    config.scenario = Scenario::Storm;
+    // The window lasts until every client is back, however long that takes.
+    config.duration = Duration::from_secs(1);
+    two_processes(&mut config);
+    let summary = loadgen::run(config, CancellationToken::new())
+        .await
+        .unwrap();
+    stop.cancel();
+    feeding.await.unwrap();
+
+    assert_eq!(summary["scenario"], "storm");
+    assert_eq!(summary["processes"], 2);
+    let storm = &summary["storm"];
+    assert_eq!(storm["reconnected"], 20, "{storm}");
+    // ... and every client got ticks after resubscribing.
+    assert_eq!(storm["back"], 20, "{storm}");
+    assert!(storm["all_back_seconds"].as_f64().unwrap() > 0.0);
+    let rejected: u64 = storm["rejections"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(
+        rejected > 0,
+        "20 clients at once over a burst of 5: {storm}"
+    );
+    assert!(storm["rejections"]["429"].as_u64().unwrap() > 0, "{storm}");
+    let per_second: Vec<u64> = storm["admitted_per_second"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_second.iter().sum::<u64>(), 20, "{storm}");
+    let max = storm["max_admitted_per_second"].as_u64().unwrap();
+    assert_eq!(Some(&max), per_second.iter().max());
+    assert!(max <= (RATE + BURST) as u64, "{storm}");
+    let t = &storm["reconnect_ms"];
+    let (p50, p99, max) = (
+        t["p50"].as_f64().unwrap(),
+        t["p99"].as_f64().unwrap(),
+        t["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{t}");
+    assert!(summary["deliveries_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(summary["latency_ms"]["samples"].as_u64().unwrap() > 0);
+    assert!(
+        edge.metric("tickfan_admission_rejections_total{reason=\"global_rate\"}")
+            .await
+            > 0.0
+    );
+    edge.stop().await;
+}
+
+/// A worker that cannot start fails the run with its stderr in the error.
+#[tokio::test]
+async fn a_failing_worker_fails_the_run_with_its_stderr() {
+    let mut config: loadgen::Config = defaults();
+    config.clients = 2;
+    config.processes = 2;
+    // `sh loadgen --worker 0/2`: no script called `loadgen`, an error on stderr.
+    config.worker_exe = Some("/bin/sh".into());
+    let err = loadgen::run(config, CancellationToken::new())
+        .await
+        .expect_err("workers that are not tickfan fail")
+        .to_string();
+    assert!(
+        err.starts_with("loadgen worker ") && err.contains("/2 failed"),
+        "{err}"
+    );
+    let (_, tail) = err.split_once("the end of its stderr:\n").expect(&err);
+    assert!(tail.contains("loadgen"), "{err}");
 }

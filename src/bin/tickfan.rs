@@ -32,6 +32,15 @@ enum Command {
     Loadgen(tickfan::loadgen::Config),
 }
 
+/// jemalloc instead of glibc malloc: a connect storm allocates and frees
+/// per-handshake HTTP buffers for thousands of connections at once, and glibc
+/// keeps that peak resident afterwards (fragmented arenas), which doubled the
+/// RSS per idle connection (BENCHMARKS.md, "Idle connections"). jemalloc
+/// returns freed pages to the OS after a few seconds.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logging();

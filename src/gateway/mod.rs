@@ -102,8 +102,9 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Per-connection WebSocket read buffer, in bytes.
-    #[arg(long, env = "TICKFAN_READ_BUFFER_BYTES", default_value_t = 4096)]
+    /// Per-connection WebSocket read buffer, in bytes. Every idle connection
+    /// holds it; a larger client message grows it as needed.
+    #[arg(long, env = "TICKFAN_READ_BUFFER_BYTES", default_value_t = 512)]
     pub read_buffer_bytes: usize,
 
     /// Per-connection WebSocket write buffer, in bytes (writes are flushed

@@ -62,12 +62,18 @@ enum End {
 /// Runs a session until the client leaves, errs, or the edge drains
 /// (`drain` fires): then the client gets a `reconnect` hint at a random
 /// point of the drain window and is closed with 1012 when it comes.
-pub async fn run<S, E>(
+///
+/// Not an `async fn`: an async fn keeps its arguments (the socket, the
+/// grant) in the future for its whole life, next to what they were moved
+/// into. Every idle connection holds this future, so the set-up happens here
+/// and the returned future holds only what the session needs.
+pub fn run<S, E>(
     socket: S,
     shared: Arc<Shared>,
     drain: CancellationToken,
     grant: Option<Grant>,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: StdError + 'static,
 {
@@ -77,49 +83,61 @@ pub async fn run<S, E>(
     let c = &shared.config;
     let per_sec = NonZeroU32::new(c.control_rate.max(1)).expect("max(1)");
     let burst = NonZeroU32::new(c.control_burst.max(1)).expect("max(1)");
-    let expires = grant.as_ref().and_then(|g| g.expires_at);
+    let auth = grant.map(|g| {
+        Box::new(Auth {
+            closes_at: closes_at(g.expires_at, &shared),
+            expires: g.expires_at,
+            subject: g.subject,
+            entitlements: g.entitlements,
+        })
+    });
     let mut session = Session {
-        shared: shared.clone(),
-        outbox: outbox.clone(),
+        shared,
+        outbox,
         symbols: HashSet::new(),
-        expires,
-        closes_at: closes_at(expires, &shared),
-        subject: grant.as_ref().and_then(|g| g.subject.clone()),
-        entitlements: grant
-            .map(|g| g.entitlements)
-            .unwrap_or_else(Entitlements::all),
+        auth,
         control: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
         last_limited_notice: None,
     };
     let (mut tx, mut rx) = socket.split();
-    let end = session.drive(&mut tx, &mut rx, &drain).await;
-    if let End::Close(code, reason) = end {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame))))
-            .await;
+    async move {
+        let end = session.drive(&mut tx, &mut rx, &drain).await;
+        if let End::Close(code, reason) = end {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame))))
+                    .await;
+        }
+        session.leave();
+        session.shared.sessions.remove(handle);
+        session.shared.metrics.connections.dec();
     }
-    session.leave();
-    shared.sessions.remove(handle);
-    shared.metrics.connections.dec();
 }
 
 struct Session {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     symbols: HashSet<Symbol>,
-    /// When the token expires (auth on).
+    /// The token's terms (auth on); boxed, as most deployments' sessions
+    /// have none and every idle connection holds a `Session`.
+    auth: Option<Box<Auth>>,
+    /// Control messages per second (GCRA).
+    control: DefaultDirectRateLimiter,
+    last_limited_notice: Option<Instant>,
+}
+
+/// What a session's token grants, kept up to date by in-band refreshes.
+struct Auth {
+    /// When the token expires.
     expires: Option<SystemTime>,
     /// When the session is closed for an expired token: `expires` + grace.
     closes_at: Option<Instant>,
     /// The token's subject; a refresh must keep it.
     subject: Option<String>,
     entitlements: Entitlements,
-    /// Control messages per second (GCRA).
-    control: DefaultDirectRateLimiter,
-    last_limited_notice: Option<Instant>,
 }
 
 /// When a session whose token expires at `expires` must be closed.
@@ -156,14 +174,24 @@ impl Session {
                 return End::Drop;
             }
         }
+        // One timer for everything time-driven (the next ping, the drain
+        // close, token expiry): a connection holds one timer entry, not three.
         let ping_every = self.shared.config.ping_interval;
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_ping = Instant::now() + ping_every;
         let mut last_heard = Instant::now();
         let mut close_at: Option<Instant> = None;
-        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
         loop {
-            let expiry = self.closes_at;
+            let expiry = self.auth.as_ref().and_then(|a| a.closes_at);
+            let due = [Some(next_ping), close_at, expiry]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("next_ping is always set");
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
             tokio::select! {
                 biased;
                 _ = drain.cancelled(), if close_at.is_none() => {
@@ -179,18 +207,24 @@ impl Session {
                     }
                     close_at = Some(Instant::now() + after);
                 }
-                _ = tokio::time::sleep_until(close_at.unwrap_or(far)), if close_at.is_some() => {
-                    return End::Close(CLOSE_RESTART, "edge restarting; reconnect");
-                }
-                _ = tokio::time::sleep_until(expiry.unwrap_or(far)), if expiry.is_some() => {
-                    return End::Close(CLOSE_TOKEN_EXPIRED, "token expired");
-                }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > self.shared.config.idle_timeout {
-                        return End::Drop; // dead peer: nothing heard, not even a pong
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if close_at.is_some_and(|t| t <= now) {
+                        return End::Close(CLOSE_RESTART, "edge restarting; reconnect");
                     }
-                    if tx.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Drop;
+                    if expiry.is_some_and(|t| t <= now) {
+                        return End::Close(CLOSE_TOKEN_EXPIRED, "token expired");
+                    }
+                    if next_ping <= now {
+                        if last_heard.elapsed() > self.shared.config.idle_timeout {
+                            return End::Drop; // dead peer: nothing heard, not even a pong
+                        }
+                        // Like `MissedTickBehavior::Delay`: the next ping is
+                        // an interval after this one was sent.
+                        next_ping = now + ping_every;
+                        if tx.send(Message::Ping(Default::default())).await.is_err() {
+                            return End::Drop;
+                        }
                     }
                 }
                 changed = feed.changed() => {
@@ -230,6 +264,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether the session's token (if any) covers `symbol`.
+    fn allows(&self, symbol: &str) -> bool {
+        self.auth
+            .as_ref()
+            .is_none_or(|a| a.entitlements.allows(symbol))
     }
 
     /// Answers one client message; returns the frames to send.
@@ -288,17 +329,25 @@ impl Session {
                 return vec![self.error(ErrorCode::AuthFailed, e.reason(), None)];
             }
         };
-        if grant.subject != self.subject {
+        let auth = self.auth.get_or_insert_with(|| {
+            Box::new(Auth {
+                expires: None,
+                closes_at: None,
+                subject: None,
+                entitlements: Entitlements::all(),
+            })
+        });
+        if grant.subject != auth.subject {
             return vec![self.error(
                 ErrorCode::AuthFailed,
                 "token subject differs from the session's",
                 None,
             )];
         }
-        self.expires = grant.expires_at;
-        self.closes_at = closes_at(self.expires, &self.shared);
-        self.entitlements = grant.entitlements;
-        let exp = self
+        auth.expires = grant.expires_at;
+        auth.closes_at = closes_at(auth.expires, &self.shared);
+        auth.entitlements = grant.entitlements;
+        let exp = auth
             .expires
             .and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map(|d| d.as_secs());
@@ -307,7 +356,7 @@ impl Session {
         let mut lost: Vec<String> = self
             .symbols
             .iter()
-            .filter(|s| !self.entitlements.allows(s.as_str()))
+            .filter(|s| !self.allows(s.as_str()))
             .map(|s| s.to_string())
             .collect();
         lost.sort(); // stable answers, whatever the set's order
@@ -340,7 +389,7 @@ impl Session {
             if !seen.insert(symbol.clone()) {
                 continue;
             }
-            if !self.entitlements.allows(symbol.as_str()) {
+            if !self.allows(symbol.as_str()) {
                 denied.push(raw);
             } else if self.symbols.contains(&symbol) {
                 accepted.push(symbol);
