@@ -46,7 +46,9 @@ fi
 open=(--max-connections 19000 --connect-rate 100000 --connect-burst 100000
   --connect-rate-per-ip 100000 --connect-burst-per-ip 100000)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+# Wait for them to exit (an edge drains its clients first), so a next run
+# can bind the same port.
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
 if [ "$SYSTEM" = baseline ]; then
   KAFKA=redis
   base=benches/baseline-redis

@@ -153,6 +153,13 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_LOADGEN_DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
 
+    /// Clients start connecting at this many per second, in order (0: all at
+    /// once). A server that cannot take every client at once while its feed
+    /// runs (the Redis baseline) is measured after a ramp rather than in a
+    /// reconnect spiral.
+    #[arg(long, env = "TICKFAN_LOADGEN_RAMP_RATE", default_value_t = 0.0)]
+    pub ramp_rate: f64,
+
     /// Spread clients over source addresses 127.0.0.1 ..= 127.0.0.N (past
     /// ~28,000 ephemeral ports per address pair).
     #[arg(long, env = "TICKFAN_LOADGEN_SOURCE_ADDRESSES", default_value_t = 1)]
@@ -205,6 +212,25 @@ struct Plan {
     /// Clients 0..slow_clients stall when the window starts.
     slow_clients: usize,
     source_addresses: u8,
+    /// Clients per second at the start (0: all at once).
+    #[serde(default)]
+    ramp_rate: f64,
+}
+
+impl Plan {
+    /// When client `i` starts connecting, after the start.
+    fn start_delay(&self, i: usize) -> Duration {
+        if self.ramp_rate > 0.0 {
+            Duration::from_secs_f64(i as f64 / self.ramp_rate)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// How long connecting may take: the ramp, then [`CONNECT_DEADLINE`].
+    fn connect_deadline(&self) -> Duration {
+        self.start_delay(self.clients) + CONNECT_DEADLINE
+    }
 }
 
 /// A command to the clients (of one process, or of every worker process).
@@ -639,6 +665,7 @@ async fn storm_started(storm: Option<&CancellationToken>) {
 /// One client: connects, subscribes, reads until stopped; returns the ticks
 /// it received.
 async fn run_client(
+    start_delay: Duration,
     target: Target,
     symbols: Vec<String>,
     stall: Arc<AtomicBool>,
@@ -646,6 +673,10 @@ async fn run_client(
     stop: CancellationToken,
     mut storm: Option<CancellationToken>,
 ) -> anyhow::Result<u64> {
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(0),
+        _ = tokio::time::sleep(start_delay) => {}
+    }
     let Some(mut ws) = connect(&target, &shared, &stop, false).await else {
         return Ok(0);
     };
@@ -764,6 +795,7 @@ impl Load {
             };
             let storm = (plan.scenario == Scenario::Storm).then(|| load.storm.clone());
             load.tasks.push(tokio::spawn(run_client(
+                plan.start_delay(i),
                 target,
                 symbols,
                 stall,
@@ -1053,6 +1085,10 @@ pub async fn run(c: Config, shutdown: CancellationToken) -> anyhow::Result<serde
         (1..=c.clients).contains(&c.processes),
         "--processes must be between 1 and --clients"
     );
+    anyhow::ensure!(
+        c.ramp_rate >= 0.0 && c.ramp_rate.is_finite(),
+        "--ramp-rate must be >= 0"
+    );
     let symbols: Vec<String> = c.symbols.resolve()?.iter().map(|s| s.to_string()).collect();
     let slow_n = if c.scenario == Scenario::Slow {
         (c.clients as f64 * c.slow_fraction).round() as usize
@@ -1067,6 +1103,7 @@ pub async fn run(c: Config, shutdown: CancellationToken) -> anyhow::Result<serde
         per_client: c.per_client,
         slow_clients: slow_n,
         source_addresses: c.source_addresses,
+        ramp_rate: c.ramp_rate,
     };
     let edge_before = c.edge_pid.and_then(proc_sample);
     let mut workers = Workers::start(&c, &plan).await?;
@@ -1077,10 +1114,11 @@ pub async fn run(c: Config, shutdown: CancellationToken) -> anyhow::Result<serde
             break;
         }
         anyhow::ensure!(
-            started.elapsed() < CONNECT_DEADLINE,
-            "clients could not all connect: {} of {} in {CONNECT_DEADLINE:?} (last failure: {})",
+            started.elapsed() < plan.connect_deadline(),
+            "clients could not all connect: {} of {} in {:?} (last failure: {})",
             status.connected,
             c.clients,
+            plan.connect_deadline(),
             status.last_error.as_deref().unwrap_or("none")
         );
         if shutdown.is_cancelled() {
