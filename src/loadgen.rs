@@ -183,6 +183,25 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_LOADGEN_PLOT")]
     pub plot: Option<PathBuf>,
 
+    /// Also drive the feed: produce ticks of `--symbols` (uniformly, as
+    /// `tickfan produce --zipf 0`) to these Kafka bootstrap servers for the
+    /// whole run, so one command is a complete benchmark.
+    #[arg(long, env = "TICKFAN_LOADGEN_PRODUCE_BROKERS")]
+    pub produce_brokers: Option<String>,
+
+    /// Topic the driven feed writes to.
+    #[arg(long, env = "TICKFAN_LOADGEN_PRODUCE_TOPIC", default_value = "ticks")]
+    pub produce_topic: String,
+
+    /// Ticks per second of the driven feed, over all symbols.
+    #[arg(long, env = "TICKFAN_LOADGEN_PRODUCE_RATE", default_value_t = 1000.0)]
+    pub produce_rate: f64,
+
+    /// Kafka value size of the driven feed's ticks (as `produce --tick-bytes`;
+    /// 0: natural size).
+    #[arg(long, env = "TICKFAN_LOADGEN_PRODUCE_TICK_BYTES", default_value_t = 0)]
+    pub produce_tick_bytes: usize,
+
     /// Internal: run as worker I of P of a `--processes` parent, which sends
     /// the settings and commands on stdin.
     #[arg(long, hide = true, value_name = "I/P")]
@@ -748,6 +767,44 @@ async fn run_client(
     }
 }
 
+/// The feed `--produce-brokers` drives: `tickfan produce` in this process.
+struct Producer {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Producer {
+    fn start(c: &Config, brokers: &str) -> anyhow::Result<Producer> {
+        let mut kafka: crate::config::KafkaConfig = crate::config::defaults();
+        kafka.brokers = brokers.to_owned();
+        kafka.topics = vec![c.produce_topic.clone()];
+        kafka.validate()?;
+        let mut feed: crate::feed::Config = crate::config::defaults();
+        feed.symbols = c.symbols.clone();
+        feed.rate = c.produce_rate;
+        feed.zipf = 0.0;
+        feed.tick_bytes = c.produce_tick_bytes;
+        feed.validate()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::feed::run(kafka, feed, stop.clone()));
+        Ok(Producer {
+            task,
+            _stop: stop.drop_guard(),
+        })
+    }
+
+    /// Stops the feed (it flushes what is in flight); what it was.
+    async fn stop(self, c: &Config) -> anyhow::Result<serde_json::Value> {
+        let Producer { task, _stop } = self;
+        drop(_stop);
+        task.await??;
+        Ok(serde_json::json!({
+            "topic": c.produce_topic, "rate": c.produce_rate,
+            "tick_bytes": c.produce_tick_bytes,
+        }))
+    }
+}
+
 /// The clients of one process: all of them, or one worker's share.
 struct Load {
     shared: Arc<Shared>,
@@ -1105,6 +1162,11 @@ pub async fn run(c: Config, shutdown: CancellationToken) -> anyhow::Result<serde
         source_addresses: c.source_addresses,
         ramp_rate: c.ramp_rate,
     };
+    // Dropped on any early return: the driven feed stops with the run.
+    let producer = match &c.produce_brokers {
+        Some(brokers) => Some(Producer::start(&c, brokers)?),
+        None => None,
+    };
     let edge_before = c.edge_pid.and_then(proc_sample);
     let mut workers = Workers::start(&c, &plan).await?;
     let started = Instant::now();
@@ -1187,6 +1249,10 @@ pub async fn run(c: Config, shutdown: CancellationToken) -> anyhow::Result<serde
     let stopped = workers.ask(Request::Stop).await?;
     let per_client = stopped.per_client.unwrap_or_default();
     workers.finish().await;
+    let producer = match producer {
+        Some(p) => p.stop(&c).await?,
+        None => serde_json::Value::Null,
+    };
     let h = end.latency.unwrap_or_default().0;
     let (base, end_storm, end) = (base, end.storm, end.totals);
     let delivered = end.ticks - base.ticks;
@@ -1232,6 +1298,7 @@ pub async fn run(c: Config, shutdown: CancellationToken) -> anyhow::Result<serde
         },
         "per_client_ticks": { "min": per_client.min, "max": per_client.max },
         "storm": storm_summary,
+        "producer": producer,
         "edge": edge,
     });
     println!("{summary}");

@@ -113,6 +113,43 @@ async fn loadgen_measures_deliveries_latency_and_stalls() {
     edge.stop().await;
 }
 
+/// `--produce-brokers`: loadgen runs the feed itself (no `Feed` here), at the
+/// given rate and tick size, and stops it with the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_drives_the_feed_at_a_fixed_rate_and_tick_size() {
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
+    edge.ready().await;
+    let mut config = config(&edge);
+    config.scenario = Scenario::Broadcast;
+    config.produce_brokers = Some(broker.bootstrap());
+    config.produce_topic = topic.clone();
+    config.produce_rate = 400.0;
+    config.produce_tick_bytes = 300;
+    let summary = loadgen::run(config, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(summary["producer"]["rate"], 400.0);
+    assert_eq!(summary["producer"]["tick_bytes"], 300);
+    let deliveries = summary["deliveries_per_sec"].as_f64().unwrap();
+    assert!(deliveries > 0.0, "{summary}");
+    // Every client subscribed to every symbol and got ticks of the feed.
+    assert!(
+        summary["per_client_ticks"]["min"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    // The padded ticks reached the clients: a natural tick is under 200
+    // bytes of JSON, a 300-byte Kafka value carries a ~230-byte pad.
+    let bytes_per_tick = summary["bytes_per_sec"].as_f64().unwrap() / deliveries;
+    assert!(
+        bytes_per_tick > 250.0,
+        "{bytes_per_tick} bytes per tick: {summary}"
+    );
+    edge.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_spreads_clients_over_worker_processes_and_merges_their_results() {
     let broker = Broker::start();
