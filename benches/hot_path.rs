@@ -78,6 +78,7 @@ fn outbox(c: &mut Criterion) {
                 symbol: sym.clone(),
                 seq,
                 bytes: encoded.clone(),
+                ts: 0,
             })
         })
     });
@@ -91,6 +92,7 @@ fn outbox(c: &mut Criterion) {
                         symbol: sym.clone(),
                         seq,
                         bytes: encoded.clone(),
+                        ts: 0,
                     });
                 }
                 ob

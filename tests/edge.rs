@@ -611,3 +611,75 @@ async fn upstream_seq_jumps_regressions_and_resets_follow_the_documented_rules()
     assert_eq!(edge.metric(&m("reset")).await, 1.0);
     edge.stop().await;
 }
+
+/// /metrics moves with the traffic: connections and subscriptions, one
+/// end-to-end latency and one outbox-depth sample per write, the ingest lag of
+/// the assigned partition (0 once caught up; gone once released).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_connections_deliveries_latency_and_lag() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.ingest.release_linger = Duration::from_millis(200);
+    })
+    .await;
+    edge.ready().await;
+    let mut c = Client::connect(edge.addr).await;
+    let sym = "MET1";
+    c.subscribe(&[sym]).await;
+    eventually("partition assigned", || async {
+        (edge.partitions().await == vec![0]).then_some(())
+    })
+    .await;
+    assert_eq!(edge.metric("tickfan_connections").await, 1.0);
+    assert_eq!(edge.metric("tickfan_subscriptions").await, 1.0);
+
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    feed.ticks(sym, 5).await;
+    feed.flush().await;
+    c.read_until("5 ticks", |f| {
+        f.iter().any(|t| matches!(t, Frame::Tick { seq: 5, .. }))
+    })
+    .await;
+    eventually("5 deliveries counted", || async {
+        (edge.metric("tickfan_deliveries_total").await == 5.0).then_some(())
+    })
+    .await;
+    let writes = edge.metric("tickfan_outbox_depth_ticks_count").await;
+    assert!(writes >= 1.0, "one depth sample per write");
+    assert_eq!(
+        edge.metric("tickfan_outbox_depth_ticks_sum").await,
+        5.0,
+        "the writes drained the 5 ticks"
+    );
+    assert_eq!(
+        edge.metric("tickfan_e2e_latency_seconds_count").await,
+        writes,
+        "one latency sample per write"
+    );
+    let latency = edge.metric("tickfan_e2e_latency_seconds_sum").await;
+    assert!(
+        latency > 0.0 && latency < 60.0 * writes,
+        "latency sum {latency} s over {writes} writes"
+    );
+    let lag = format!("tickfan_ingest_lag_records{{topic=\"{topic}\",partition=\"0\"}}");
+    eventually("lag reported and caught up", || async {
+        let (_, body) = edge.get("/metrics").await;
+        body.lines().any(|l| l == format!("{lag} 0")).then_some(())
+    })
+    .await;
+
+    drop(c);
+    eventually("connection and subscription gone", || async {
+        (edge.metric("tickfan_connections").await == 0.0
+            && edge.metric("tickfan_subscriptions").await == 0.0)
+            .then_some(())
+    })
+    .await;
+    eventually("released partition's lag gone", || async {
+        let (_, body) = edge.get("/metrics").await;
+        (!body.contains(&lag)).then_some(())
+    })
+    .await;
+    edge.stop().await;
+}

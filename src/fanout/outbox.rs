@@ -25,6 +25,9 @@ pub struct Item {
     pub symbol: Symbol,
     pub seq: Seq,
     pub bytes: Bytes,
+    /// The tick's `ts` (µs since the epoch) for the end-to-end latency
+    /// metric; 0 for snapshots, which are not latency samples.
+    pub ts: i64,
 }
 
 /// Ticks of one symbol the client will not get, `from_seq..=to_seq`: dropped
@@ -64,6 +67,8 @@ pub struct Drained {
     pub ticks: usize,
     /// More entries are queued than fitted in this drain.
     pub more: bool,
+    /// The oldest `ts` among the live ticks in `entries` (0: none).
+    pub oldest_ts: i64,
 }
 
 impl Drained {
@@ -196,6 +201,9 @@ impl Outbox {
                 }
                 out.bytes += len;
                 out.ticks += 1;
+                if t.ts > 0 && (out.oldest_ts == 0 || t.ts < out.oldest_ts) {
+                    out.oldest_ts = t.ts;
+                }
             }
             out.entries.push(match st.queue.pop_front().unwrap() {
                 Entry::Tick(t) => Out::Tick(t.bytes),
@@ -289,6 +297,7 @@ mod tests {
             symbol: Symbol::parse(sym).unwrap(),
             seq,
             bytes: Bytes::from(format!("{{\"s\":\"{sym}\",\"q\":{seq}}}")),
+            ts: 0,
         }
     }
 

@@ -42,6 +42,7 @@ impl Last {
             symbol: symbol.clone(),
             seq: self.seq,
             bytes,
+            ts: 0,
         }
     }
 }
@@ -166,6 +167,19 @@ impl Registry {
         live: Bytes,
         wake: &mut Vec<Arc<Outbox>>,
     ) -> Published {
+        self.publish_at(symbol, seq, live, 0, wake)
+    }
+
+    /// [`Registry::publish`] of a tick stamped `ts` (µs since the epoch),
+    /// which writers use for the end-to-end latency metric.
+    pub fn publish_at(
+        &self,
+        symbol: &Symbol,
+        seq: Seq,
+        live: Bytes,
+        ts: i64,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) -> Published {
         let mut out = Published::default();
         let mut shard = self.shard(symbol.as_str()).lock().unwrap();
         let entry = shard.entry(symbol.clone()).or_default();
@@ -206,6 +220,7 @@ impl Registry {
                     symbol: symbol.clone(),
                     seq,
                     bytes: last.live.clone(),
+                    ts,
                 }
             };
             out.queued += 1;

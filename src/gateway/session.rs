@@ -503,6 +503,11 @@ impl Session {
                 frames += 1;
             }
             let m = &self.shared.metrics;
+            m.outbox_depth.observe(d.entries.len() as f64);
+            if d.oldest_ts > 0 {
+                let lag_us = crate::feed::now_micros() - d.oldest_ts;
+                m.e2e_latency.observe(lag_us.max(0) as f64 / 1e6);
+            }
             m.gaps.inc_by(gaps);
             m.frames.inc_by(frames);
             m.deliveries.inc_by(d.ticks as u64);

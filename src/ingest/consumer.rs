@@ -29,6 +29,40 @@ use crate::{
     telemetry::Metrics,
 };
 
+/// How often `ingest_lag_records` is refreshed.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+
+/// Labels of a partition's `ingest_lag_records`.
+fn lag_labels(tp: &TopicPartition) -> crate::telemetry::metrics::PartitionLabels {
+    vec![
+        ("topic", tp.topic.to_string()),
+        ("partition", tp.partition.to_string()),
+    ]
+}
+
+/// The high watermark of `tp` as of librdkafka's last fetch response, if it
+/// has one. rust-rdkafka wraps only the broker round trip
+/// (`fetch_watermarks`); `rd_kafka_get_watermark_offsets` reads the cached
+/// value and is thread-safe.
+fn cached_high_watermark(consumer: &super::EdgeConsumer, tp: &TopicPartition) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.topic.as_bytes()).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives, `topic` is
+    // a NUL-terminated string that outlives the call, and the out-pointers
+    // are to live locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 /// How long one poll waits when nothing is ready; bounds how late a command
 /// (assign/release) or shutdown is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(20);
@@ -93,7 +127,12 @@ impl PollLoop {
     fn run(self) {
         let mut parts: HashMap<TopicPartition, PartState> = HashMap::new();
         let mut wake: Vec<Arc<Outbox>> = Vec::new();
+        let mut lag_due = std::time::Instant::now();
         while !self.shutdown.is_cancelled() {
+            if std::time::Instant::now() >= lag_due {
+                lag_due += LAG_REFRESH;
+                self.refresh_lag(&parts);
+            }
             while let Ok(cmd) = self.commands.try_recv() {
                 self.apply(cmd, &mut parts, &mut wake);
             }
@@ -170,7 +209,9 @@ impl PollLoop {
             self.registry.remember(&tick.symbol, tick.seq, bytes);
             self.maybe_finish_replay(&tp, offset, parts, counts, wake);
         } else {
-            let p = self.registry.publish(&tick.symbol, tick.seq, bytes, wake);
+            let p = self
+                .registry
+                .publish_at(&tick.symbol, tick.seq, bytes, tick.ts, wake);
             counts.dropped += p.dropped;
             match p.seq {
                 SeqCheck::InOrder => {}
@@ -271,6 +312,7 @@ impl PollLoop {
                 }
                 let Some(st) = parts.remove(&tp) else { return };
                 self.status.partitions.lock().unwrap().remove(&tp);
+                self.metrics.ingest_lag.remove(&lag_labels(&tp));
                 self.metrics.assigned_partitions.dec();
                 self.registry.forget(|s| {
                     let key = s.as_str().as_bytes();
@@ -280,6 +322,20 @@ impl PollLoop {
                         })
                 });
             }
+        }
+    }
+
+    /// Sets `ingest_lag_records` of every assigned partition from the high
+    /// watermark librdkafka last saw in a fetch response (no broker request).
+    fn refresh_lag(&self, parts: &HashMap<TopicPartition, PartState>) {
+        for (tp, st) in parts {
+            let Some(high) = cached_high_watermark(&self.consumer, tp) else {
+                continue;
+            };
+            self.metrics
+                .ingest_lag
+                .get_or_create(&lag_labels(tp))
+                .set((high - st.next_offset).max(0));
         }
     }
 

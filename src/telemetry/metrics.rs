@@ -3,13 +3,20 @@
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
 use crate::codec::avro::DecodeError;
 
 type Reason = Vec<(&'static str, &'static str)>;
+/// `topic` and `partition` labels.
+pub type PartitionLabels = Vec<(&'static str, String)>;
 
 /// The edge's metrics. Cheap to clone (each metric is an `Arc`).
 #[derive(Clone)]
@@ -45,6 +52,14 @@ pub struct Metrics {
     pub admission_rejections: Family<Reason, Counter>,
     /// Tokens refused, at the handshake or in-band, by reason.
     pub auth_failures: Family<Reason, Counter>,
+    /// From a tick's `ts` to the socket write of the frame carrying it, in
+    /// seconds: one sample per write, for the oldest tick written.
+    pub e2e_latency: Histogram,
+    /// Ticks an outbox held when its writer drained it: one sample per write.
+    pub outbox_depth: Histogram,
+    /// Records in a partition not yet processed (high watermark − next
+    /// offset), by topic and partition; refreshed every second.
+    pub ingest_lag: Family<PartitionLabels, Gauge>,
     registry: std::sync::Arc<Registry>,
 }
 
@@ -72,6 +87,11 @@ impl Metrics {
             seq_anomalies: Family::default(),
             admission_rejections: Family::default(),
             auth_failures: Family::default(),
+            // 0.1 ms .. ~6.5 s
+            e2e_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            // 1 .. 1024 ticks (the default outbox capacity)
+            outbox_depth: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            ingest_lag: Family::default(),
             registry: Default::default(),
         };
         r.register(
@@ -144,6 +164,21 @@ impl Metrics {
             "auth_failures",
             "Tokens refused, by reason",
             m.auth_failures.clone(),
+        );
+        r.register(
+            "e2e_latency_seconds",
+            "From a tick's ts (set by the feed handler) to the socket write of its frame; one sample per write, the oldest tick in it",
+            m.e2e_latency.clone(),
+        );
+        r.register(
+            "outbox_depth_ticks",
+            "Ticks an outbox held when its writer drained it; one sample per write",
+            m.outbox_depth.clone(),
+        );
+        r.register(
+            "ingest_lag_records",
+            "Records not yet processed per assigned partition (high watermark - next offset)",
+            m.ingest_lag.clone(),
         );
         for kind in ["jump", "regress", "reset"] {
             let _ = m.seq_anomalies.get_or_create(&vec![("kind", kind)]);
