@@ -683,3 +683,39 @@ async fn metrics_follow_connections_deliveries_latency_and_lag() {
     .await;
     edge.stop().await;
 }
+
+/// `--log-format json`: every line a real `tickfan edge` writes to stderr is
+/// one JSON object with a level and a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let mut edge = EdgeProcess::spawn(&broker.bootstrap(), &topic, &["--log-format", "json"]).await;
+    let mut c = Client::connect(edge.addr).await;
+    c.subscribe(&["LOG1"]).await;
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("edge-{}.log", edge.addr.port()));
+    // Assigning the subscribed symbol's partition is logged at info.
+    let lines = eventually("the partition assignment logged", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("assigning partition")
+            .then(|| text.lines().map(str::to_owned).collect::<Vec<_>>())
+    })
+    .await;
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string(), "no level: {line}");
+        assert!(v["timestamp"].is_string(), "no timestamp: {line}");
+        assert!(v["fields"]["message"].is_string(), "no message: {line}");
+    }
+    let assigned = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["fields"]["message"] == "assigning partition")
+        .expect("assignment line");
+    assert_eq!(assigned["fields"]["topic"], topic.as_str());
+    assert_eq!(assigned["level"], "INFO");
+    edge.child.kill().await.unwrap();
+}

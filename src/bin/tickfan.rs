@@ -17,6 +17,10 @@ use tickfan::{app, config, feed, gateway, shutdown, telemetry};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Log line format on stderr (`RUST_LOG` sets the level).
+    #[arg(long, global = true, env = "TICKFAN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
+    log_format: telemetry::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,7 +47,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logging();
+    telemetry::init_logging(cli.log_format);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {
@@ -77,7 +81,9 @@ mod tests {
     #[test]
     fn readme_documents_every_option() {
         let readme = include_str!("../../README.md");
-        for sub in super::Cli::command().get_subcommands() {
+        let cli = super::Cli::command();
+        let top = std::iter::once(&cli);
+        for sub in top.chain(cli.get_subcommands()) {
             for arg in sub.get_arguments() {
                 let Some(long) = arg.get_long() else { continue };
                 if long == "help" {
