@@ -685,21 +685,40 @@ async fn metrics_follow_connections_deliveries_latency_and_lag() {
 }
 
 /// `--log-format json`: every line a real `tickfan edge` writes to stderr is
-/// one JSON object with a level and a message.
+/// one JSON object with a level and a message; with RUST_LOG at debug/trace,
+/// events carry their span: `session` (per connection, with the peer) and
+/// `ingest_batch` (per poll batch, with its record count).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_are_one_object_per_line() {
+async fn json_logs_are_one_object_per_line_with_spans() {
     let broker = Broker::start();
     let topic = broker.topic(1).await;
-    let mut edge = EdgeProcess::spawn(&broker.bootstrap(), &topic, &["--log-format", "json"]).await;
+    let rust_log = "info,tickfan::gateway=debug,tickfan::ingest::consumer=trace";
+    let mut edge = EdgeProcess::spawn_env(
+        &broker.bootstrap(),
+        &topic,
+        &["--log-format", "json"],
+        &[("RUST_LOG", rust_log)],
+    )
+    .await;
     let mut c = Client::connect(edge.addr).await;
     c.subscribe(&["LOG1"]).await;
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    feed.ticks("LOG1", 3).await;
+    feed.flush().await;
+    c.read_until("3 ticks", |f| {
+        f.iter().any(|t| matches!(t, Frame::Tick { seq: 3, .. }))
+    })
+    .await;
+    drop(c);
     let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("edge-{}.log", edge.addr.port()));
     // Assigning the subscribed symbol's partition is logged at info.
-    let lines = eventually("the partition assignment logged", || async {
+    let lines = eventually("assignment, batch and session end logged", || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("assigning partition")
-            .then(|| text.lines().map(str::to_owned).collect::<Vec<_>>())
+        (text.contains("assigning partition")
+            && text.contains("ingest batch handled")
+            && text.contains("session dropped"))
+        .then(|| text.lines().map(str::to_owned).collect::<Vec<_>>())
     })
     .await;
     assert!(lines.len() >= 2, "{lines:?}");
@@ -717,5 +736,29 @@ async fn json_logs_are_one_object_per_line() {
         .expect("assignment line");
     assert_eq!(assigned["fields"]["topic"], topic.as_str());
     assert_eq!(assigned["level"], "INFO");
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ended = parsed
+        .iter()
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("session dropped"))
+        })
+        .unwrap();
+    assert_eq!(ended["span"]["name"], "session", "{ended}");
+    assert!(
+        ended["span"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{ended}"
+    );
+    let batch = parsed
+        .iter()
+        .find(|v| v["fields"]["message"] == "ingest batch handled")
+        .unwrap();
+    assert_eq!(batch["span"]["name"], "ingest_batch", "{batch}");
     edge.child.kill().await.unwrap();
 }

@@ -238,8 +238,12 @@ fn upgrade(
         .max_write_buffer_size(c.max_frame_bytes.max(c.write_buffer_bytes) * 4)
         .max_message_size(Some(c.max_message_bytes))
         .max_frame_size(Some(c.max_message_bytes));
-    sessions.spawn(async move {
+    // The connection's lifecycle span: debug level, so it costs nothing per
+    // connection (memory included) unless RUST_LOG asks for it.
+    let span = tracing::debug_span!("session", %peer, ip = %ip);
+    let session = async move {
         let _permit = permit;
+        tracing::debug!("upgraded");
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -250,9 +254,10 @@ fn upgrade(
                 .await;
                 session::run(ws, shared, drain, grant).await;
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-    });
+    };
+    sessions.spawn(tracing::Instrument::instrument(session, span));
     let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let hs = r.headers_mut();
     hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

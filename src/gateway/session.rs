@@ -102,6 +102,10 @@ where
     let (mut tx, mut rx) = socket.split();
     async move {
         let end = session.drive(&mut tx, &mut rx, &drain).await;
+        match &end {
+            End::Close(code, reason) => tracing::debug!(code, reason, "session closing"),
+            End::Drop => tracing::debug!("session dropped (peer gone or protocol error)"),
+        }
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
                 code: CloseCode::from(code),

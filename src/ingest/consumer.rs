@@ -136,6 +136,9 @@ impl PollLoop {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.apply(cmd, &mut parts, &mut wake);
             }
+            // One span per poll batch; debug level, so free unless enabled.
+            let batch = tracing::debug_span!("ingest_batch", records = tracing::field::Empty);
+            let _batch = batch.enter();
             let mut counts = BatchCounts::default();
             let mut n = 0;
             while n < self.batch_max {
@@ -152,6 +155,10 @@ impl PollLoop {
                         break;
                     }
                 }
+            }
+            batch.record("records", n);
+            if n > 0 {
+                tracing::trace!("ingest batch handled");
             }
             wake_all(&mut wake);
             if n > 0 {

@@ -700,6 +700,16 @@ impl EdgeProcess {
     /// Starts `tickfan edge` on a free port with `extra` flags and waits
     /// until it is ready.
     pub async fn spawn(brokers: &str, topic: &str, extra: &[&str]) -> EdgeProcess {
+        EdgeProcess::spawn_env(brokers, topic, extra, &[]).await
+    }
+
+    /// [`EdgeProcess::spawn`] with extra environment variables.
+    pub async fn spawn_env(
+        brokers: &str,
+        topic: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> EdgeProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -721,6 +731,7 @@ impl EdgeProcess {
                 topic,
             ])
             .args(extra)
+            .envs(envs.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
