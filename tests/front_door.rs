@@ -107,12 +107,11 @@ async fn reconnect_storm_is_admitted_at_the_configured_rate_without_hurting_conn
     const BURST: u32 = 100;
     let broker = Broker::start();
     let topic = broker.topic(1).await;
-    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
-        c.admission.connect_rate = RATE;
-        c.admission.connect_burst = BURST;
-        c.admission.connect_rate_per_ip = 10_000;
-        c.admission.connect_burst_per_ip = 10_000;
-    })
+    let edge = Edge::spawn(
+        &broker.bootstrap(),
+        &topic,
+        global_admission_only(RATE, BURST),
+    )
     .await;
     edge.ready().await;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use support::*;
 use tickfan::{
-    config::defaults,
+    config::{defaults, EdgeConfig},
     loadgen::{self, Scenario},
 };
 use tokio::task::JoinHandle;
@@ -49,6 +49,16 @@ fn config(edge: &Edge) -> loadgen::Config {
     config
 }
 
+/// A mock (or `TICKFAN_TEST_BROKERS`) broker, a 2-partition topic and a ready
+/// edge on it, with `tweak` applied to the edge's settings.
+async fn ready_edge(tweak: impl FnOnce(&mut EdgeConfig)) -> (Broker, String, Edge) {
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, tweak).await;
+    edge.ready().await;
+    (broker, topic, edge)
+}
+
 /// Workers are the `tickfan` binary (the test binary is `current_exe`).
 fn two_processes(config: &mut loadgen::Config) {
     config.processes = 2;
@@ -57,14 +67,11 @@ fn two_processes(config: &mut loadgen::Config) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_measures_deliveries_latency_and_stalls() {
-    let broker = Broker::start();
-    let topic = broker.topic(2).await;
-    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+    let (broker, topic, edge) = ready_edge(|c| {
         c.gateway.outbox_capacity = 64;
         c.gateway.socket_send_buffer = 4096;
     })
     .await;
-    edge.ready().await;
     let (stop, feeding) = feed(&broker, &topic);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let mut config = config(&edge);
@@ -117,10 +124,7 @@ async fn loadgen_measures_deliveries_latency_and_stalls() {
 /// given rate and tick size, and stops it with the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_drives_the_feed_at_a_fixed_rate_and_tick_size() {
-    let broker = Broker::start();
-    let topic = broker.topic(2).await;
-    let edge = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
-    edge.ready().await;
+    let (broker, topic, edge) = ready_edge(|_| {}).await;
     let mut config = config(&edge);
     config.scenario = Scenario::Broadcast;
     config.produce_brokers = Some(broker.bootstrap());
@@ -152,10 +156,7 @@ async fn loadgen_drives_the_feed_at_a_fixed_rate_and_tick_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_spreads_clients_over_worker_processes_and_merges_their_results() {
-    let broker = Broker::start();
-    let topic = broker.topic(2).await;
-    let edge = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
-    edge.ready().await;
+    let (broker, topic, edge) = ready_edge(|_| {}).await;
     let (stop, feeding) = feed(&broker, &topic);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let mut config = config(&edge);
@@ -193,16 +194,7 @@ async fn loadgen_spreads_clients_over_worker_processes_and_merges_their_results(
 async fn storm_reconnects_every_client_within_the_admission_rate() {
     const RATE: u32 = 10;
     const BURST: u32 = 5;
-    let broker = Broker::start();
-    let topic = broker.topic(2).await;
-    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
-        c.admission.connect_rate = RATE;
-        c.admission.connect_burst = BURST;
-        c.admission.connect_rate_per_ip = 10_000;
-        c.admission.connect_burst_per_ip = 10_000;
-    })
-    .await;
-    edge.ready().await;
+    let (broker, topic, edge) = ready_edge(global_admission_only(RATE, BURST)).await;
     let (stop, feeding) = feed(&broker, &topic);
     let mut config = config(&edge);
     config.scenario = Scenario::Storm;

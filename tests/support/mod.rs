@@ -691,6 +691,18 @@ pub async fn create_topic_on(brokers: &str, name: &str, partitions: i32) {
 
 /// An edge as a child process of the `tickfan` binary (for crashes and
 /// signals); killed when dropped.
+/// Edge settings admitting `rate` new connections per second (burst `burst`)
+/// in all, with the per-IP limit out of the way (test clients share a few
+/// loopback addresses).
+pub fn global_admission_only(rate: u32, burst: u32) -> impl FnOnce(&mut EdgeConfig) {
+    move |c| {
+        c.admission.connect_rate = rate;
+        c.admission.connect_burst = burst;
+        c.admission.connect_rate_per_ip = 10_000;
+        c.admission.connect_burst_per_ip = 10_000;
+    }
+}
+
 pub struct EdgeProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
