@@ -162,7 +162,16 @@ def semantics(label, objs, vals):
     check(ctr["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"} and cm["TICKFAN_LISTEN"] == "0.0.0.0:8080",
           f"{label}: listens on 0.0.0.0:8080, port named http")
     check({"TICKFAN_BROKERS", "TICKFAN_TOPIC", "TICKFAN_DRAIN_WINDOW", "TICKFAN_SHUTDOWN_GRACE"} <= set(cm)
-          and all(re.fullmatch(r"TICKFAN_[A-Z0-9_]+", k) for k in cm), f"{label}: ConfigMap carries TICKFAN_* only")
+          and all(re.fullmatch(r"(TICKFAN|OTEL)_[A-Z0-9_]+", k) for k in cm), f"{label}: ConfigMap carries TICKFAN_* and OTEL_* only")
+    env = {e["name"]: e for e in ctr.get("env", [])}
+    if v["tracing"]["otlpEndpoint"]:
+        check(cm.get("OTEL_EXPORTER_OTLP_ENDPOINT") == v["tracing"]["otlpEndpoint"] and cm.get("OTEL_SERVICE_NAME") == "tickfan-edge"
+              and env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+              and "service.instance.id=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+              and list(env).index("POD_NAME") < list(env).index("OTEL_RESOURCE_ATTRIBUTES"),
+              f"{label}: trace export to tracing.otlpEndpoint, pod name as service.instance.id")
+    else:
+        check(not any(k.startswith("OTEL_") for k in cm) and not env, f"{label}: no trace export by default")
     check(sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 65532 and sc.get("readOnlyRootFilesystem") is True
           and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]
           and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{label}: hardened securityContext")
@@ -239,6 +248,9 @@ bad = {
     "jwt.secret shorter than 32 bytes": ({"jwt": {"secret": "short"}}, "/jwt/secret"),
     "jwt.publicKey with jwt.jwks": ({"jwt": {"publicKey": "-----BEGIN PUBLIC KEY-----\nx\n", "jwks": "{}"}}, "mutually exclusive"),
     "existingSecret without keys": ({"jwt": {"existingSecret": "s"}}, "name at least one key"),
+    "tracing.otlpEndpoint https (schema)": ({"tracing": {"otlpEndpoint": "https://c:4318"}}, "/tracing/otlpEndpoint"),
+    "tracing.rootSample above 1 (schema)": ({"tracing": {"rootSample": 2}}, "/tracing/rootSample"),
+    "config overrides the trace root sample": ({"config": {"TICKFAN_TRACE_ROOT_SAMPLE": "1"}}, "config.TICKFAN_TRACE_ROOT_SAMPLE is managed"),
     "preStop mode bogus (schema)": ({"lifecycle": {"preStop": {"mode": "bogus"}}}, "/lifecycle/preStop/mode"),
 }
 for what, (vals, expect) in bad.items():

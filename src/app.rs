@@ -13,7 +13,7 @@ use crate::{
     feed,
     gateway::{self, Readiness, Shared},
     ingest::{self, Ingest},
-    telemetry::Metrics,
+    telemetry::{otel, Metrics},
 };
 
 struct EdgeReadiness {
@@ -44,6 +44,7 @@ pub async fn run_edge(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let traces = otel::Pipeline::new(&config.otel, "tickfan-edge", false)?;
     let metrics = Metrics::new();
     let registry = Arc::new(Registry::new());
     let ingest_stop = CancellationToken::new();
@@ -52,6 +53,7 @@ pub async fn run_edge(
         &config.ingest,
         registry.clone(),
         metrics.clone(),
+        traces.as_ref().map(|t| t.tracer()),
         ingest_stop.clone(),
     )?;
     let shared = Arc::new(Shared {
@@ -71,6 +73,9 @@ pub async fn run_edge(
     gateway::serve(listener, shared, shutdown).await;
     ingest_stop.cancel();
     ingest.join().await;
+    if let Some(t) = traces {
+        t.shutdown().await;
+    }
     tracing::info!("edge stopped");
     Ok(())
 }
@@ -96,6 +101,7 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
         gateway,
         admission: config.admission.clone(),
         auth: config.auth.clone(),
+        otel: config.otel.clone(),
     };
     edge.validate()?;
     let listener = gateway::bind(config.listen, &edge.gateway)?;
@@ -113,7 +119,12 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
     );
     println!("  try:             kcat -b {} -L", kafka.brokers);
     println!("Press Ctrl-C to stop.");
-    let feed = tokio::spawn(feed::run(kafka, config.feed.clone(), shutdown.clone()));
+    let feed = tokio::spawn(feed::run(
+        kafka,
+        config.feed.clone(),
+        config.otel.clone(),
+        shutdown.clone(),
+    ));
     run_edge(edge, listener, shutdown).await?;
     feed.await??;
     drop(mock);

@@ -10,6 +10,7 @@ use crate::{
     feed,
     gateway::{self, admission, auth},
     ingest,
+    telemetry::otel,
 };
 
 /// Where Kafka is and what to read or write.
@@ -103,6 +104,9 @@ pub struct EdgeConfig {
 
     #[command(flatten)]
     pub auth: auth::Config,
+
+    #[command(flatten)]
+    pub otel: otel::Config,
 }
 
 impl EdgeConfig {
@@ -123,6 +127,9 @@ pub struct ProduceConfig {
 
     #[command(flatten)]
     pub feed: feed::Config,
+
+    #[command(flatten)]
+    pub otel: otel::Config,
 }
 
 impl ProduceConfig {
@@ -162,6 +169,9 @@ pub struct DemoConfig {
     /// Off unless a key is given.
     #[command(flatten)]
     pub auth: auth::Config,
+
+    #[command(flatten)]
+    pub otel: otel::Config,
 }
 
 impl DemoConfig {

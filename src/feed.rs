@@ -11,10 +11,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal, Zipf};
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, OwnedHeaders},
     producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
     ClientContext, Message,
 };
@@ -24,6 +27,7 @@ use crate::{
     codec::avro::TickCodec,
     config::KafkaConfig,
     market::{Symbol, Tick},
+    telemetry::otel,
 };
 
 /// What to produce.
@@ -59,6 +63,13 @@ pub struct Config {
     /// 0: natural size, no `pad`.
     #[arg(long, env = "TICKFAN_TICK_BYTES", default_value_t = 0)]
     pub tick_bytes: usize,
+
+    /// Fraction of ticks that start a trace: each gets a `publish` span and
+    /// a W3C `traceparent` Kafka header, which edges that export traces
+    /// continue. The header is written even when this process exports
+    /// nothing (no `--otlp-endpoint`). 0: no headers.
+    #[arg(long, env = "TICKFAN_TRACE_SAMPLE", default_value_t = 0.0, value_parser = crate::telemetry::otel::parse_ratio)]
+    pub trace_sample: f64,
 }
 
 impl Config {
@@ -328,9 +339,14 @@ pub async fn send(
     topic: &str,
     key: &str,
     value: &[u8],
+    headers: Option<&OwnedHeaders>,
 ) -> anyhow::Result<()> {
     loop {
-        match producer.send(BaseRecord::to(topic).key(key).payload(value)) {
+        let mut record = BaseRecord::to(topic).key(key).payload(value);
+        if let Some(h) = headers {
+            record = record.headers(h.clone());
+        }
+        match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -340,11 +356,63 @@ pub async fn send(
     }
 }
 
+/// Starts a `publish` span for a sampled tick and returns the Kafka headers
+/// that carry its context, with the span (end it once the tick is queued).
+fn traced(tracer: &SdkTracer, topic: &str, tick: &Tick) -> (OwnedHeaders, Context) {
+    use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer};
+    let span = tracer
+        .span_builder(format!("publish {topic}"))
+        .with_kind(SpanKind::Producer)
+        .with_attributes([
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("messaging.destination.name", topic.to_string()),
+            KeyValue::new(
+                "messaging.kafka.message.key",
+                tick.symbol.as_str().to_string(),
+            ),
+            KeyValue::new("tickfan.symbol", tick.symbol.as_str().to_string()),
+            KeyValue::new("tickfan.seq", tick.seq),
+        ])
+        .start(tracer);
+    let cx = Context::new().with_span(span);
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in otel::inject(&cx) {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    (headers, cx)
+}
+
 /// Runs the feed until `duration` passes or `shutdown` fires, printing a
-/// progress line each second, then flushes everything produced.
+/// progress line each second, then flushes everything produced. With
+/// `otel`, a sampled fraction of ticks carry a `traceparent` header.
 pub async fn run(
     kafka: KafkaConfig,
     config: Config,
+    otel: otel::Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pipeline = otel::Pipeline::new(&otel, "tickfan-produce", config.trace_sample > 0.0)?;
+    let r = produce(
+        kafka,
+        config,
+        pipeline.as_ref().map(|p| p.tracer()),
+        shutdown,
+    )
+    .await;
+    if let Some(p) = pipeline {
+        p.shutdown().await;
+    }
+    r
+}
+
+async fn produce(
+    kafka: KafkaConfig,
+    config: Config,
+    tracer: Option<SdkTracer>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let symbols = config.symbols.resolve()?;
@@ -352,6 +420,7 @@ pub async fn run(
     let (producer, counts) = producer(&kafka, config.linger_ms)?;
     let codec = TickCodec::new(usize::MAX);
     let mut gen = Generator::new(symbols, config.zipf, rand::random());
+    let mut sample = SmallRng::from_os_rng();
     let start = tokio::time::Instant::now();
     let deadline = config.duration.map(|d| start + d);
     let mut pace = tokio::time::interval(Duration::from_millis(2));
@@ -377,9 +446,20 @@ pub async fn run(
             } else {
                 codec.encode(&tick)
             };
-            if let Err(e) = send(&producer, &topic, tick.symbol.as_str(), &value).await {
+            let trace = tracer
+                .as_ref()
+                .filter(|_| {
+                    config.trace_sample > 0.0 && sample.random::<f64>() < config.trace_sample
+                })
+                .map(|t| traced(t, &topic, &tick));
+            let headers = trace.as_ref().map(|(h, _)| h);
+            if let Err(e) = send(&producer, &topic, tick.symbol.as_str(), &value, headers).await {
                 errors += 1;
                 tracing::warn!(error = %e, "produce failed");
+            }
+            if let Some((_, cx)) = trace {
+                use opentelemetry::trace::TraceContextExt;
+                cx.span().end();
             }
             sent += 1;
         }

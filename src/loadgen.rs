@@ -786,7 +786,12 @@ impl Producer {
         feed.tick_bytes = c.produce_tick_bytes;
         feed.validate()?;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::feed::run(kafka, feed, stop.clone()));
+        let task = tokio::spawn(crate::feed::run(
+            kafka,
+            feed,
+            Default::default(),
+            stop.clone(),
+        ));
         Ok(Producer {
             task,
             _stop: stop.drop_guard(),

@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Produce(c) => {
                 c.validate()?;
-                feed::run(c.kafka, c.feed, shutdown::on_signal()).await
+                feed::run(c.kafka, c.feed, c.otel, shutdown::on_signal()).await
             }
             Command::Demo(c) => app::run_demo(c, shutdown::on_signal()).await,
             Command::Loadgen(c) => tickfan::loadgen::run(c, shutdown::on_signal())

@@ -29,6 +29,23 @@ use crate::{
     telemetry::Metrics,
 };
 
+/// Ends a traced record's spans: `fanout` with what the hand-off did, then
+/// `process`.
+fn end_trace(
+    cx: opentelemetry::Context,
+    mut fanout: opentelemetry_sdk::trace::Span,
+    p: &crate::fanout::Published,
+) {
+    use opentelemetry::{
+        trace::{Span, TraceContextExt},
+        KeyValue,
+    };
+    fanout.set_attribute(KeyValue::new("tickfan.subscribers", p.queued as i64));
+    fanout.set_attribute(KeyValue::new("tickfan.dropped", p.dropped as i64));
+    fanout.end();
+    cx.span().end();
+}
+
 /// How often `ingest_lag_records` is refreshed.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
 
@@ -114,7 +131,84 @@ pub struct PollLoop {
     pub status: Arc<Status>,
     pub codec: TickCodec,
     pub batch_max: usize,
+    /// Per-tick traces; `None` while trace export is off.
+    pub traces: Option<Traces>,
     pub shutdown: CancellationToken,
+}
+
+/// Per-tick tracing on the ingest thread: a `process <topic>` span (kind
+/// consumer) per traced record, continuing its `traceparent` header, with a
+/// `fanout` child around the hand-off to the subscribers' outboxes.
+pub struct Traces {
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    /// Fraction of records without a `traceparent` that start a trace here.
+    root_sample: f64,
+    /// `process <topic>` span names, built once per topic.
+    names: HashMap<Arc<str>, std::borrow::Cow<'static, str>>,
+}
+
+impl Traces {
+    pub fn new(
+        tracer: opentelemetry_sdk::trace::SdkTracer,
+        root_sample: f64,
+        topics: &[Arc<str>],
+    ) -> Traces {
+        Traces {
+            tracer,
+            root_sample,
+            names: topics
+                .iter()
+                .map(|t| (t.clone(), format!("process {t}").into()))
+                .collect(),
+        }
+    }
+
+    /// Starts the record's `process` span when it is traced: its
+    /// `traceparent` says sampled, or it has none and the root sample draws
+    /// it. An unsampled or malformed `traceparent` is not traced.
+    fn start(
+        &self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        topic: &Arc<str>,
+        started: std::time::SystemTime,
+    ) -> Option<opentelemetry::Context> {
+        use opentelemetry::{
+            trace::{SpanKind, TraceContextExt, Tracer},
+            KeyValue,
+        };
+        use rand::Rng;
+        let parent = match msg.headers() {
+            Some(h) => crate::telemetry::otel::extract(h),
+            None => opentelemetry::Context::new(),
+        };
+        let sc = parent.span().span_context().clone();
+        let traced = if sc.is_valid() {
+            sc.is_sampled()
+        } else {
+            self.root_sample > 0.0 && rand::rng().random::<f64>() < self.root_sample
+        };
+        if !traced {
+            return None;
+        }
+        let name = self.names.get(topic).cloned().unwrap_or_default();
+        let span = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Consumer)
+            .with_start_time(started)
+            .with_attributes([
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.destination.name", topic.to_string()),
+                KeyValue::new(
+                    "messaging.destination.partition.id",
+                    msg.partition().to_string(),
+                ),
+                KeyValue::new("messaging.kafka.offset", msg.offset()),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        Some(parent.with_span(span))
+    }
 }
 
 impl PollLoop {
@@ -199,6 +293,11 @@ impl PollLoop {
             self.go_live(&tp, st.partitions, counts, wake);
         }
         let replay = st.live_from.is_some();
+        // Live records only: the snapshot rewind replays history.
+        let trace = match &self.traces {
+            Some(t) if !replay => t.start(msg, topic, std::time::SystemTime::now()),
+            _ => None,
+        };
         let tick = match self.codec.decode(msg.payload().unwrap_or_default()) {
             Ok(t) => t,
             Err(e) => {
@@ -206,6 +305,12 @@ impl PollLoop {
                     .iter()
                     .position(|x| *x == e)
                     .expect("listed")] += 1;
+                if let Some(cx) = trace {
+                    use opentelemetry::trace::{Status, TraceContextExt};
+                    let span = cx.span();
+                    span.set_status(Status::error(format!("decode: {}", e.reason())));
+                    span.end();
+                }
                 self.maybe_finish_replay(&tp, offset, parts, counts, wake);
                 return;
             }
@@ -216,9 +321,13 @@ impl PollLoop {
             self.registry.remember(&tick.symbol, tick.seq, bytes);
             self.maybe_finish_replay(&tp, offset, parts, counts, wake);
         } else {
+            let fanout = trace.as_ref().map(|cx| self.start_fanout(cx, &tick));
             let p = self
                 .registry
                 .publish_at(&tick.symbol, tick.seq, bytes, tick.ts, wake);
+            if let (Some(cx), Some(fanout)) = (trace, fanout) {
+                end_trace(cx, fanout, &p);
+            }
             counts.dropped += p.dropped;
             match p.seq {
                 SeqCheck::InOrder => {}
@@ -227,6 +336,41 @@ impl PollLoop {
                 SeqCheck::Reset => counts.seq[2] += 1,
             }
         }
+    }
+
+    /// The `fanout` child span of a traced record, with the tick's identity
+    /// on the parent.
+    fn start_fanout(
+        &self,
+        cx: &opentelemetry::Context,
+        tick: &crate::market::Tick,
+    ) -> opentelemetry_sdk::trace::Span {
+        use opentelemetry::{
+            trace::{Span, TraceContextExt, Tracer},
+            KeyValue,
+        };
+        let parent = cx.span();
+        parent.set_attribute(KeyValue::new(
+            "messaging.kafka.message.key",
+            tick.symbol.as_str().to_string(),
+        ));
+        parent.set_attribute(KeyValue::new(
+            "tickfan.symbol",
+            tick.symbol.as_str().to_string(),
+        ));
+        parent.set_attribute(KeyValue::new("tickfan.seq", tick.seq));
+        // Feed handler to edge: the tick's own timestamp to now.
+        parent.set_attribute(KeyValue::new(
+            "tickfan.ingest_age_us",
+            crate::feed::now_micros().saturating_sub(tick.ts),
+        ));
+        let tracer = &self.traces.as_ref().expect("traced").tracer;
+        let mut span = tracer.start_with_context("fanout", cx);
+        span.set_attribute(KeyValue::new(
+            "tickfan.symbol",
+            tick.symbol.as_str().to_string(),
+        ));
+        span
     }
 
     fn maybe_finish_replay(

@@ -67,6 +67,13 @@ pub struct Config {
     /// How often topic metadata (existence, partition count) is refreshed.
     #[arg(long, env = "TICKFAN_METADATA_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
     pub metadata_refresh: Duration,
+
+    /// With trace export on (`--otlp-endpoint`): fraction of records that
+    /// arrive WITHOUT a `traceparent` header for which the edge starts a
+    /// trace of its own. Records with a sampled `traceparent` are always
+    /// traced, continuing the producer's trace.
+    #[arg(long, env = "TICKFAN_TRACE_ROOT_SAMPLE", default_value_t = 0.0, value_parser = crate::telemetry::otel::parse_ratio)]
+    pub trace_root_sample: f64,
 }
 
 impl Config {
@@ -169,6 +176,7 @@ impl Ingest {
         config: &Config,
         registry: Arc<Registry>,
         metrics: Metrics,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Ingest> {
         let status = Arc::new(Status::default());
@@ -179,9 +187,12 @@ impl Ingest {
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let (counts_tx, counts_rx) = tokio::sync::watch::channel(Arc::new(HashMap::new()));
 
+        let topics: Vec<Arc<str>> = kafka.topics.iter().map(|t| Arc::from(t.as_str())).collect();
         let poll_thread = consumer::PollLoop {
             consumer: consumer.clone(),
-            topics: kafka.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            traces: tracer
+                .map(|tracer| consumer::Traces::new(tracer, config.trace_root_sample, &topics)),
+            topics,
             commands: cmd_rx,
             registry: registry.clone(),
             metrics: metrics.clone(),

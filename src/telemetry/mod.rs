@@ -1,7 +1,9 @@
-//! Logging and metrics. Metric names live in [`metrics`]; log output is set
-//! up once by [`init_logging`].
+//! Logging, metrics and traces. Metric names live in [`metrics`],
+//! OpenTelemetry export in [`otel`]; log output is set up once by
+//! [`init_logging`].
 
 pub mod metrics;
+pub mod otel;
 
 pub use metrics::Metrics;
 

@@ -549,7 +549,7 @@ impl Feed {
             *s += 1;
             seq = *s;
             let value = self.codec.encode(&tick(symbol, seq));
-            feed::send(&self.producer, &self.topic, symbol, &value)
+            feed::send(&self.producer, &self.topic, symbol, &value, None)
                 .await
                 .unwrap();
         }
@@ -558,7 +558,7 @@ impl Feed {
 
     /// Sends an arbitrary value keyed by `symbol`.
     pub async fn raw(&mut self, symbol: &str, value: &[u8]) {
-        feed::send(&self.producer, &self.topic, symbol, value)
+        feed::send(&self.producer, &self.topic, symbol, value, None)
             .await
             .unwrap();
     }

@@ -139,7 +139,7 @@ Deployment so `helm template`/`install` fail early with a clear message.
 {{- if and .Values.jwt.existingSecret (not (or .Values.jwt.existingSecretKeys.secret .Values.jwt.existingSecretKeys.publicKey .Values.jwt.existingSecretKeys.jwks)) }}
 {{- fail "jwt.existingSecret is set: name at least one key in jwt.existingSecretKeys (secret, publicKey or jwks)" }}
 {{- end }}
-{{- $reserved := list "TICKFAN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" }}
+{{- $reserved := list "TICKFAN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" "TICKFAN_TRACE_ROOT_SAMPLE" }}
 {{- range $key, $_ := .Values.config }}
 {{- if has $key $reserved }}
 {{- fail (printf "config.%s is managed by a dedicated value of this chart (see values.yaml); set that instead" $key) }}
