@@ -20,8 +20,9 @@
 //!   [`Event::Disconnected`] and sleeps before trying the next endpoint:
 //!   - normally `uniform(0, min(cap, base * 2^attempt))` ("full jitter", see
 //!     [`backoff_delay`]), then `attempt += 1`;
-//!   - at least `Retry-After` seconds when the handshake got HTTP 429 or 503
-//!     with that header;
+//!   - `Retry-After` seconds plus that jittered delay when the handshake got
+//!     HTTP 429 or 503 with that header (so clients refused together do not
+//!     all come back at the same second);
 //!   - exactly `after_ms` instead, when the connection that just ended carried
 //!     a `{"type":"reconnect","after_ms":N}` hint (the counter is unchanged).
 //! * Cancelling the shutdown token stops the task at once, wherever it is; an
@@ -210,6 +211,15 @@ pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration, rng: &mut impl
     Duration::from_nanos(rng.random_range(0..=nanos))
 }
 
+/// The wait before the next attempt: the jittered backoff, after the
+/// server's `Retry-After` when it gave one. `Retry-After` has whole seconds,
+/// so waiting exactly that long would bring everyone it refused together
+/// back in the same instant; the jitter spreads them over the next
+/// backoff window.
+pub fn retry_delay(retry_after: Option<Duration>, jittered: Duration) -> Duration {
+    retry_after.unwrap_or_default() + jittered
+}
+
 /// The `Retry-After` (in seconds) of a 429 or 503 handshake answer.
 pub fn retry_after(response: &http::Response<Option<Vec<u8>>>) -> Option<Duration> {
     if !matches!(response.status().as_u16(), 429 | 503) {
@@ -341,7 +351,7 @@ impl Runner {
                     let (base, cap) = (self.config.backoff_base, self.config.backoff_cap);
                     let jittered = backoff_delay(attempt, base, cap, &mut rand::rng());
                     attempt = attempt.saturating_add(1);
-                    jittered.max(floor.unwrap_or_default())
+                    retry_delay(floor, jittered)
                 }
             };
             tokio::select! {
@@ -552,6 +562,24 @@ mod tests {
         for attempt in [20, 31, 32, u32::MAX] {
             assert!(sample(attempt).iter().all(|d| *d <= cap));
         }
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_with_jitter_on_top() {
+        let (base, cap) = (Duration::from_millis(100), Duration::from_secs(10));
+        let mut rng = StdRng::seed_from_u64(11);
+        let floor = Duration::from_secs(1);
+        let delays: Vec<Duration> = (0..1000)
+            .map(|_| retry_delay(Some(floor), backoff_delay(3, base, cap, &mut rng)))
+            .collect();
+        assert!(delays.iter().all(|d| *d >= floor && *d <= floor + base * 8));
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(
+            distinct.len() > 900,
+            "spread, not one wave: {}",
+            distinct.len()
+        );
+        assert_eq!(retry_delay(None, base), base);
     }
 
     #[test]
