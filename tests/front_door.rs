@@ -627,3 +627,92 @@ async fn expired_sessions_close_with_4001_unless_refreshed() {
     assert!(std::time::SystemTime::now() > closed_at);
     edge.stop().await;
 }
+
+/// The first frame of `ws`: must be a close frame; its code and JSON reason.
+async fn refusal_frame(
+    mut ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+) -> (u16, serde_json::Value) {
+    let msg = tokio::time::timeout(DEADLINE, ws.next())
+        .await
+        .expect("a frame before the deadline")
+        .expect("stream open")
+        .expect("a frame");
+    let Message::Close(Some(frame)) = msg else {
+        panic!("expected a close frame, got {msg:?}")
+    };
+    let reason: serde_json::Value =
+        serde_json::from_str(&frame.reason).expect("the reason is JSON");
+    // The edge ends the connection after the close handshake.
+    let end = tokio::time::timeout(DEADLINE, ws.next())
+        .await
+        .expect("closed");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_)))),
+        "nothing after the close"
+    );
+    (frame.code.into(), reason)
+}
+
+/// With `?reject=close` (browsers cannot read a refused handshake), a
+/// refusal is `101` and at once a close frame: 1013 with `retry_after_ms` for
+/// 429/503, 4401 with the auth error for 401. It is counted like the HTTP
+/// refusal and never becomes a connection; without the parameter the answer
+/// stays HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_come_as_close_frames_when_the_client_asks() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.admission.connect_rate_per_ip = 1;
+        c.admission.connect_burst_per_ip = 1;
+    })
+    .await;
+    let connect = |query: &'static str| async move {
+        let stream = TcpStream::connect(edge.addr).await.unwrap();
+        tokio_tungstenite::client_async(format!("ws://{}/ws{query}", edge.addr), stream).await
+    };
+    let (admitted, _) = connect("?reject=close").await.expect("1st admitted");
+    let (refused, response) = connect("?reject=close").await.expect("upgraded to be told");
+    assert_eq!(response.status(), 101);
+    let (code, reason) = refusal_frame(refused).await;
+    assert_eq!(code, 1013, "Try Again Later");
+    assert_eq!(reason["error"], "too many new connections; retry later");
+    assert!(
+        reason["retry_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 1000),
+        "{reason}"
+    );
+    match connect("").await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected HTTP 429 without reject=close, got {other:?}"),
+    }
+    assert_eq!(
+        edge.metric("tickfan_admission_rejections_total{reason=\"ip_rate\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(edge.metric("tickfan_connections").await, 1.0);
+    drop(admitted);
+    edge.stop().await;
+
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.auth.jwt_secret = Some(SECRET.into());
+    })
+    .await;
+    for (query, error) in [
+        ("?reject=close", "missing token"),
+        ("?token=not.a.jwt&reject=close", "invalid token"),
+    ] {
+        let stream = TcpStream::connect(edge.addr).await.unwrap();
+        let (ws, _) =
+            tokio_tungstenite::client_async(format!("ws://{}/ws{query}", edge.addr), stream)
+                .await
+                .expect("upgraded to be told");
+        let (code, reason) = refusal_frame(ws).await;
+        assert_eq!(code, 4401, "{query}");
+        assert_eq!(reason, json!({ "error": error }), "{query}");
+    }
+    assert_eq!(edge.metric("tickfan_connections").await, 0.0);
+    edge.stop().await;
+}

@@ -15,7 +15,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role, protocol::WebSocketConfig},
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{frame::CloseFrame, Role, WebSocketConfig},
+    },
     WebSocketStream,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -185,22 +188,23 @@ fn upgrade(
             "bad request: missing Sec-WebSocket-Key",
         );
     };
+    let in_band = refusals_in_band(req.uri().query());
     if drain.is_cancelled() {
         shared.metrics.admission_rejected("draining");
-        let mut r = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "edge draining; connect to another",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        let refusal = Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            close: CLOSE_TRY_AGAIN_LATER,
+            error: "edge draining; connect to another",
+            retry_after: Some(1),
+        };
+        return refuse(&mut req, &key, in_band, refusal);
     }
     let ip = shared.admission.client_ip(peer, h);
     let permit = match shared.admission.admit(ip) {
         Ok(p) => p,
         Err(rejected) => {
             shared.metrics.admission_rejected(rejected.label());
-            let (status, msg) = match rejected {
+            let (status, error) = match rejected {
                 super::admission::Rejected::ConnectionCap => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "edge at its connection limit",
@@ -210,23 +214,33 @@ fn upgrade(
                     "too many new connections; retry later",
                 ),
             };
-            let mut r = json_error(status, msg);
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(rejected.retry_after_secs()),
-            );
-            return r;
+            let refusal = Refusal {
+                status,
+                close: CLOSE_TRY_AGAIN_LATER,
+                error,
+                retry_after: Some(rejected.retry_after_secs()),
+            };
+            return refuse(&mut req, &key, in_band, refusal);
         }
     };
     let grant = match &shared.verifier {
         None => None,
         Some(v) => {
-            match auth::token_from_request(h, req.uri().query()).ok_or(auth::AuthError::Missing) {
-                Ok(token) => match v.verify(&token) {
-                    Ok(g) => Some(g),
-                    Err(e) => return unauthorized(&shared, e),
-                },
-                Err(e) => return unauthorized(&shared, e),
+            let verified = auth::token_from_request(h, req.uri().query())
+                .ok_or(auth::AuthError::Missing)
+                .and_then(|token| v.verify(&token));
+            match verified {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    shared.metrics.auth_failure(e.label());
+                    let refusal = Refusal {
+                        status: StatusCode::UNAUTHORIZED,
+                        close: CLOSE_UNAUTHORIZED,
+                        error: e.reason(),
+                        retry_after: None,
+                    };
+                    return refuse(&mut req, &key, in_band, refusal);
+                }
             }
         }
     };
@@ -258,21 +272,124 @@ fn upgrade(
         }
     };
     sessions.spawn(tracing::Instrument::instrument(session, span));
+    switching_protocols(&key)
+}
+
+/// Close code of a refusal delivered in band for a 429 or 503: "Try Again
+/// Later" (RFC 6455 registry).
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code of a refusal delivered in band for a 401.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// Most in-band refusals in flight at once; past it, refusals are plain
+/// HTTP answers again, so a storm of rejected browsers cannot pile up
+/// upgraded sockets.
+const IN_BAND_MAX: usize = 1024;
+/// How long an in-band refusal may take (upgrade, close frame, the peer's
+/// close reply) before its socket is dropped.
+const IN_BAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+static IN_BAND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A refused handshake.
+struct Refusal {
+    status: StatusCode,
+    /// Close code when delivered in band.
+    close: u16,
+    error: &'static str,
+    /// Seconds, for 429 and 503.
+    retry_after: Option<u64>,
+}
+
+/// `reject=close` in the query: the client (a browser, which cannot read a
+/// refused handshake's status or headers) wants refusals as a close frame
+/// after the upgrade.
+fn refusals_in_band(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == "reject=close"))
+}
+
+/// Answers a refused handshake: an HTTP error with `Retry-After` or
+/// `WWW-Authenticate`; or, when the client asked for it and fewer than
+/// [`IN_BAND_MAX`] are in flight, `101` and at once a close frame with
+/// `refusal.close` and the JSON reason `{"error":..,"retry_after_ms":..}`.
+/// An in-band refusal never becomes a session: no permit, no subscription,
+/// gone within [`IN_BAND_TIMEOUT`].
+fn refuse(
+    req: &mut Request<Incoming>,
+    accept_key: &str,
+    in_band: bool,
+    refusal: Refusal,
+) -> Response<Body> {
+    use std::sync::atomic::Ordering;
+    let slot = in_band
+        && IN_BAND
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < IN_BAND_MAX).then_some(n + 1)
+            })
+            .is_ok();
+    if !slot {
+        let mut r = json_error(refusal.status, refusal.error);
+        if let Some(secs) = refusal.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if refusal.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return r;
+    }
+    let mut reason = serde_json::json!({ "error": refusal.error });
+    if let Some(secs) = refusal.retry_after {
+        reason["retry_after_ms"] = (secs * 1000).into();
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        struct Slot;
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                IN_BAND.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _slot = Slot;
+        let _ = tokio::time::timeout(IN_BAND_TIMEOUT, async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let config = WebSocketConfig::default()
+                .read_buffer_size(512)
+                .write_buffer_size(0)
+                .max_message_size(Some(4096))
+                .max_frame_size(Some(4096));
+            let mut ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            let frame = CloseFrame {
+                code: refusal.close.into(),
+                reason: reason.to_string().into(),
+            };
+            if ws.close(Some(frame)).await.is_ok() {
+                // Until the peer's close reply ends the stream, so the frame
+                // is not lost to a reset.
+                while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+            }
+        })
+        .await;
+    });
+    switching_protocols(accept_key)
+}
+
+fn switching_protocols(accept_key: &str) -> Response<Body> {
     let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let hs = r.headers_mut();
     hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     hs.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&key).expect("base64 is a valid header"),
+        HeaderValue::from_str(accept_key).expect("base64 is a valid header"),
     );
-    r
-}
-
-fn unauthorized(shared: &Shared, e: auth::AuthError) -> Response<Body> {
-    shared.metrics.auth_failure(e.label());
-    let mut r = json_error(StatusCode::UNAUTHORIZED, e.reason());
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
 }
