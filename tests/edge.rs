@@ -562,6 +562,66 @@ async fn http_endpoints_and_readiness() {
     edge.stop().await;
 }
 
+/// GET `path` over a real socket: (status, lower-cased head, body).
+async fn get_with_head(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok());
+    (
+        status.expect("status"),
+        head.to_ascii_lowercase(),
+        body.into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_js_is_served_with_or_without_the_page() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let plain = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
+    let paged = Edge::spawn(&broker.bootstrap(), &topic, |c| c.gateway.page = true).await;
+    for edge in [&plain, &paged] {
+        let (status, head, body) = get_with_head(edge.addr, "/client.js").await;
+        assert_eq!(status, 200, "GET /client.js: {head}");
+        assert!(
+            head.contains("\r\ncontent-type: text/javascript; charset=utf-8"),
+            "content type: {head}"
+        );
+        assert!(
+            head.contains("\r\naccess-control-allow-origin: *"),
+            "importable cross-origin: {head}"
+        );
+        assert!(
+            body.contains("export class TickfanClient"),
+            "an ES module exporting the client"
+        );
+        assert_eq!(
+            http(edge.addr, "POST", "/client.js").await.0,
+            405,
+            "GET only"
+        );
+    }
+    assert_eq!(
+        plain.get("/").await.0,
+        404,
+        "the page is off unless enabled"
+    );
+    let (status, page) = paged.get("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("from '/client.js'"),
+        "the page imports the served client"
+    );
+    plain.stop().await;
+    paged.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_seq_jumps_regressions_and_resets_follow_the_documented_rules() {
     let broker = Broker::start();

@@ -657,7 +657,8 @@ async fn refusal_frame(
 /// refusal is `101` and at once a close frame: 1013 with `retry_after_ms` for
 /// 429/503, 4401 with the auth error for 401. It is counted like the HTTP
 /// refusal and never becomes a connection; without the parameter the answer
-/// stays HTTP.
+/// stays HTTP. An admitted `reject=close` session starts with a `status`
+/// frame, so the client knows at once it was admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_come_as_close_frames_when_the_client_asks() {
     let broker = Broker::start();
@@ -671,7 +672,18 @@ async fn refusals_come_as_close_frames_when_the_client_asks() {
         let stream = TcpStream::connect(edge.addr).await.unwrap();
         tokio_tungstenite::client_async(format!("ws://{}/ws{query}", edge.addr), stream).await
     };
-    let (admitted, _) = connect("?reject=close").await.expect("1st admitted");
+    edge.ready().await;
+    let (mut admitted, _) = connect("?reject=close").await.expect("1st admitted");
+    let first = tokio::time::timeout(DEADLINE, admitted.next())
+        .await
+        .expect("a first frame")
+        .expect("open")
+        .expect("a frame");
+    assert_eq!(
+        first,
+        Message::text(r#"{"type":"status","feed":"live"}"#),
+        "admitted in-band clients are told at once"
+    );
     let (refused, response) = connect("?reject=close").await.expect("upgraded to be told");
     assert_eq!(response.status(), 101);
     let (code, reason) = refusal_frame(refused).await;

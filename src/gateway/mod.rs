@@ -9,6 +9,7 @@
 //! | `GET /symbols` | JSON array of symbols whose latest tick is cached |
 //! | `GET /partitions` | JSON array of assigned partitions and positions |
 //! | `GET /` | the demo ticker page, when enabled |
+//! | `GET /client.js` | the browser client (ES module), always |
 
 pub mod admission;
 pub mod auth;
@@ -201,6 +202,11 @@ pub struct Shared {
 /// The demo page, compiled in.
 const PAGE: &str = include_str!("../../static/index.html");
 
+/// The browser client (an ES module the page imports), compiled in. Served
+/// whether or not the page is: it is a library for any page, holds no data,
+/// and may be imported cross-origin (hence `Access-Control-Allow-Origin: *`).
+const CLIENT_JS: &str = include_str!("../../static/client.js");
+
 /// Binds a listener with the configured socket options; accepted sockets
 /// inherit SO_SNDBUF from it.
 pub fn bind(addr: std::net::SocketAddr, config: &Config) -> std::io::Result<TcpListener> {
@@ -256,6 +262,12 @@ fn routes(
         .and(warp::path::end())
         .and(with.clone())
         .map(|s: Arc<Shared>| warp::reply::json(&s.readiness.partitions()));
+    let client_js = warp::path("client.js").and(warp::path::end()).map(|| {
+        let reply =
+            warp::reply::with_header(CLIENT_JS, "content-type", "text/javascript; charset=utf-8");
+        let reply = warp::reply::with_header(reply, "access-control-allow-origin", "*");
+        warp::reply::with_header(reply, "cache-control", "no-cache")
+    });
     let page = warp::path::end()
         .and(with)
         .and_then(|s: Arc<Shared>| async move {
@@ -272,6 +284,7 @@ fn routes(
                 .or(metrics)
                 .or(symbols)
                 .or(partitions)
+                .or(client_js)
                 .or(page),
         )
         .recover(|rej: warp::Rejection| async move {

@@ -189,6 +189,10 @@ fn upgrade(
         );
     };
     let in_band = refusals_in_band(req.uri().query());
+    // A refused socket reads (and discards) what the client sends before the
+    // close reply, as a session would: a larger message would reset the
+    // connection and could lose the close frame.
+    let max_message = shared.config.max_message_bytes;
     if drain.is_cancelled() {
         shared.metrics.admission_rejected("draining");
         let refusal = Refusal {
@@ -197,7 +201,7 @@ fn upgrade(
             error: "edge draining; connect to another",
             retry_after: Some(1),
         };
-        return refuse(&mut req, &key, in_band, refusal);
+        return refuse(&mut req, &key, in_band, refusal, max_message);
     }
     let ip = shared.admission.client_ip(peer, h);
     let permit = match shared.admission.admit(ip) {
@@ -220,7 +224,7 @@ fn upgrade(
                 error,
                 retry_after: Some(rejected.retry_after_secs()),
             };
-            return refuse(&mut req, &key, in_band, refusal);
+            return refuse(&mut req, &key, in_band, refusal, max_message);
         }
     };
     let grant = match &shared.verifier {
@@ -239,7 +243,7 @@ fn upgrade(
                         error: e.reason(),
                         retry_after: None,
                     };
-                    return refuse(&mut req, &key, in_band, refusal);
+                    return refuse(&mut req, &key, in_band, refusal, max_message);
                 }
             }
         }
@@ -266,7 +270,7 @@ fn upgrade(
                     Some(ws_config),
                 )
                 .await;
-                session::run(ws, shared, drain, grant).await;
+                session::run(ws, shared, drain, grant, in_band).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
@@ -319,6 +323,7 @@ fn refuse(
     accept_key: &str,
     in_band: bool,
     refusal: Refusal,
+    max_message: usize,
 ) -> Response<Body> {
     use std::sync::atomic::Ordering;
     let slot = in_band
@@ -359,8 +364,8 @@ fn refuse(
             let config = WebSocketConfig::default()
                 .read_buffer_size(512)
                 .write_buffer_size(0)
-                .max_message_size(Some(4096))
-                .max_frame_size(Some(4096));
+                .max_message_size(Some(max_message))
+                .max_frame_size(Some(max_message));
             let mut ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,

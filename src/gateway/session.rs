@@ -63,6 +63,10 @@ enum End {
 /// (`drain` fires): then the client gets a `reconnect` hint at a random
 /// point of the drain window and is closed with 1012 when it comes.
 ///
+/// The first frame is the feed `status` when it is stale, or always with
+/// `announce` (a client that asked for refusals in band learns at once that
+/// it was admitted).
+///
 /// Not an `async fn`: an async fn keeps its arguments (the socket, the
 /// grant) in the future for its whole life, next to what they were moved
 /// into. Every idle connection holds this future, so the set-up happens here
@@ -72,6 +76,7 @@ pub fn run<S, E>(
     shared: Arc<Shared>,
     drain: CancellationToken,
     grant: Option<Grant>,
+    announce: bool,
 ) -> impl std::future::Future<Output = ()>
 where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
@@ -101,7 +106,7 @@ where
     };
     let (mut tx, mut rx) = socket.split();
     async move {
-        let end = session.drive(&mut tx, &mut rx, &drain).await;
+        let end = session.drive(&mut tx, &mut rx, &drain, announce).await;
         match &end {
             End::Close(code, reason) => tracing::debug!(code, reason, "session closing"),
             End::Drop => tracing::debug!("session dropped (peer gone or protocol error)"),
@@ -165,18 +170,27 @@ fn instant_at(t: SystemTime) -> Instant {
 
 impl Session {
     /// The session loop; returns how to end.
-    async fn drive<Tx, Rx, E>(&mut self, tx: &mut Tx, rx: &mut Rx, drain: &CancellationToken) -> End
+    async fn drive<Tx, Rx, E>(
+        &mut self,
+        tx: &mut Tx,
+        rx: &mut Rx,
+        drain: &CancellationToken,
+        announce: bool,
+    ) -> End
     where
         Tx: Sink<Message> + Unpin,
         Rx: Stream<Item = Result<Message, E>> + Unpin,
         E: StdError + 'static,
     {
         let mut feed = self.shared.feed.clone();
-        if *feed.borrow_and_update() == FeedStatus::Stale {
-            let stale = protocol::status_json(FeedStatus::Stale);
-            if tx.send(Message::text(stale)).await.is_err() {
-                return End::Drop;
-            }
+        let status = *feed.borrow_and_update();
+        if (announce || status == FeedStatus::Stale)
+            && tx
+                .send(Message::text(protocol::status_json(status)))
+                .await
+                .is_err()
+        {
+            return End::Drop;
         }
         // One timer for everything time-driven (the next ping, the drain
         // close, token expiry): a connection holds one timer entry, not three.
