@@ -39,7 +39,7 @@ mkdir -p "$OUT"
 syms=$(seq -f 'S%05g' 0 $((SYMBOLS - 1)) | paste -sd,)
 if [ -z "${BIN:-}" ]; then
   cargo build --release --bin tickfan
-  BIN=target/release/tickfan
+  BIN="${CARGO_TARGET_DIR:-target}/release/tickfan"
 fi
 # Admission wide open: the scenarios measure fan-out, not the front door
 # (the storm scenario passes its own limits in EDGE_ARGS).

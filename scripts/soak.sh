@@ -9,4 +9,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --bin tickfan --example soak
-exec target/release/examples/soak --tickfan target/release/tickfan "$@"
+target="${CARGO_TARGET_DIR:-target}"
+exec "$target/release/examples/soak" --tickfan "$target/release/tickfan" "$@"
