@@ -77,10 +77,24 @@ fn main() -> std::io::Result<()> {
     ];
     let dir = root.join("avro_decode/seeds");
     fs::create_dir_all(&dir)?;
+    let mut written = 0;
     for (name, t) in &avro {
         let bytes = codec.encode(t);
         assert_eq!(codec.decode(&bytes).as_ref(), Ok(t), "seed {name}");
-        fs::write(dir.join(format!("{name}.bin")), bytes)?;
+        fs::write(dir.join(format!("{name}.bin")), &bytes)?;
+        written += 1;
+        // The same tick as contract version 1, under both headers edges
+        // accept for it: the v2 datum without its last field, the empty
+        // `attrs` map (one zero byte).
+        if t.attrs.is_empty() {
+            let datum = &bytes[codec.header().len()..bytes.len() - 1];
+            for (prefix, header) in [("v1", codec.v1_header()), ("v1_legacy", codec.v1_legacy_header())] {
+                let v1 = [&header[..], datum].concat();
+                assert_eq!(codec.decode(&v1).as_ref(), Ok(t), "seed {prefix}_{name}");
+                fs::write(dir.join(format!("{prefix}_{name}.bin")), v1)?;
+                written += 1;
+            }
+        }
     }
 
     let json: &[(&str, &str)] = &[
@@ -116,7 +130,7 @@ fn main() -> std::io::Result<()> {
     }
     println!(
         "wrote {} avro_decode and {} client_message seeds",
-        avro.len(),
+        written,
         json.len()
     );
     Ok(())
