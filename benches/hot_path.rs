@@ -130,5 +130,42 @@ fn registry(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, fanout, outbox, registry);
+/// Partition interest with 100,000 subscribed symbols over 3 topics of 64
+/// partitions: one symbol's first subscriber and departure (what a
+/// subscribe storm costs per change), against recomputing everything (what
+/// a partition-count change costs, and every change cost before).
+fn interest(c: &mut Criterion) {
+    use tickfan::ingest::interest::Interest;
+    let reg = Registry::new();
+    let ob = Arc::new(Outbox::new(16));
+    for s in symbols(100_000) {
+        reg.subscribe(&s, &ob);
+    }
+    let counts = |n: i32| -> std::collections::HashMap<Arc<str>, i32> {
+        ["a", "b", "c"].iter().map(|t| (Arc::from(*t), n)).collect()
+    };
+    let (c64, c65) = (counts(64), counts(65));
+    let mut view = Interest::default();
+    view.update(&reg, &c64);
+    let extra = Symbol::parse("EXTRA").unwrap();
+    let mut g = c.benchmark_group("interest_100k_symbols");
+    g.bench_function("one_symbol_in_and_out", |b| {
+        b.iter(|| {
+            reg.subscribe(&extra, &ob);
+            let in_ = view.update(&reg, &c64).len();
+            reg.unsubscribe(&extra, &ob);
+            in_ + view.update(&reg, &c64).len()
+        })
+    });
+    let mut flip = false;
+    g.bench_function("full_recompute", |b| {
+        b.iter(|| {
+            flip = !flip;
+            view.update(&reg, if flip { &c65 } else { &c64 }).len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, fanout, outbox, registry, interest);
 criterion_main!(benches);

@@ -92,7 +92,23 @@ pub struct Registry {
     shards: Box<[Mutex<HashMap<Symbol, Entry>>]>,
     hasher: RandomState,
     interest: Notify,
+    /// Symbols that gained their first or lost their last subscriber since
+    /// the interest manager last looked ([`Registry::take_interest_changes`]).
+    /// Appended under the symbol's shard lock, so each symbol's entries are in
+    /// the order its transitions happened.
+    interest_log: Mutex<InterestLog>,
 }
+
+#[derive(Default)]
+struct InterestLog {
+    changes: Vec<(Symbol, bool)>,
+    /// More than [`INTEREST_LOG_MAX`] changes piled up: the log was dropped
+    /// and the reader must start over from [`Registry::subscribed`].
+    overflowed: bool,
+}
+
+/// Most interest changes kept for the manager before it must resync.
+pub(crate) const INTEREST_LOG_MAX: usize = 1 << 16;
 
 impl Default for Registry {
     fn default() -> Self {
@@ -106,6 +122,7 @@ impl Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             interest: Notify::new(),
+            interest_log: Mutex::default(),
         }
     }
 
@@ -132,11 +149,41 @@ impl Registry {
             outbox: outbox.clone(),
             awaiting_snapshot,
         });
+        if first {
+            self.log_interest(symbol, true);
+        }
         drop(shard);
         if first {
             self.interest.notify_one();
         }
         dropped
+    }
+
+    /// Records a first-subscriber (`true`) or last-subscriber-gone (`false`)
+    /// transition; called with the symbol's shard locked.
+    fn log_interest(&self, symbol: &Symbol, subscribed: bool) {
+        let mut log = self.interest_log.lock().unwrap();
+        if log.overflowed {
+            return;
+        }
+        if log.changes.len() >= INTEREST_LOG_MAX {
+            log.changes = Vec::new();
+            log.overflowed = true;
+            return;
+        }
+        log.changes.push((symbol.clone(), subscribed));
+    }
+
+    /// The interest transitions since the last call, oldest first: `(symbol,
+    /// true)` when it got its first subscriber, `(symbol, false)` when its
+    /// last one left. Each entry states the symbol's state at that moment, so
+    /// applying them in order to any view taken from [`Registry::subscribed`]
+    /// after an earlier call converges to the current set. `None` when too
+    /// many piled up: take a fresh [`Registry::subscribed`] (after this call).
+    pub fn take_interest_changes(&self) -> Option<Vec<(Symbol, bool)>> {
+        let mut log = self.interest_log.lock().unwrap();
+        let changes = std::mem::take(&mut log.changes);
+        (!std::mem::take(&mut log.overflowed)).then_some(changes)
     }
 
     /// Removes `outbox` from the subscribers of `symbol`.
@@ -149,6 +196,9 @@ impl Registry {
         let last_gone = entry.subs.is_empty();
         if last_gone && entry.last.is_none() {
             shard.remove(symbol.as_str());
+        }
+        if last_gone {
+            self.log_interest(symbol, false);
         }
         drop(shard);
         if last_gone {
