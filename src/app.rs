@@ -45,6 +45,9 @@ pub async fn run_edge(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let traces = otel::Pipeline::new(&config.otel, "tickfan-edge", false)?;
+    if let Some(t) = &traces {
+        t.trace_sessions();
+    }
     let metrics = Metrics::new();
     let registry = Arc::new(Registry::new());
     let ingest_stop = CancellationToken::new();

@@ -33,8 +33,11 @@ struct Got {
     span_id: String,
     parent_span_id: String,
     attrs: HashMap<String, String>,
+    /// Span events: (name, attributes).
+    events: Vec<(String, HashMap<String, String>)>,
 }
 
+const KIND_SERVER: i32 = 2;
 const KIND_PRODUCER: i32 = 4;
 const KIND_CONSUMER: i32 = 5;
 
@@ -138,6 +141,18 @@ async fn handle(
                                 .iter()
                                 .map(|kv| (kv.key.clone(), value(kv.value.as_ref())))
                                 .collect(),
+                            events: span
+                                .events
+                                .iter()
+                                .map(|e| {
+                                    let attrs = e
+                                        .attributes
+                                        .iter()
+                                        .map(|kv| (kv.key.clone(), value(kv.value.as_ref())))
+                                        .collect();
+                                    (e.name.clone(), attrs)
+                                })
+                                .collect(),
                         });
                     }
                 }
@@ -180,7 +195,8 @@ fn traceparent(trace: &str, span: &str, flags: &str) -> OwnedHeaders {
 /// A real `tickfan edge` process, configured by the standard OTel variables,
 /// continues the trace named by a record's `traceparent` header: a consumer
 /// span whose parent is the header's span, with a `fanout` child. Records
-/// with an unsampled header or none are not traced.
+/// with an unsampled header or none are not traced. Each WebSocket connection
+/// is exported as a `websocket session` span when it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_continues_the_traceparent_header_of_a_record() {
     let rx = Receiver::start().await;
@@ -262,6 +278,39 @@ async fn edge_continues_the_traceparent_header_of_a_record() {
         spans.len(),
         2,
         "only the sampled record is traced: {spans:?}"
+    );
+
+    // The connection's lifecycle: one span from upgrade to close, exported
+    // once the client has gone (here: closed with 1000, normal closure).
+    c.ws_mut()
+        .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    let session = eventually("the session span", || async {
+        rx.spans()
+            .into_iter()
+            .find(|s| s.name == "websocket session")
+    })
+    .await;
+    assert_eq!(session.service, "tickfan-edge");
+    assert_eq!(session.kind, KIND_SERVER);
+    assert!(session.parent_span_id.is_empty(), "a root span");
+    assert_eq!(session.attrs["client.address"], "127.0.0.1");
+    assert!(session.attrs["network.peer.address"].starts_with("127.0.0.1:"));
+    let names: Vec<&str> = session.events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"upgraded"), "{names:?}");
+    let (_, closed) = session
+        .events
+        .iter()
+        .find(|(n, _)| n == "client closed")
+        .unwrap_or_else(|| panic!("how it ended: {names:?}"));
+    assert_eq!(closed["code"], "1000");
+    assert!(
+        !names.iter().any(|n| n.starts_with("session dropped")),
+        "a clean close is not a drop: {names:?}"
     );
 }
 

@@ -47,7 +47,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log_format);
+    let exporting = match &cli.command {
+        Command::Edge(c) => c.otel.otlp_endpoint.is_some(),
+        Command::Demo(c) => c.otel.otlp_endpoint.is_some(),
+        Command::Produce(_) | Command::Loadgen(_) => false,
+    };
+    telemetry::init_logging(cli.log_format, exporting);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {

@@ -57,6 +57,9 @@ enum End {
     Close(u16, &'static str),
     /// The peer is gone or broke the protocol: just drop the connection.
     Drop,
+    /// The client closed with this code (1005: it gave none); tungstenite
+    /// has queued the close reply.
+    ClientClosed(u16),
 }
 
 /// Runs a session until the client leaves, errs, or the edge drains
@@ -110,6 +113,7 @@ where
         match &end {
             End::Close(code, reason) => tracing::debug!(code, reason, "session closing"),
             End::Drop => tracing::debug!("session dropped (peer gone or protocol error)"),
+            End::ClientClosed(code) => tracing::debug!(code, "client closed"),
         }
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
@@ -261,8 +265,9 @@ impl Session {
                     }
                     Some(Ok(msg)) => {
                         last_heard = Instant::now();
-                        if let Message::Close(_) = msg {
-                            return End::Drop; // tungstenite has queued the close reply
+                        if let Message::Close(frame) = &msg {
+                            // 1005: "no status received" (RFC 6455, 7.1.5).
+                            return End::ClientClosed(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                         }
                         let replies = self.on_message(&msg);
                         for r in replies {

@@ -19,20 +19,29 @@ pub enum LogFormat {
 }
 
 /// Installs the `tracing` subscriber: lines on stderr in `format`, filtered
-/// by `RUST_LOG` (default `info`).
-pub fn init_logging(format: LogFormat) {
+/// by `RUST_LOG` (default `info`); with `session_spans` (trace export on),
+/// also [`otel::SessionSpans`], whatever `RUST_LOG` says.
+pub fn init_logging(format: LogFormat, session_spans: bool) {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    let sessions = session_spans.then(|| {
+        otel::SessionSpans.with_filter(tracing_subscriber::filter::filter_fn(
+            otel::SessionSpans::wants,
+        ))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(sessions)
+        .try_init();
 }

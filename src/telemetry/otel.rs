@@ -8,6 +8,11 @@
 //! hand-off to subscribers' outboxes. Records without the header cost one
 //! header lookup, and nothing at all while export is off.
 //!
+//! With export on, each WebSocket connection is also exported as one
+//! `websocket session` span (kind server) when it ends: from the upgrade to
+//! the close, with the client's address and the connection's events (how it
+//! ended) — the `session` tracing span, bridged by [`SessionSpans`].
+//!
 //! Spans leave through a batch processor with a bounded queue (the SDK's
 //! `OTEL_BSP_*` variables apply; default 2,048 spans, 5 s delay): when the
 //! collector is slow or gone, spans are dropped, never buffered without limit,
@@ -24,6 +29,165 @@ use opentelemetry_sdk::{
 };
 
 pub use opentelemetry::Context;
+
+/// The tracer [`SessionSpans`] exports with; set by the edge's pipeline
+/// ([`Pipeline::trace_sessions`]).
+static SESSION_TRACER: std::sync::OnceLock<SdkTracer> = std::sync::OnceLock::new();
+
+/// Most events kept per session span.
+const SESSION_EVENTS_MAX: usize = 16;
+
+/// A `tracing` layer exporting each `session` span (one per WebSocket
+/// connection, see `gateway::server`) as an OpenTelemetry span when it
+/// closes. Installed by [`super::init_logging`] only when an OTLP endpoint is
+/// configured, with [`SessionSpans::wants`] as its filter, so connections
+/// cost nothing extra otherwise.
+///
+/// Not `tracing-opentelemetry`: that layer needs its tracer when the
+/// subscriber is installed, before the edge has built its export pipeline,
+/// and would turn every enabled span into an OpenTelemetry one; this bridges
+/// one span kind with what it needs.
+pub struct SessionSpans;
+
+impl SessionSpans {
+    /// The `session` span and the gateway's events inside it, at any level.
+    pub fn wants(m: &tracing::Metadata<'_>) -> bool {
+        (m.is_span() && m.name() == "session")
+            || (m.is_event() && m.target().starts_with("tickfan::gateway"))
+    }
+}
+
+/// What is known of a session span while it is open.
+struct OpenSession {
+    start: std::time::SystemTime,
+    attributes: Vec<opentelemetry::KeyValue>,
+    events: Vec<opentelemetry::trace::Event>,
+}
+
+/// Span and event fields as OpenTelemetry attributes (`message` apart).
+#[derive(Default)]
+struct Fields {
+    attributes: Vec<opentelemetry::KeyValue>,
+    message: Option<String>,
+}
+
+impl Fields {
+    fn push(&mut self, field: &tracing::field::Field, value: opentelemetry::Value) {
+        let key = match field.name() {
+            "message" => {
+                self.message = Some(value.as_str().into_owned());
+                return;
+            }
+            "ip" => "client.address",
+            "peer" => "network.peer.address",
+            other => other,
+        };
+        self.attributes
+            .push(opentelemetry::KeyValue::new(key, value));
+    }
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.push(field, format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.push(field, value.to_string().into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.push(field, value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.push(field, (value as i64).into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.push(field, value.into());
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SessionSpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id).filter(|s| s.name() == "session") else {
+            return;
+        };
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(OpenSession {
+            start: std::time::SystemTime::now(),
+            attributes: fields.attributes,
+            events: Vec::new(),
+        });
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(open) = span.extensions_mut().get_mut::<OpenSession>() {
+                let mut fields = Fields::default();
+                values.record(&mut fields);
+                open.attributes.extend(fields.attributes);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        for span in scope {
+            let mut ext = span.extensions_mut();
+            let Some(open) = ext.get_mut::<OpenSession>() else {
+                continue;
+            };
+            if open.events.len() < SESSION_EVENTS_MAX {
+                let mut fields = Fields::default();
+                event.record(&mut fields);
+                open.events.push(opentelemetry::trace::Event::new(
+                    fields
+                        .message
+                        .unwrap_or_else(|| event.metadata().name().to_string()),
+                    std::time::SystemTime::now(),
+                    fields.attributes,
+                    0,
+                ));
+            }
+            return;
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        use opentelemetry::trace::{Span as _, SpanKind, Tracer as _};
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let Some(open) = span.extensions_mut().remove::<OpenSession>() else {
+            return;
+        };
+        let Some(tracer) = SESSION_TRACER.get() else {
+            return;
+        };
+        tracer
+            .span_builder("websocket session")
+            .with_kind(SpanKind::Server)
+            .with_start_time(open.start)
+            .with_attributes(open.attributes)
+            .with_events(open.events)
+            .start(tracer)
+            .end();
+    }
+}
 
 /// Where traces go.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -137,6 +301,13 @@ impl Pipeline {
     pub fn tracer(&self) -> SdkTracer {
         use opentelemetry::trace::TracerProvider;
         self.provider.tracer("tickfan")
+    }
+
+    /// Exports connections' `session` spans through this pipeline (the
+    /// first pipeline of the process that asks wins; they only arrive when
+    /// [`super::init_logging`] installed [`SessionSpans`]).
+    pub fn trace_sessions(&self) {
+        let _ = SESSION_TRACER.set(self.tracer());
     }
 
     /// Whether spans leave the process.
