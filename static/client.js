@@ -41,9 +41,11 @@
  *   `reject=close` client sends the feed `status` at once, one refusing in
  *   band sends nothing but the close (`confirmMs` after the upgrade is the
  *   fallback for edges that predate the announcement).
- * - **Rate limits.** When the edge ignores an op as `rate_limited`, the client
- *   sends `subscribe` for its whole set again a second later (subscribing to a
- *   symbol already held changes nothing).
+ * - **Rate limits.** When the edge ignores an op as `rate_limited` (it does
+ *   not say which), the client sends `subscribe` for its whole set again a
+ *   second later (subscribing to a symbol already held changes nothing), and
+ *   `unsubscribe` for every symbol it let go of on this connection that the
+ *   edge has not confirmed with `unsubscribed` yet.
  * - **Tokens.** With auth on, the token goes in the `?token=` query parameter
  *   (browsers cannot set `Authorization` on a WebSocket). `getToken()` is
  *   called before every attempt, and again `refreshLeadMs` before the JWT's
@@ -155,6 +157,7 @@ export class TickfanClient extends EventTarget {
     this.attempt = 0;
     this._token = options.token || null;
     this._syms = new Map(); // symbol -> {tick, seq (of this connection), reasons: Set}
+    this._unsubPending = new Set(); // unsubscribed on this connection, not yet confirmed
     this._ws = null;
     this._timer = null;
     this._refresh = null;
@@ -185,7 +188,7 @@ export class TickfanClient extends EventTarget {
     const fresh = [], bad = [];
     for (const s of symbols) {
       if (!SYMBOL_RE.test(s)) bad.push(s);
-      else if (!this._syms.has(s)) { this._entry(s); fresh.push(s); }
+      else if (!this._syms.has(s)) { this._entry(s); fresh.push(s); this._unsubPending.delete(s); }
     }
     this._op('subscribe', fresh);
     return bad;
@@ -194,6 +197,7 @@ export class TickfanClient extends EventTarget {
   /** Unsubscribes now if connected; the symbols are not resubscribed. @param {string[]} symbols */
   unsubscribe(symbols) {
     const gone = symbols.filter((s) => this._syms.delete(s));
+    if (this._ws) for (const s of gone) this._unsubPending.add(s);
     this._op('unsubscribe', gone);
   }
 
@@ -304,6 +308,7 @@ export class TickfanClient extends EventTarget {
     ws.onopen = () => {
       if (ws !== this._ws) return;
       upgraded = true;
+      this._unsubPending.clear(); // a new session holds only what we subscribe now
       this._op('subscribe', this.symbols);
       confirmTimer = setTimeout(confirm, this.options.confirmMs ?? 1000);
     };
@@ -395,6 +400,7 @@ export class TickfanClient extends EventTarget {
         return this._emit('hint', { afterMs, at: this._hintAt });
       }
       case 'subscribed': case 'unsubscribed':
+        if (m.type === 'unsubscribed') for (const s of m.symbols || []) this._unsubPending.delete(s);
         return this._emit(m.type, { symbols: m.symbols || [] });
       case 'authenticated':
         this._scheduleRefresh(m.exp);
@@ -407,7 +413,11 @@ export class TickfanClient extends EventTarget {
           for (const s of symbols) this._syms.delete(s);
         // An op over --control-rate was ignored: resubscribe everything (idempotent) a second later.
         if (m.code === 'rate_limited' && !this._resub) {
-          this._resub = setTimeout(() => { this._resub = null; this._op('subscribe', this.symbols); },
+          this._resub = setTimeout(() => {
+            this._resub = null;
+            this._op('subscribe', this.symbols);
+            this._op('unsubscribe', [...this._unsubPending]);
+          },
             1000 + backoffDelay(0, this.baseMs, this.capMs));
         }
         return this._emit('error', { code: m.code, message: m.message || '', symbols });

@@ -103,6 +103,27 @@ test('a failed handshake waits at least 1 s; a lost connection only the jitter; 
   assert.equal(c.status, 'closed');
 });
 
+test('an op ignored as rate_limited is made good: the whole set resubscribed, unconfirmed unsubscribes resent', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { c, ws } = setup({ symbols: ['AAPL', 'MSFT', 'NVDA'] });
+  c.connect();
+  ws().open();
+  ws().recv({ type: 'subscribed', symbols: ['AAPL', 'MSFT', 'NVDA'] });
+  c.unsubscribe(['MSFT']);
+  c.unsubscribe(['NVDA']);
+  ws().recv({ type: 'unsubscribed', symbols: ['MSFT'] });   // NVDA's op was the one ignored
+  ws().recv({ type: 'error', code: 'rate_limited', message: 'more than 20 control messages per second; message ignored' });
+  ws().sent = [];
+  t.mock.timers.tick(999);
+  assert.deepEqual(ws().sent, [], 'not before a second');
+  t.mock.timers.tick(300);   // 1 s plus at most the 250 ms base of jitter
+  assert.deepEqual(ws().sent, [
+    { op: 'subscribe', symbols: ['AAPL'] },
+    { op: 'unsubscribe', symbols: ['NVDA'] },
+  ]);
+  c.close();
+});
+
 test('snapshot then live per symbol; gaps, feed and lost connections make a symbol stale', () => {
   const { c, ws, events, last } = setup();
   c.subscribe(['AAPL', 'MSFT']);
