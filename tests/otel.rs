@@ -391,3 +391,49 @@ async fn produced_traces_continue_through_the_edge() {
     .await;
     edge.stop().await;
 }
+
+/// An unreachable collector is said in the edge's log (the SDK drops failed
+/// batches silently), and the edge keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_is_reported_in_the_log() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let edge = EdgeProcess::spawn_env(
+        &broker.bootstrap(),
+        &topic,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("edge-{}.log", edge.addr.port()));
+    // A connection that ends is a span to export.
+    let mut c = Client::connect(edge.addr).await;
+    c.ws_mut().close(None).await.unwrap();
+    let line = eventually("the export failure in the edge's log", || async {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .find(|l| l.contains("trace export failed"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(
+        line.contains(&format!("127.0.0.1:{closed}/v1/traces")),
+        "{line}"
+    );
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        !line.contains('\u{1b}'),
+        "no terminal colors in a log file: {line:?}"
+    );
+    assert_eq!(http_get(edge.addr, "/readyz").await.0, 200, "still serving");
+}

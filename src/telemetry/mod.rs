@@ -26,7 +26,11 @@ pub fn init_logging(format: LogFormat, session_spans: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
     });
-    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colors only on a terminal: not in files, container logs or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let lines = match format {
         LogFormat::Text => lines.boxed(),
         LogFormat::Json => lines

@@ -283,6 +283,7 @@ impl Pipeline {
                     None,
                 ),
             ),
+            failures: Default::default(),
         };
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -332,10 +333,33 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the exporter from its own plain thread: run each request on the runtime.
 /// (The SDK's other stock client, reqwest, would bring a second HTTP stack
 /// and its own runtime thread for the same job.)
+///
+/// It also says when exports fail (collector down, wrong URL, refused): the
+/// SDK drops such batches silently, so a warning at most every
+/// [`FAILURE_LOG_EVERY`] is the only sign of a misconfigured endpoint.
 #[derive(Debug)]
 struct OnRuntime {
     handle: tokio::runtime::Handle,
     inner: Arc<opentelemetry_http::hyper::HyperClient>,
+    /// When the last failure was logged, and failures since.
+    failures: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl OnRuntime {
+    fn failed(&self, url: &http::Uri, why: &str) {
+        let mut f = self.failures.lock().unwrap();
+        f.1 += 1;
+        if f.0.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY) {
+            tracing::warn!(
+                endpoint = %url,
+                failed_exports = f.1,
+                "trace export failed: {why}; spans are dropped until the collector answers"
+            );
+            *f = (Some(std::time::Instant::now()), 0);
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -345,9 +369,19 @@ impl opentelemetry_http::HttpClient for OnRuntime {
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
         let inner = self.inner.clone();
-        self.handle
+        let url = request.uri().clone();
+        let r = self
+            .handle
             .spawn(async move { inner.send_bytes(request).await })
-            .await?
+            .await?;
+        match &r {
+            Ok(resp) if !resp.status().is_success() => {
+                self.failed(&url, &format!("HTTP {}", resp.status()))
+            }
+            Ok(_) => {}
+            Err(e) => self.failed(&url, &e.to_string()),
+        }
+        r
     }
 }
 
