@@ -46,8 +46,11 @@
  *   second later (subscribing to a symbol already held changes nothing), and
  *   `unsubscribe` for every symbol it let go of on this connection that the
  *   edge has not confirmed with `unsubscribed` yet.
- * - **Tokens.** With auth on, the token goes in the `?token=` query parameter
- *   (browsers cannot set `Authorization` on a WebSocket). `getToken()` is
+ * - **Tokens.** Browsers cannot set `Authorization` on a WebSocket, so the
+ *   token is offered as a subprotocol, `Sec-WebSocket-Protocol: tickfan,
+ *   tickfan.bearer.<token>` (the edge selects `tickfan`), which keeps it out
+ *   of URLs and access logs; a token with characters a subprotocol cannot
+ *   carry (not a JWT) goes in the `?token=` query parameter. `getToken()` is
  *   called before every attempt, and again `refreshLeadMs` before the JWT's
  *   `exp` to refresh the session in-band (`{"op":"auth"}`).
  *
@@ -102,7 +105,8 @@ function jwtExp(token) {
 
 /**
  * @typedef {object} Options
- * @property {string} [token] JWT sent as `?token=` when the edge has auth on
+ * @property {string} [token] JWT for an edge with auth on, sent as the
+ *   `tickfan.bearer.<token>` subprotocol (or `?token=` if it cannot be one)
  * @property {() => (string|Promise<string>)} [getToken] returns a fresh token;
  *   called before each connection attempt and before `exp` for in-band refresh
  * @property {{baseMs?: number, capMs?: number}} [backoff] default 250 ms / 10 s
@@ -285,11 +289,15 @@ export class TickfanClient extends EventTarget {
     }
     const u = new URL(this.url, globalThis.location?.href);
     if (u.protocol === 'http:' || u.protocol === 'https:') u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
-    if (token) u.searchParams.set('token', token);
+    // A subprotocol value must be an HTTP token (RFC 6455 4.1); a JWT is.
+    const asProtocol = token && /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/.test(token);
+    if (token && !asProtocol) u.searchParams.set('token', token);
     u.searchParams.set('reject', 'close'); // refusals as close frames we can read
     const WS = this.options.WebSocket || globalThis.WebSocket;
     let ws;
-    try { ws = this._ws = new WS(u.href); } catch (err) {
+    try {
+      ws = this._ws = asProtocol ? new WS(u.href, ['tickfan', `tickfan.bearer.${token}`]) : new WS(u.href);
+    } catch (err) {
       return this._retry({ reason: String(err) });
     }
     // An edge admitting a reject=close client sends the feed status at once;

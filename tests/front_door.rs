@@ -574,6 +574,38 @@ async fn jwt_is_checked_before_the_upgrade_and_entitlements_per_symbol() {
     assert_eq!(c.next_other().await["code"], "not_entitled");
     c.send(json!({"op":"auth","token":"garbage"})).await;
     assert_eq!(c.next_other().await["code"], "auth_failed");
+
+    // Subprotocol (how browsers keep the token out of the URL): offered as
+    // `tickfan, tickfan.bearer.<jwt>`, the edge selects `tickfan`; a refusal
+    // delivered in band selects it too, or a browser would fail the socket
+    // before reading the close.
+    let offer = |jwt: &str, query: &str| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{a}/ws{query}").into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("tickfan, tickfan.bearer.{jwt}").parse().unwrap(),
+        );
+        async move {
+            let stream = TcpStream::connect(a).await.unwrap();
+            tokio_tungstenite::client_async(req, stream).await
+        }
+    };
+    let (ws, resp) = offer(&token(600, "tickfan", Some(&["AAPL"])), "")
+        .await
+        .expect("subprotocol token");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "tickfan");
+    let mut c = Client::from_ws(ws);
+    assert_eq!(
+        c.subscribe(&["AAPL"]).await,
+        json!({"type":"subscribed","symbols":["AAPL"]})
+    );
+    let (ws, resp) = offer("not.a.jwt", "?reject=close")
+        .await
+        .expect("upgraded to be told");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "tickfan");
+    let (code, reason) = refusal_frame(ws).await;
+    assert_eq!((code, reason), (4401, json!({"error": "invalid token"})));
     edge.stop().await;
 }
 

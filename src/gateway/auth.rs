@@ -402,9 +402,32 @@ impl AuthError {
     }
 }
 
-/// The token of a handshake: `Authorization: Bearer <t>` header first, else
-/// the `token` query parameter, percent-decoded (browsers cannot set headers
-/// on WebSocket). Query strings end up in access logs: do not log them.
+/// The WebSocket subprotocol a browser offers next to
+/// `tickfan.bearer.<token>`; the edge selects it in its `101`.
+pub const SUBPROTOCOL: &str = "tickfan";
+/// Prefix of the subprotocol entry carrying a token.
+pub const SUBPROTOCOL_TOKEN_PREFIX: &str = "tickfan.bearer.";
+
+/// Whether the client offered the [`SUBPROTOCOL`] (then the `101` must
+/// select it, or browsers fail the connection).
+pub fn offers_subprotocol(headers: &http::HeaderMap) -> bool {
+    subprotocols(headers).any(|p| p == SUBPROTOCOL)
+}
+
+fn subprotocols(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// The token of a handshake, from the first of: the `Authorization: Bearer
+/// <t>` header; a `tickfan.bearer.<t>` entry of `Sec-WebSocket-Protocol`
+/// (how a browser, which cannot set headers on a WebSocket, sends it without
+/// putting it in the URL); the `token` query parameter, percent-decoded.
+/// Query strings end up in access logs: do not log them.
 pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
     let bearer = headers
         .get_all(http::header::AUTHORIZATION)
@@ -414,6 +437,12 @@ pub fn token_from_request(headers: &http::HeaderMap, query: Option<&str>) -> Opt
             Some(token.trim()).filter(|t| scheme.eq_ignore_ascii_case("bearer") && !t.is_empty())
         });
     if let Some(token) = bearer {
+        return Some(token.to_string());
+    }
+    let offered = subprotocols(headers)
+        .find_map(|p| p.strip_prefix(SUBPROTOCOL_TOKEN_PREFIX))
+        .filter(|t| !t.is_empty());
+    if let Some(token) = offered {
         return Some(token.to_string());
     }
     let value = query?
@@ -879,6 +908,16 @@ mod tests {
         assert_eq!(token(&h, Some("token=q")).as_deref(), Some("q"));
         h.insert("authorization", "bearer  h.e.ader ".parse().unwrap());
         assert_eq!(token(&h, Some("token=q")).as_deref(), Some("h.e.ader"));
+        let mut p = http::HeaderMap::new();
+        p.insert(
+            "sec-websocket-protocol",
+            "tickfan, tickfan.bearer.s.u.b".parse().unwrap(),
+        );
+        assert_eq!(token(&p, Some("token=q")).as_deref(), Some("s.u.b"));
+        assert!(offers_subprotocol(&p));
+        p.insert("sec-websocket-protocol", "tickfan.bearer.".parse().unwrap());
+        assert_eq!(token(&p, Some("token=q")).as_deref(), Some("q"));
+        assert!(!offers_subprotocol(&p));
     }
 
     #[test]

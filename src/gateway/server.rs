@@ -189,6 +189,7 @@ fn upgrade(
         );
     };
     let in_band = refusals_in_band(req.uri().query());
+    let subprotocol = auth::offers_subprotocol(h);
     // A refused socket reads (and discards) what the client sends before the
     // close reply, as a session would: a larger message would reset the
     // connection and could lose the close frame.
@@ -201,7 +202,7 @@ fn upgrade(
             error: "edge draining; connect to another",
             retry_after: Some(1),
         };
-        return refuse(&mut req, &key, in_band, refusal, max_message);
+        return refuse(&mut req, &key, in_band, refusal, max_message, subprotocol);
     }
     let ip = shared.admission.client_ip(peer, h);
     let permit = match shared.admission.admit(ip) {
@@ -224,7 +225,7 @@ fn upgrade(
                 error,
                 retry_after: Some(rejected.retry_after_secs()),
             };
-            return refuse(&mut req, &key, in_band, refusal, max_message);
+            return refuse(&mut req, &key, in_band, refusal, max_message, subprotocol);
         }
     };
     let grant = match &shared.verifier {
@@ -243,7 +244,7 @@ fn upgrade(
                         error: e.reason(),
                         retry_after: None,
                     };
-                    return refuse(&mut req, &key, in_band, refusal, max_message);
+                    return refuse(&mut req, &key, in_band, refusal, max_message, subprotocol);
                 }
             }
         }
@@ -276,7 +277,7 @@ fn upgrade(
         }
     };
     sessions.spawn(tracing::Instrument::instrument(session, span));
-    switching_protocols(&key)
+    switching_protocols(&key, subprotocol)
 }
 
 /// Close code of a refusal delivered in band for a 429 or 503: "Try Again
@@ -324,6 +325,7 @@ fn refuse(
     in_band: bool,
     refusal: Refusal,
     max_message: usize,
+    subprotocol: bool,
 ) -> Response<Body> {
     use std::sync::atomic::Ordering;
     let slot = in_band
@@ -384,12 +386,20 @@ fn refuse(
         })
         .await;
     });
-    switching_protocols(accept_key)
+    switching_protocols(accept_key, subprotocol)
 }
 
-fn switching_protocols(accept_key: &str) -> Response<Body> {
+/// The `101`; with `subprotocol`, selecting [`auth::SUBPROTOCOL`], which
+/// the client offered.
+fn switching_protocols(accept_key: &str, subprotocol: bool) -> Response<Body> {
     let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let hs = r.headers_mut();
+    if subprotocol {
+        hs.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(auth::SUBPROTOCOL),
+        );
+    }
     hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     hs.insert(

@@ -13,7 +13,9 @@ const { TickfanClient, backoffDelay } = await import(pathToFileURL(path.join(REP
 /** A WebSocket whose peer the test plays. */
 class FakeWS {
   static all = [];
-  constructor(url) { this.url = new URL(url); this.readyState = 0; this.sent = []; FakeWS.all.push(this); }
+  constructor(url, protocols) {
+    this.url = new URL(url); this.protocols = protocols; this.readyState = 0; this.sent = []; FakeWS.all.push(this);
+  }
   send(text) { this.sent.push(JSON.parse(text)); }
   close() { this.readyState = 3; }
   // the edge's side
@@ -43,12 +45,18 @@ test('backoff is full jitter under min(cap, base * 2^attempt)', () => {
   assert.equal(backoffDelay(5, 250, 10_000, () => 0), 0);
 });
 
-test('connects with ?token and ?reject=close, opens at the first frame, subscribes in small ops', () => {
+test('offers the token as a subprotocol (else ?token=), asks ?reject=close, opens at the first frame', () => {
+  const opaque = setup({ token: 'not a jwt' });
+  opaque.c.connect();
+  assert.equal(opaque.ws().url.searchParams.get('token'), 'not a jwt', 'not an HTTP token: in the query');
+  assert.equal(opaque.ws().protocols, undefined);
+  opaque.c.close();
   const { c, ws, events } = setup({ token: 'a.b.c' });
   const symbols = Array.from({ length: 1200 }, (_, i) => `SYM${String(i).padStart(5, '0')}`);
   c.subscribe(symbols);
   c.connect();
-  assert.equal(ws().url.searchParams.get('token'), 'a.b.c');
+  assert.deepEqual(ws().protocols, ['tickfan', 'tickfan.bearer.a.b.c']);
+  assert.equal(ws().url.searchParams.get('token'), null, 'a JWT stays out of the URL');
   assert.equal(ws().url.searchParams.get('reject'), 'close');
   ws().open();
   assert.equal(c.status, 'connecting', 'not open before a frame: an in-band refusal may follow');

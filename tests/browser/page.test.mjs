@@ -183,7 +183,7 @@ describe('demo page', () => {
     console.log(`output: ${OUT}`);
   }));
 
-  test('with auth on, the token goes in ?token=, entitlements apply, and the client refreshes in-band',
+  test('with auth on, the token goes in the subprotocol, entitlements apply, and the client refreshes in-band',
     () => shooting('auth', async () => {
       const secret = 'browser-tests-hs256-secret-0123456789';
       const demo = await startDemo(await freePort(), ['--jwt-secret', secret], 'auth.demo');
@@ -200,6 +200,12 @@ describe('demo page', () => {
       // With a token: connected; an entitled symbol ticks, the other is rejected.
       await open(`${demo.url}?symbols=AAPL,NVDA&token=${mint(600)}`);
       await rowsGrow(['AAPL'], {});
+      const socket = await page.evaluate(() => {
+        const ws = window.tickfanDemo.client._ws;
+        return { protocol: ws.protocol, url: ws.url };
+      });
+      assert.equal(socket.protocol, 'tickfan', 'the edge selected the subprotocol that carried the token');
+      assert.doesNotMatch(socket.url, /token=/, 'the token stayed out of the WebSocket URL');
       await page.waitForSelector('tr[data-symbol="NVDA"].rejected', { timeout: DEADLINE_MS });
       assert.match(await page.textContent('#notice'), /not_entitled/);
 
