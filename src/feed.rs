@@ -70,6 +70,17 @@ pub struct Config {
     /// nothing (no `--otlp-endpoint`). 0: no headers.
     #[arg(long, env = "TICKFAN_TRACE_SAMPLE", default_value_t = 0.0, value_parser = crate::telemetry::otel::parse_ratio)]
     pub trace_sample: f64,
+
+    /// Bytes of filler in a `x-tickfan-mock-pad` record header (not a flag:
+    /// the demo sets it). librdkafka's mock broker finds a fetch offset by
+    /// walking its whole in-memory log (`rd_kafka_mock_msgset_find`, "FIXME:
+    /// Maintain an index"), which it caps at 5 MB per partition: with one
+    /// small tick per message set that is ~37,000 entries walked per
+    /// partition per fetch, a full core after a few minutes and latency in
+    /// seconds. Bigger message sets keep the capped log short; headers are
+    /// not sent to clients.
+    #[arg(skip)]
+    pub mock_pad: usize,
 }
 
 impl Config {
@@ -356,6 +367,9 @@ pub async fn send(
     }
 }
 
+/// The record header [`Config::mock_pad`] fills.
+pub const MOCK_PAD_HEADER: &str = "x-tickfan-mock-pad";
+
 /// Starts a `publish` span for a sampled tick and returns the Kafka headers
 /// that carry its context, with the span (end it once the tick is queued).
 fn traced(tracer: &SdkTracer, topic: &str, tick: &Tick) -> (OwnedHeaders, Context) {
@@ -421,6 +435,7 @@ async fn produce(
     let codec = TickCodec::new(usize::MAX);
     let mut gen = Generator::new(symbols, config.zipf, rand::random());
     let mut sample = SmallRng::from_os_rng();
+    let pad = (config.mock_pad > 0).then(|| vec![b'.'; config.mock_pad]);
     let start = tokio::time::Instant::now();
     let deadline = config.duration.map(|d| start + d);
     let mut pace = tokio::time::interval(Duration::from_millis(2));
@@ -446,13 +461,31 @@ async fn produce(
             } else {
                 codec.encode(&tick)
             };
-            let trace = tracer
+            let mut trace = tracer
                 .as_ref()
                 .filter(|_| {
                     config.trace_sample > 0.0 && sample.random::<f64>() < config.trace_sample
                 })
                 .map(|t| traced(t, &topic, &tick));
-            let headers = trace.as_ref().map(|(h, _)| h);
+            let padded;
+            let headers = match (&mut trace, &pad) {
+                (Some((h, _)), Some(p)) => {
+                    *h = std::mem::take(h).insert(Header {
+                        key: MOCK_PAD_HEADER,
+                        value: Some(p.as_slice()),
+                    });
+                    Some(&*h)
+                }
+                (Some((h, _)), None) => Some(&*h),
+                (None, Some(p)) => {
+                    padded = OwnedHeaders::new().insert(Header {
+                        key: MOCK_PAD_HEADER,
+                        value: Some(p.as_slice()),
+                    });
+                    Some(&padded)
+                }
+                (None, None) => None,
+            };
             if let Err(e) = send(&producer, &topic, tick.symbol.as_str(), &value, headers).await {
                 errors += 1;
                 tracing::warn!(error = %e, "produce failed");

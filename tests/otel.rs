@@ -348,6 +348,8 @@ async fn produced_traces_continue_through_the_edge() {
     cfg.rate = 100.0;
     cfg.duration = Some(Duration::from_millis(500));
     cfg.trace_sample = 1.0;
+    // As the demo does: another header next to traceparent.
+    cfg.mock_pad = 64;
     let otel_cfg = otel::Config {
         otlp_endpoint: Some(rx.endpoint()),
         otel_service_name: None,
