@@ -344,22 +344,24 @@ pub fn producer(
     Ok((c.create_with_context(Counting(counts.clone()))?, counts))
 }
 
-/// Sends one encoded tick, waiting while librdkafka's queue is full.
+/// Sends one encoded tick, waiting while librdkafka's queue is full (the
+/// refused record, headers included, is retried as librdkafka returns it).
 pub async fn send(
     producer: &ThreadedProducer<Counting>,
     topic: &str,
     key: &str,
     value: &[u8],
-    headers: Option<&OwnedHeaders>,
+    headers: Option<OwnedHeaders>,
 ) -> anyhow::Result<()> {
+    let mut record = BaseRecord::to(topic).key(key).payload(value);
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
     loop {
-        let mut record = BaseRecord::to(topic).key(key).payload(value);
-        if let Some(h) = headers {
-            record = record.headers(h.clone());
-        }
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), refused)) => {
+                record = refused;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err((e, _)) => return Err(e.into()),
@@ -461,36 +463,26 @@ async fn produce(
             } else {
                 codec.encode(&tick)
             };
-            let mut trace = tracer
-                .as_ref()
-                .filter(|_| {
-                    config.trace_sample > 0.0 && sample.random::<f64>() < config.trace_sample
-                })
-                .map(|t| traced(t, &topic, &tick));
-            let padded;
-            let headers = match (&mut trace, &pad) {
-                (Some((h, _)), Some(p)) => {
-                    *h = std::mem::take(h).insert(Header {
-                        key: MOCK_PAD_HEADER,
-                        value: Some(p.as_slice()),
-                    });
-                    Some(&*h)
+            let (mut headers, span) = match tracer.as_ref().filter(|_| {
+                config.trace_sample > 0.0 && sample.random::<f64>() < config.trace_sample
+            }) {
+                Some(t) => {
+                    let (h, cx) = traced(t, &topic, &tick);
+                    (Some(h), Some(cx))
                 }
-                (Some((h, _)), None) => Some(&*h),
-                (None, Some(p)) => {
-                    padded = OwnedHeaders::new().insert(Header {
-                        key: MOCK_PAD_HEADER,
-                        value: Some(p.as_slice()),
-                    });
-                    Some(&padded)
-                }
-                (None, None) => None,
+                None => (None, None),
             };
+            if let Some(p) = &pad {
+                headers = Some(headers.unwrap_or_default().insert(Header {
+                    key: MOCK_PAD_HEADER,
+                    value: Some(p.as_slice()),
+                }));
+            }
             if let Err(e) = send(&producer, &topic, tick.symbol.as_str(), &value, headers).await {
                 errors += 1;
                 tracing::warn!(error = %e, "produce failed");
             }
-            if let Some((_, cx)) = trace {
+            if let Some(cx) = span {
                 use opentelemetry::trace::TraceContextExt;
                 cx.span().end();
             }

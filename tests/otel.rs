@@ -185,6 +185,21 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A real `tickfan edge` process exporting to `endpoint`, configured only by
+/// the standard OpenTelemetry variables (batches sent every 100 ms).
+async fn exporting_edge(broker: &Broker, topic: &str, endpoint: &str) -> EdgeProcess {
+    EdgeProcess::spawn_env(
+        &broker.bootstrap(),
+        topic,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await
+}
+
 fn traceparent(trace: &str, span: &str, flags: &str) -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {
         key: "traceparent",
@@ -202,17 +217,7 @@ async fn edge_continues_the_traceparent_header_of_a_record() {
     let rx = Receiver::start().await;
     let broker = Broker::start();
     let topic = broker.topic(1).await;
-    let endpoint = rx.endpoint().to_string();
-    let edge = EdgeProcess::spawn_env(
-        &broker.bootstrap(),
-        &topic,
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .await;
+    let edge = exporting_edge(&broker, &topic, &rx.endpoint().to_string()).await;
     let mut c = Client::connect(edge.addr).await;
     let sym = "TRC1";
     c.subscribe(&[sym]).await;
@@ -231,7 +236,7 @@ async fn edge_continues_the_traceparent_header_of_a_record() {
         let value = codec.encode(&tick(sym, seq));
         let (producer, topic) = (feed.producer.clone(), feed.topic.clone());
         async move {
-            feed::send(&producer, &topic, sym, &value, headers.as_ref())
+            feed::send(&producer, &topic, sym, &value, headers)
                 .await
                 .unwrap()
         }
@@ -405,16 +410,7 @@ async fn a_collector_that_is_down_is_reported_in_the_log() {
     let endpoint = format!("http://127.0.0.1:{closed}");
     let broker = Broker::start();
     let topic = broker.topic(1).await;
-    let edge = EdgeProcess::spawn_env(
-        &broker.bootstrap(),
-        &topic,
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .await;
+    let edge = exporting_edge(&broker, &topic, &endpoint).await;
     let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("edge-{}.log", edge.addr.port()));
     // A connection that ends is a span to export.

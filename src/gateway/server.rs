@@ -188,12 +188,12 @@ fn upgrade(
             "bad request: missing Sec-WebSocket-Key",
         );
     };
-    let in_band = refusals_in_band(req.uri().query());
-    let subprotocol = auth::offers_subprotocol(h);
-    // A refused socket reads (and discards) what the client sends before the
-    // close reply, as a session would: a larger message would reset the
-    // connection and could lose the close frame.
-    let max_message = shared.config.max_message_bytes;
+    let answer = Answer {
+        accept_key: key,
+        in_band: refusals_in_band(req.uri().query()),
+        subprotocol: auth::offers_subprotocol(h),
+        max_message: shared.config.max_message_bytes,
+    };
     if drain.is_cancelled() {
         shared.metrics.admission_rejected("draining");
         let refusal = Refusal {
@@ -202,7 +202,7 @@ fn upgrade(
             error: "edge draining; connect to another",
             retry_after: Some(1),
         };
-        return refuse(&mut req, &key, in_band, refusal, max_message, subprotocol);
+        return answer.refuse(&mut req, refusal);
     }
     let ip = shared.admission.client_ip(peer, h);
     let permit = match shared.admission.admit(ip) {
@@ -225,7 +225,7 @@ fn upgrade(
                 error,
                 retry_after: Some(rejected.retry_after_secs()),
             };
-            return refuse(&mut req, &key, in_band, refusal, max_message, subprotocol);
+            return answer.refuse(&mut req, refusal);
         }
     };
     let grant = match &shared.verifier {
@@ -244,11 +244,12 @@ fn upgrade(
                         error: e.reason(),
                         retry_after: None,
                     };
-                    return refuse(&mut req, &key, in_band, refusal, max_message, subprotocol);
+                    return answer.refuse(&mut req, refusal);
                 }
             }
         }
     };
+    let announce = answer.in_band;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let c = &shared.config;
     let ws_config = WebSocketConfig::default()
@@ -271,13 +272,13 @@ fn upgrade(
                     Some(ws_config),
                 )
                 .await;
-                session::run(ws, shared, drain, grant, in_band).await;
+                session::run(ws, shared, drain, grant, announce).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     };
     sessions.spawn(tracing::Instrument::instrument(session, span));
-    switching_protocols(&key, subprotocol)
+    answer.accept()
 }
 
 /// Close code of a refusal delivered in band for a 429 or 503: "Try Again
@@ -313,98 +314,107 @@ fn refusals_in_band(query: Option<&str>) -> bool {
     query.is_some_and(|q| q.split('&').any(|p| p == "reject=close"))
 }
 
-/// Answers a refused handshake: an HTTP error with `Retry-After` or
-/// `WWW-Authenticate`; or, when the client asked for it and fewer than
-/// [`IN_BAND_MAX`] are in flight, `101` and at once a close frame with
-/// `refusal.close` and the JSON reason `{"error":..,"retry_after_ms":..}`.
-/// An in-band refusal never becomes a session: no permit, no subscription,
-/// gone within [`IN_BAND_TIMEOUT`].
-fn refuse(
-    req: &mut Request<Incoming>,
-    accept_key: &str,
+/// How a valid WebSocket handshake is answered, admitted or refused.
+struct Answer {
+    /// `Sec-WebSocket-Accept`.
+    accept_key: String,
+    /// The client asked for refusals in band (`reject=close`).
     in_band: bool,
-    refusal: Refusal,
-    max_message: usize,
+    /// The client offered [`auth::SUBPROTOCOL`]: every `101` selects it.
     subprotocol: bool,
-) -> Response<Body> {
-    use std::sync::atomic::Ordering;
-    let slot = in_band
-        && IN_BAND
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < IN_BAND_MAX).then_some(n + 1)
-            })
-            .is_ok();
-    if !slot {
-        let mut r = json_error(refusal.status, refusal.error);
-        if let Some(secs) = refusal.retry_after {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if refusal.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        return r;
-    }
-    let mut reason = serde_json::json!({ "error": refusal.error });
-    if let Some(secs) = refusal.retry_after {
-        reason["retry_after_ms"] = (secs * 1000).into();
-    }
-    let on_upgrade = hyper::upgrade::on(req);
-    tokio::spawn(async move {
-        struct Slot;
-        impl Drop for Slot {
-            fn drop(&mut self) {
-                IN_BAND.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        let _slot = Slot;
-        let _ = tokio::time::timeout(IN_BAND_TIMEOUT, async move {
-            let Ok(upgraded) = on_upgrade.await else {
-                return;
-            };
-            let config = WebSocketConfig::default()
-                .read_buffer_size(512)
-                .write_buffer_size(0)
-                .max_message_size(Some(max_message))
-                .max_frame_size(Some(max_message));
-            let mut ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            let frame = CloseFrame {
-                code: refusal.close.into(),
-                reason: reason.to_string().into(),
-            };
-            if ws.close(Some(frame)).await.is_ok() {
-                // Until the peer's close reply ends the stream, so the frame
-                // is not lost to a reset.
-                while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
-            }
-        })
-        .await;
-    });
-    switching_protocols(accept_key, subprotocol)
+    /// A refused socket reads (and discards) what the client sends before
+    /// its close reply, as a session would: a larger message would reset the
+    /// connection and could lose the close frame.
+    max_message: usize,
 }
 
-/// The `101`; with `subprotocol`, selecting [`auth::SUBPROTOCOL`], which
-/// the client offered.
-fn switching_protocols(accept_key: &str, subprotocol: bool) -> Response<Body> {
-    let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
-    let hs = r.headers_mut();
-    if subprotocol {
-        hs.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(auth::SUBPROTOCOL),
-        );
+impl Answer {
+    /// Answers a refused handshake: an HTTP error with `Retry-After` or
+    /// `WWW-Authenticate`; or, when the client asked for it and fewer than
+    /// [`IN_BAND_MAX`] are in flight, `101` and at once a close frame with
+    /// `refusal.close` and the JSON reason `{"error":..,"retry_after_ms":..}`.
+    /// An in-band refusal never becomes a session: no permit, no subscription,
+    /// gone within [`IN_BAND_TIMEOUT`].
+    fn refuse(&self, req: &mut Request<Incoming>, refusal: Refusal) -> Response<Body> {
+        use std::sync::atomic::Ordering;
+        let max_message = self.max_message;
+        let slot = self.in_band
+            && IN_BAND
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < IN_BAND_MAX).then_some(n + 1)
+                })
+                .is_ok();
+        if !slot {
+            let mut r = json_error(refusal.status, refusal.error);
+            if let Some(secs) = refusal.retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            if refusal.status == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return r;
+        }
+        let mut reason = serde_json::json!({ "error": refusal.error });
+        if let Some(secs) = refusal.retry_after {
+            reason["retry_after_ms"] = (secs * 1000).into();
+        }
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            struct Slot;
+            impl Drop for Slot {
+                fn drop(&mut self) {
+                    IN_BAND.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            let _slot = Slot;
+            let _ = tokio::time::timeout(IN_BAND_TIMEOUT, async move {
+                let Ok(upgraded) = on_upgrade.await else {
+                    return;
+                };
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(512)
+                    .write_buffer_size(0)
+                    .max_message_size(Some(max_message))
+                    .max_frame_size(Some(max_message));
+                let mut ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                let frame = CloseFrame {
+                    code: refusal.close.into(),
+                    reason: reason.to_string().into(),
+                };
+                if ws.close(Some(frame)).await.is_ok() {
+                    // Until the peer's close reply ends the stream, so the frame
+                    // is not lost to a reset.
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+                }
+            })
+            .await;
+        });
+        self.accept()
     }
-    hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    hs.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(accept_key).expect("base64 is a valid header"),
-    );
-    r
+
+    /// The `101`; selecting [`auth::SUBPROTOCOL`] when the client offered it.
+    fn accept(&self) -> Response<Body> {
+        let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+        let hs = r.headers_mut();
+        if self.subprotocol {
+            hs.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(auth::SUBPROTOCOL),
+            );
+        }
+        hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        hs.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&self.accept_key).expect("base64 is a valid header"),
+        );
+        r
+    }
 }

@@ -248,7 +248,6 @@ pub fn traces_url(base: &http::Uri) -> String {
 /// [`Pipeline::shutdown`].
 pub struct Pipeline {
     provider: SdkTracerProvider,
-    exporting: bool,
 }
 
 impl Pipeline {
@@ -271,7 +270,6 @@ impl Pipeline {
         let Some(endpoint) = &config.otlp_endpoint else {
             return Ok(ids_without_export.then(|| Pipeline {
                 provider: builder.build(),
-                exporting: false,
             }));
         };
         let client = OnRuntime {
@@ -295,7 +293,6 @@ impl Pipeline {
         tracing::info!(endpoint = %traces_url(endpoint), "exporting traces over OTLP/HTTP");
         Ok(Some(Pipeline {
             provider: builder.with_batch_exporter(exporter).build(),
-            exporting: true,
         }))
     }
 
@@ -309,11 +306,6 @@ impl Pipeline {
     /// [`super::init_logging`] installed [`SessionSpans`]).
     pub fn trace_sessions(&self) {
         let _ = SESSION_TRACER.set(self.tracer());
-    }
-
-    /// Whether spans leave the process.
-    pub fn exporting(&self) -> bool {
-        self.exporting
     }
 
     /// Exports what is queued and stops the pipeline (off the async
