@@ -159,12 +159,25 @@ impl Outbox {
 
     /// Removes everything queued or pending for `symbol` (after an unsubscribe).
     pub fn purge(&self, symbol: &Symbol) {
+        self.purge_where(|s| s == symbol);
+    }
+
+    /// Removes everything queued or pending for any of `symbols`, in one pass
+    /// over the queue (an unsubscribe of many symbols costs one pass, not one
+    /// per symbol).
+    pub fn purge_all(&self, symbols: &std::collections::HashSet<Symbol>) {
+        if !symbols.is_empty() {
+            self.purge_where(|s| symbols.contains(s));
+        }
+    }
+
+    fn purge_where(&self, gone: impl Fn(&Symbol) -> bool) {
         let mut st = self.state.lock().unwrap();
         st.queue.retain(|e| match e {
-            Entry::Tick(i) => &i.symbol != symbol,
-            Entry::Gap(g) => &g.symbol != symbol,
+            Entry::Tick(i) => !gone(&i.symbol),
+            Entry::Gap(g) => !gone(&g.symbol),
         });
-        st.dropped.remove(symbol);
+        st.dropped.retain(|s, _| !gone(s));
     }
 
     /// Number of queued ticks.
@@ -387,5 +400,22 @@ mod tests {
         let d = ob.drain(usize::MAX);
         assert!(d.dropped.is_empty());
         assert_eq!(d.entries.len(), 1);
+    }
+
+    #[test]
+    fn purge_all_removes_every_listed_symbol_in_one_pass() {
+        let ob = Outbox::new(4);
+        for s in ["A", "B", "C", "A", "B"] {
+            ob.push(item(s, 1)); // the fifth push drops the first A
+        }
+        let gone: std::collections::HashSet<Symbol> = ["A", "C"]
+            .iter()
+            .map(|s| Symbol::parse(s).unwrap())
+            .collect();
+        ob.purge_all(&gone);
+        let d = ob.drain(usize::MAX);
+        assert!(d.dropped.is_empty(), "A's drop notice is purged too");
+        let left: Vec<_> = d.entries.iter().map(text).collect();
+        assert_eq!(left, [r#"{"s":"B","q":1}"#, r#"{"s":"B","q":1}"#]);
     }
 }
