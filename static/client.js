@@ -46,6 +46,10 @@
  *   second later (subscribing to a symbol already held changes nothing), and
  *   `unsubscribe` for every symbol it let go of on this connection that the
  *   edge has not confirmed with `unsubscribed` yet.
+ * - **Later.** Symbols refused with `unknown_symbol` (the edge has seen no
+ *   tick of them yet and the connection already waits for as many such
+ *   symbols as it may) or `edge_full` stay in the set and are subscribed
+ *   again after the error's `retry_after_ms` plus jitter.
  * - **Tokens.** Browsers cannot set `Authorization` on a WebSocket, so the
  *   token is offered as a subprotocol, `Sec-WebSocket-Protocol: tickfan,
  *   tickfan.bearer.<token>` (the edge selects `tickfan`), which keeps it out
@@ -167,6 +171,8 @@ export class TickfanClient extends EventTarget {
     this._refresh = null;
     this._hintAt = null;
     this._resub = null;
+    this._later = new Set(); // refused for now (unknown_symbol, edge_full): subscribed again after the hint
+    this._laterTimer = null;
     this._stopped = false;
     for (const s of options.symbols || []) this._entry(s);
     if (options.autoConnect !== false) queueMicrotask(() => this.status === 'idle' && this.connect());
@@ -427,6 +433,20 @@ export class TickfanClient extends EventTarget {
             this._op('unsubscribe', [...this._unsubPending]);
           },
             1000 + backoffDelay(0, this.baseMs, this.capMs));
+        }
+        // The edge will take these later (it has seen no tick of them yet, or
+        // it is full): ask again after its retry_after_ms plus jitter.
+        if (['unknown_symbol', 'edge_full'].includes(m.code)) {
+          for (const s of symbols) if (this._syms.has(s)) this._later.add(s);
+          if (this._later.size && !this._laterTimer) {
+            const wait = Math.max(0, Number(m.retry_after_ms) || 1000);
+            this._laterTimer = setTimeout(() => {
+              this._laterTimer = null;
+              const again = [...this._later].filter((s) => this._syms.has(s));
+              this._later.clear();
+              this._op('subscribe', again);
+            }, wait + backoffDelay(0, this.baseMs, this.capMs));
+          }
         }
         return this._emit('error', { code: m.code, message: m.message || '', symbols });
       }

@@ -357,7 +357,7 @@ async fn bad_client_input_gets_documented_answers() {
     let broker = Broker::start();
     let topic = broker.topic(1).await;
     let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
-        c.gateway.max_symbols = 3;
+        c.gateway.max_symbols = 5;
         c.gateway.max_message_bytes = 1024;
     })
     .await;
@@ -400,15 +400,23 @@ async fn bad_client_input_gets_documented_answers() {
     let e = expect_error(&mut c, "invalid_symbol").await;
     assert_eq!(e["symbols"], json!(["", long, "bad sym", "ÄÖ"]));
 
-    // The per-connection limit (3 here): the excess is rejected by name.
-    c.send(json!({"op":"subscribe","symbols":["OK2", "OK3", "OK4", "OK5"]}))
+    // The per-connection limit (5 here): the excess is rejected by name.
+    c.send(json!({"op":"subscribe","symbols":["OK2", "OK3", "OK4", "OK5", "OK6"]}))
         .await;
     assert_eq!(
         c.next_other().await,
-        json!({"type":"subscribed","symbols":["OK2", "OK3"]})
+        json!({"type":"subscribed","symbols":["OK2", "OK3", "OK4", "OK5"]})
     );
     let e = expect_error(&mut c, "too_many_symbols").await;
-    assert_eq!(e["symbols"], json!(["OK4", "OK5"]));
+    assert_eq!(e["symbols"], json!(["OK6"]));
+
+    // A request naming more symbols than a connection may hold is refused
+    // whole, whatever it asks: nothing of it is done.
+    let six = json!(["OK1", "OK2", "OK3", "OK4", "OK5", "OK6"]);
+    c.send(json!({"op":"unsubscribe","symbols":six})).await;
+    let e = expect_error(&mut c, "too_many_symbols").await;
+    assert!(e.get("symbols").is_none(), "{e}");
+    assert_eq!(edge.metric("tickfan_subscriptions").await, 5.0);
 
     // Unknown but valid symbols were accepted; the connection still works.
     c.send(json!({"op":"unsubscribe","symbols":["OK1"]})).await;
@@ -416,13 +424,13 @@ async fn bad_client_input_gets_documented_answers() {
         c.next_other().await,
         json!({"type":"unsubscribed","symbols":["OK1"]})
     );
-    c.send(json!({"op":"subscribe","symbols":["OK4"]})).await;
+    c.send(json!({"op":"subscribe","symbols":["OK6"]})).await;
     assert_eq!(
         c.next_other().await,
-        json!({"type":"subscribed","symbols":["OK4"]})
+        json!({"type":"subscribed","symbols":["OK6"]})
     );
 
-    assert_eq!(edge.metric("tickfan_subscriptions").await, 3.0);
+    assert_eq!(edge.metric("tickfan_subscriptions").await, 5.0);
     assert!(
         edge.metric("tickfan_protocol_errors_total{code=\"bad_json\"}")
             .await

@@ -371,6 +371,7 @@ async fn silent_and_dead_connections_are_dropped_and_floods_are_limited() {
         c.gateway.handshake_timeout = Duration::from_millis(500);
         c.gateway.ping_interval = Duration::from_millis(200);
         c.gateway.idle_timeout = Duration::from_millis(700);
+        c.gateway.write_timeout = Duration::from_millis(400);
         c.gateway.control_rate = 5;
         c.gateway.control_burst = 5;
     })

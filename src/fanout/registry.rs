@@ -347,6 +347,15 @@ impl Registry {
         }
     }
 
+    /// Whether a tick of `symbol` is cached (final or still replaying).
+    pub fn has_tick(&self, symbol: &str) -> bool {
+        self.shard(symbol)
+            .lock()
+            .unwrap()
+            .get(symbol)
+            .is_some_and(|e| e.last.is_some())
+    }
+
     /// Symbols with at least one subscriber.
     pub fn subscribed(&self) -> Vec<Symbol> {
         self.collect(|e| !e.subs.is_empty())

@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod meter;
 pub mod protocol;
 pub mod server;
 pub mod session;
@@ -23,7 +24,7 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -45,10 +46,50 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_OUTBOX_CAPACITY", default_value_t = 1024)]
     pub outbox_capacity: usize,
 
-    /// Most symbols one connection may subscribe to; more get a
-    /// `too_many_symbols` error.
+    /// Most symbols one connection may subscribe to, and most symbols in
+    /// one request; more get a `too_many_symbols` error (a longer request is
+    /// refused whole).
     #[arg(long, env = "TICKFAN_MAX_SYMBOLS", default_value_t = 1000)]
     pub max_symbols: usize,
+
+    /// Subscriptions of one connection to symbols this edge holds no tick
+    /// of, counted until their first tick arrives; more get
+    /// `unknown_symbol` (retry later). Bounds what one client can make the
+    /// edge fetch and remember for names the feed may never carry.
+    #[arg(long, env = "TICKFAN_MAX_UNKNOWN_SYMBOLS", default_value_t = 50)]
+    pub max_unknown_symbols: usize,
+
+    /// Subscriptions (client × symbol) on this edge in all; more get
+    /// `edge_full`.
+    #[arg(long, env = "TICKFAN_MAX_SUBSCRIPTIONS", default_value_t = 1_000_000)]
+    pub max_subscriptions: usize,
+
+    /// Symbols per second one connection may subscribe and unsubscribe (a
+    /// request costs one per symbol it names); over it the request is
+    /// ignored with a `rate_limited` error.
+    #[arg(long, env = "TICKFAN_SYMBOL_RATE", default_value_t = 1000)]
+    pub symbol_rate: u32,
+
+    /// Symbols a connection may (un)subscribe at once above that rate; at
+    /// least `--max-symbols`.
+    #[arg(long, env = "TICKFAN_SYMBOL_BURST", default_value_t = 2000)]
+    pub symbol_burst: u32,
+
+    /// Frames per second a client may send, of any kind (messages, their
+    /// fragments, pings, pongs), with bursts of as many; more close the
+    /// connection with 1008.
+    #[arg(long, env = "TICKFAN_CLIENT_FRAME_RATE", default_value_t = 200)]
+    pub client_frame_rate: u32,
+
+    /// Bytes per second a client may send, with bursts of up to
+    /// 4 × `--max-message-bytes`; more close the connection with 1008.
+    #[arg(long, env = "TICKFAN_CLIENT_BYTE_RATE", default_value_t = 262144)]
+    pub client_byte_rate: u32,
+
+    /// Frames one client message may be split into; more close the
+    /// connection with 1008.
+    #[arg(long, env = "TICKFAN_MAX_FRAGMENTS", default_value_t = 32)]
+    pub max_fragments: u32,
 
     /// Largest client message (and frame) accepted, in bytes; larger ones
     /// close the connection with code 1009.
@@ -78,10 +119,20 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
 
-    /// A WebSocket from which nothing (not even a pong) arrived for this long
-    /// is a dead peer and is dropped.
+    /// A WebSocket that has not answered the edge's pings for this long is
+    /// a dead peer and is dropped. Only a pong answering one of the edge's
+    /// own pings counts.
     #[arg(long, env = "TICKFAN_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// A write to a client that makes no progress for this long (the client
+    /// stopped reading) closes the connection. A client that stalls for
+    /// less resumes and is told, with `gap` frames, what it missed.
+    /// `--write-timeout` + `--ping-interval` must stay below
+    /// `--idle-timeout`, so a stall shorter than this is never taken for a
+    /// dead peer.
+    #[arg(long, env = "TICKFAN_WRITE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
 
     /// Control messages (subscribe, unsubscribe, auth) per second per
     /// connection; more are ignored with a `rate_limited` error.
@@ -131,6 +182,36 @@ impl Config {
             self.idle_timeout > self.ping_interval,
             "--idle-timeout must exceed --ping-interval"
         );
+        anyhow::ensure!(!self.write_timeout.is_zero(), "--write-timeout must be > 0");
+        anyhow::ensure!(
+            self.write_timeout + self.ping_interval < self.idle_timeout,
+            "--write-timeout ({}) + --ping-interval ({}) must be below --idle-timeout ({}): \
+             a client stalled for less than the write timeout must not be taken for a dead peer",
+            humantime::format_duration(self.write_timeout),
+            humantime::format_duration(self.ping_interval),
+            humantime::format_duration(self.idle_timeout)
+        );
+        anyhow::ensure!(
+            self.symbol_rate >= 1 && self.symbol_burst as usize >= self.max_symbols,
+            "--symbol-rate must be >= 1 and --symbol-burst >= --max-symbols"
+        );
+        anyhow::ensure!(
+            self.max_unknown_symbols >= 1,
+            "--max-unknown-symbols must be >= 1"
+        );
+        anyhow::ensure!(
+            self.max_subscriptions >= 1,
+            "--max-subscriptions must be >= 1"
+        );
+        anyhow::ensure!(
+            self.client_frame_rate >= 10,
+            "--client-frame-rate must be >= 10"
+        );
+        anyhow::ensure!(
+            self.client_byte_rate >= 1024,
+            "--client-byte-rate must be >= 1024"
+        );
+        anyhow::ensure!(self.max_fragments >= 1, "--max-fragments must be >= 1");
         anyhow::ensure!(
             self.shutdown_grace > self.drain_window,
             "--shutdown-grace must exceed --drain-window"
@@ -151,14 +232,41 @@ impl Config {
     }
 }
 
-/// Open sessions' outboxes, for the queued-ticks gauge.
+/// Open sessions' outboxes, for the queued-ticks gauge, and the edge-wide
+/// subscription count.
 #[derive(Default)]
 pub struct Sessions {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Outbox>>>,
+    subscriptions: AtomicUsize,
 }
 
 impl Sessions {
+    /// Reserves up to `n` of the edge's `max` subscriptions; returns how
+    /// many it got.
+    fn reserve(&self, n: usize, max: usize) -> usize {
+        let mut got = 0;
+        let _ = self
+            .subscriptions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                got = n.min(max.saturating_sub(cur));
+                Some(cur + got)
+            });
+        got
+    }
+
+    /// Gives back `n` reserved subscriptions.
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.subscriptions.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Subscriptions held on the edge.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Acquire)
+    }
+
     fn insert(&self, outbox: Arc<Outbox>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.open.lock().unwrap().insert(id, outbox);

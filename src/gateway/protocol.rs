@@ -34,6 +34,11 @@ pub enum ErrorCode {
     RateLimited,
     AuthFailed,
     AuthDisabled,
+    /// The edge holds no tick of these symbols and the connection already
+    /// waits for `--max-unknown-symbols` such symbols; retry later.
+    UnknownSymbol,
+    /// The edge holds `--max-subscriptions` subscriptions in all.
+    EdgeFull,
 }
 
 impl ErrorCode {
@@ -49,6 +54,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::AuthDisabled => "auth_disabled",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::EdgeFull => "edge_full",
         }
     }
 }
@@ -163,6 +170,9 @@ pub enum Reply<'a> {
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         symbols: Option<&'a [String]>,
+        /// When a retry may succeed, for `unknown_symbol` and `edge_full`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -192,10 +202,21 @@ pub fn status_json(status: FeedStatus) -> String {
 
 /// An `error` frame.
 pub fn error_json(code: ErrorCode, message: &str, symbols: Option<&[String]>) -> String {
+    error_json_retry(code, message, symbols, None)
+}
+
+/// An `error` frame saying when a retry may succeed.
+pub fn error_json_retry(
+    code: ErrorCode,
+    message: &str,
+    symbols: Option<&[String]>,
+    retry_after_ms: Option<u64>,
+) -> String {
     Reply::Error {
         code: code.as_str(),
         message,
         symbols,
+        retry_after_ms,
     }
     .to_json()
 }
@@ -269,6 +290,15 @@ mod tests {
         assert_eq!(
             error_json(ErrorCode::InvalidSymbol, "bad", Some(&["a b".to_string()])),
             r#"{"type":"error","code":"invalid_symbol","message":"bad","symbols":["a b"]}"#
+        );
+        assert_eq!(
+            error_json_retry(
+                ErrorCode::UnknownSymbol,
+                "later",
+                Some(&["ZZZZ".to_string()]),
+                Some(1000)
+            ),
+            r#"{"type":"error","code":"unknown_symbol","message":"later","symbols":["ZZZZ"],"retry_after_ms":1000}"#
         );
     }
 }

@@ -205,39 +205,41 @@ fn upgrade(
         return answer.refuse(&mut req, refusal);
     }
     let ip = shared.admission.client_ip(peer, h);
-    let permit = match shared.admission.admit(ip) {
-        Ok(p) => p,
-        Err(rejected) => {
-            shared.metrics.admission_rejected(rejected.label());
-            let (status, error) = match rejected {
-                super::admission::Rejected::ConnectionCap => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "edge at its connection limit",
-                ),
-                _ => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many new connections; retry later",
-                ),
-            };
-            let refusal = Refusal {
-                status,
-                close: CLOSE_TRY_AGAIN_LATER,
-                error,
-                retry_after: Some(rejected.retry_after_secs()),
-            };
-            return answer.refuse(&mut req, refusal);
-        }
+    let token = shared
+        .verifier
+        .as_ref()
+        .and_then(|_| auth::token_from_request(h, req.uri().query()));
+    let refuse = |req: &mut Request<Incoming>, rejected: super::admission::Rejected| {
+        shared.metrics.admission_rejected(rejected.label());
+        let status = match rejected {
+            super::admission::Rejected::ConnectionCap => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        };
+        let refusal = Refusal {
+            status,
+            close: CLOSE_TRY_AGAIN_LATER,
+            error: rejected.message(),
+            retry_after: Some(rejected.retry_after_secs()),
+        };
+        answer.refuse(req, refusal)
     };
+    // Per-IP checks, then the token, and only then the edge-wide budgets: a
+    // forged token spends its own address's budgets, never what valid
+    // clients need.
+    if let Err(rejected) = shared.admission.screen(ip) {
+        return refuse(&mut req, rejected);
+    }
     let grant = match &shared.verifier {
         None => None,
         Some(v) => {
-            let verified = auth::token_from_request(h, req.uri().query())
+            let verified = token
                 .ok_or(auth::AuthError::Missing)
                 .and_then(|token| v.verify(&token));
             match verified {
                 Ok(g) => Some(g),
                 Err(e) => {
                     shared.metrics.auth_failure(e.label());
+                    shared.admission.auth_failed(ip);
                     let refusal = Refusal {
                         status: StatusCode::UNAUTHORIZED,
                         close: CLOSE_UNAUTHORIZED,
@@ -249,15 +251,12 @@ fn upgrade(
             }
         }
     };
+    let permit = match shared.admission.admit(ip) {
+        Ok(p) => p,
+        Err(rejected) => return refuse(&mut req, rejected),
+    };
     let announce = answer.in_band;
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let c = &shared.config;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(c.read_buffer_bytes)
-        .write_buffer_size(c.write_buffer_bytes)
-        .max_write_buffer_size(c.max_frame_bytes.max(c.write_buffer_bytes) * 4)
-        .max_message_size(Some(c.max_message_bytes))
-        .max_frame_size(Some(c.max_message_bytes));
     // The connection's lifecycle span: debug level, so it costs nothing per
     // connection (memory included) unless RUST_LOG asks for it.
     let span = tracing::debug_span!("session", %peer, ip = %ip);
@@ -266,13 +265,7 @@ fn upgrade(
         tracing::debug!("upgraded");
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                session::run(ws, shared, drain, grant, announce).await;
+                session::run(TokioIo::new(upgraded), shared, drain, grant, announce).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

@@ -1,33 +1,50 @@
 //! One client's WebSocket session: a single task that reads control messages,
-//! applies them to the registry, and writes whatever the outbox holds as one
-//! frame per wake. It also keeps the connection honest: ping/pong with
-//! dead-peer detection, a per-connection rate limit on control messages,
-//! token expiry and in-band refresh, and a paced close when the edge drains.
+//! applies them to the registry, and writes whatever the outbox holds, one
+//! frame per drain. It also keeps the connection honest: ping/pong with
+//! dead-peer detection (only a pong answering the edge's own ping counts),
+//! per-connection budgets for control messages and for the symbols they name,
+//! read budgets below tungstenite ([`super::meter`]), a write timeout, token
+//! expiry and in-band refresh, and a paced close when the edge drains.
 //!
-//! Generic over the socket (any `Sink` + `Stream` of WebSocket messages), so
-//! it is tested over in-memory channels as well as real sockets.
+//! Reading and writing are concurrent within the task: the writer is polled
+//! next to the reader and the session's one timer, so a write the client does
+//! not take never stops the session from enforcing its write timeout, the
+//! token's expiry, the drain deadline or the idle timeout.
+//!
+//! Generic over the connection (any `AsyncRead + AsyncWrite`), so it is
+//! tested over in-memory pipes with tokio's paused clock as well as over real
+//! sockets.
 
 use std::{
-    collections::HashSet,
-    error::Error as StdError,
-    num::NonZeroU32,
+    borrow::Cow,
+    collections::{HashSet, VecDeque},
+    future::Future,
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::{
-    self,
-    protocol::{frame::coding::CloseCode, CloseFrame},
-    Message,
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::{Instant, Sleep},
+};
+use tokio_tungstenite::{
+    tungstenite::{
+        self,
+        error::ProtocolError,
+        protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig},
+        Message,
+    },
+    WebSocketStream,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
     auth::{Entitlements, Grant},
+    meter::{self, FloodKind, Limiter, Meter, WriteStall},
     protocol::{self, ErrorCode, Reply, Request},
     Shared,
 };
@@ -37,60 +54,118 @@ use crate::{
     market::{Symbol, SymbolError},
 };
 
-/// Frames written per wake before the session turns back to reading, so a
-/// client with a deep backlog still gets its requests answered.
+/// Outbox drains the writer turns into frames per poll before it lets the
+/// reader and the timers run, so a client with a deep backlog still gets its
+/// requests answered.
 const FRAMES_PER_WAKE: usize = 8;
+/// The session stops reading requests while this many frames wait to be
+/// written: a client that sends but does not read cannot queue replies
+/// without bound (it runs into the write timeout instead).
+const READ_PAUSE: usize = 32;
 /// At most this many rejected symbols are echoed back, each cut to this length.
 const ECHO_MAX: usize = 50;
 const ECHO_LEN: usize = 40;
+/// How long the edge tries to write its close frame.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// After its close frame, how long and how much the edge reads (and
+/// discards) so the close frame is not lost to a TCP reset (see
+/// [`Meter::linger`]).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 << 20;
+/// Retry hint of an `unknown_symbol` or `edge_full` error.
+const RETRY_AFTER_MS: u64 = 1000;
 
+/// Close code for a message that violates a policy: a read budget (RFC 6455).
+pub const CLOSE_POLICY: u16 = 1008;
 /// Close code for a message larger than the configured maximum (RFC 6455).
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a text message that is not UTF-8 (RFC 6455).
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Close code for a frame that breaks the protocol, such as reserved bits
+/// set without a negotiated extension (RFC 6455).
+pub const CLOSE_PROTOCOL: u16 = 1002;
 /// Close code when the edge drains for a restart (RFC 6455 "service restart").
 pub const CLOSE_RESTART: u16 = 1012;
 /// Close code when the session's token expired and was not refreshed.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
-/// How a session ends.
+/// How a session ends; `why` is the `reason` label of
+/// `tickfan_sessions_ended_total`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum End {
     /// Send this close frame.
-    Close(u16, &'static str),
-    /// The peer is gone or broke the protocol: just drop the connection.
-    Drop,
+    Close {
+        code: u16,
+        reason: Cow<'static, str>,
+        why: &'static str,
+    },
+    /// The peer is gone, dead or not reading: just drop the connection.
+    Drop(&'static str),
     /// The client closed with this code (1005: it gave none); tungstenite
     /// has queued the close reply.
     ClientClosed(u16),
 }
 
-/// Runs a session until the client leaves, errs, or the edge drains
-/// (`drain` fires): then the client gets a `reconnect` hint at a random
-/// point of the drain window and is closed with 1012 when it comes.
+impl End {
+    fn close(code: u16, reason: impl Into<Cow<'static, str>>, why: &'static str) -> End {
+        End::Close {
+            code,
+            reason: reason.into(),
+            why,
+        }
+    }
+
+    fn why(&self) -> &'static str {
+        match self {
+            End::Close { why, .. } | End::Drop(why) => why,
+            End::ClientClosed(_) => "client_closed",
+        }
+    }
+}
+
+/// Runs a session over `io` (an upgraded connection) until the client
+/// leaves, errs, stalls, or the edge drains (`drain` fires): then the client
+/// gets a `reconnect` hint at a random point of the drain window and is
+/// closed with 1012 when it comes.
 ///
 /// The first frame is the feed `status` when it is stale, or always with
 /// `announce` (a client that asked for refusals in band learns at once that
 /// it was admitted).
 ///
-/// Not an `async fn`: an async fn keeps its arguments (the socket, the
-/// grant) in the future for its whole life, next to what they were moved
-/// into. Every idle connection holds this future, so the set-up happens here
-/// and the returned future holds only what the session needs.
-pub fn run<S, E>(
-    socket: S,
+/// Not an `async fn`: an async fn keeps its arguments (the grant) in the
+/// future for its whole life, next to what they were moved into. Every idle
+/// connection holds this future, so the set-up happens here and the
+/// returned future holds only what the session needs.
+pub fn run<IO>(
+    io: IO,
     shared: Arc<Shared>,
     drain: CancellationToken,
     grant: Option<Grant>,
     announce: bool,
-) -> impl std::future::Future<Output = ()>
+) -> impl Future<Output = ()> + Send
 where
-    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
-    E: StdError + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let outbox = Arc::new(Outbox::new(shared.config.outbox_capacity));
+    let c = &shared.config;
+    let stall = Arc::new(WriteStall::default());
+    let limits = meter::Limits {
+        frames_per_sec: c.client_frame_rate,
+        bytes_per_sec: c.client_byte_rate,
+        bytes_burst: c
+            .client_byte_rate
+            .max(c.max_message_bytes.saturating_mul(4).min(u32::MAX as usize) as u32),
+        max_fragments: c.max_fragments,
+    };
+    let io = Meter::new(io, limits, stall.clone());
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(c.read_buffer_bytes)
+        .write_buffer_size(c.write_buffer_bytes)
+        .max_write_buffer_size(c.max_frame_bytes.max(c.write_buffer_bytes) * 4)
+        .max_message_size(Some(c.max_message_bytes))
+        .max_frame_size(Some(c.max_message_bytes));
+    let outbox = Arc::new(Outbox::new(c.outbox_capacity));
     let handle = shared.sessions.insert(outbox.clone());
     shared.metrics.connections.inc();
-    let c = &shared.config;
-    let per_sec = NonZeroU32::new(c.control_rate.max(1)).expect("max(1)");
-    let burst = NonZeroU32::new(c.control_burst.max(1)).expect("max(1)");
     let auth = grant.map(|g| {
         Box::new(Auth {
             closes_at: closes_at(g.expires_at, &shared),
@@ -100,29 +175,53 @@ where
         })
     });
     let mut session = Session {
+        control: meter::limiter(c.control_rate, c.control_burst),
+        symbol_budget: meter::limiter(c.symbol_rate, c.symbol_burst),
+        writer: Writer {
+            queue: VecDeque::new(),
+            unflushed: false,
+            outbox_ready: false,
+            stall,
+            stall_timer: None,
+            timeout: c.write_timeout,
+        },
         shared,
         outbox,
         symbols: HashSet::new(),
+        unknown: Vec::new(),
         auth,
-        control: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
         last_limited_notice: None,
     };
-    let (mut tx, mut rx) = socket.split();
     async move {
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+        let (mut tx, mut rx) = ws.split();
         let end = session.drive(&mut tx, &mut rx, &drain, announce).await;
         match &end {
-            End::Close(code, reason) => tracing::debug!(code, reason, "session closing"),
-            End::Drop => tracing::debug!("session dropped (peer gone or protocol error)"),
+            End::Close { code, reason, why } => {
+                tracing::debug!(code, %reason, reason_label = why, "session closing")
+            }
+            End::Drop(why) => tracing::debug!(reason = why, "session dropped"),
             End::ClientClosed(code) => tracing::debug!(code, "client closed"),
         }
-        if let End::Close(code, reason) = end {
-            let frame = CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            };
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame))))
-                    .await;
+        session.shared.metrics.session_ended(end.why());
+        match end {
+            End::Close { code, reason, .. } => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.as_ref().into(),
+                };
+                let sent =
+                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, tx.send(Message::Close(Some(frame))))
+                        .await;
+                if let (Ok(Ok(())), Ok(mut ws)) = (sent, tx.reunite(rx)) {
+                    ws.get_mut().linger(LINGER, LINGER_BYTES).await;
+                }
+            }
+            End::ClientClosed(_) => {
+                // Send the close reply tungstenite queued.
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, tx.flush()).await;
+            }
+            End::Drop(_) => {}
         }
         session.leave();
         session.shared.sessions.remove(handle);
@@ -134,12 +233,19 @@ struct Session {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     symbols: HashSet<Symbol>,
+    /// Subscribed symbols of which the edge held no tick when they were
+    /// subscribed, until one arrives (pruned lazily): at most
+    /// `--max-unknown-symbols`.
+    unknown: Vec<Symbol>,
     /// The token's terms (auth on); boxed, as most deployments' sessions
     /// have none and every idle connection holds a `Session`.
     auth: Option<Box<Auth>>,
     /// Control messages per second (GCRA).
-    control: DefaultDirectRateLimiter,
+    control: Limiter,
+    /// Symbols named by subscribes and unsubscribes per second (GCRA).
+    symbol_budget: Limiter,
     last_limited_notice: Option<Instant>,
+    writer: Writer,
 }
 
 /// What a session's token grants, kept up to date by in-band refreshes.
@@ -172,9 +278,220 @@ fn instant_at(t: SystemTime) -> Instant {
     }
 }
 
+/// Why the writer gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// No byte was taken for `--write-timeout`.
+    Stalled,
+    /// The connection failed.
+    Gone,
+}
+
+/// The session's outgoing side: frames waiting to be written (replies,
+/// notices, pings, and tick frames drained from the outbox), written as the
+/// socket takes them.
+struct Writer {
+    queue: VecDeque<Message>,
+    /// Frames were handed to tungstenite since the last completed flush.
+    unflushed: bool,
+    /// The outbox was woken and may hold entries.
+    outbox_ready: bool,
+    stall: Arc<WriteStall>,
+    /// Armed while the socket refuses bytes: fires `--write-timeout` after
+    /// the last progress. Allocated only while blocked.
+    stall_timer: Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+}
+
+impl Writer {
+    fn push(&mut self, text: String) {
+        self.queue.push_back(Message::text(text));
+    }
+
+    /// Writes what it can; `Pending` while idle or while the socket is full
+    /// (within the write timeout), `Ready` only when the session must end.
+    fn poll_write<Tx>(
+        &mut self,
+        cx: &mut Context<'_>,
+        tx: &mut Tx,
+        outbox: &Outbox,
+        shared: &Shared,
+    ) -> Poll<WriteEnd>
+    where
+        Tx: Sink<Message> + Unpin,
+    {
+        let mut drains = 0;
+        loop {
+            if self.queue.is_empty() && self.outbox_ready {
+                if drains == FRAMES_PER_WAKE {
+                    // Let the reader and the timers run; come back at once.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                drains += 1;
+                self.outbox_ready = fill(&mut self.queue, outbox, shared);
+            }
+            if !self.queue.is_empty() {
+                match tx.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let msg = self.queue.pop_front().expect("not empty");
+                        if tx.start_send_unpin(msg).is_err() {
+                            return Poll::Ready(WriteEnd::Gone);
+                        }
+                        self.unflushed = true;
+                        continue;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(WriteEnd::Gone),
+                    Poll::Pending => return self.blocked(cx),
+                }
+            }
+            if self.unflushed {
+                match tx.poll_flush_unpin(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(WriteEnd::Gone),
+                    Poll::Pending => return self.blocked(cx),
+                }
+            }
+            if self.queue.is_empty() && !self.outbox_ready {
+                // Everything written: idle until something is queued.
+                self.stall_timer = None;
+                self.stall.clear();
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// The socket took nothing: `Ready(Stalled)` once it has taken nothing
+    /// for the write timeout, else `Pending` with the stall timer armed.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<WriteEnd> {
+        let Some(since) = self.stall.blocked_since() else {
+            return Poll::Pending;
+        };
+        let deadline = since + self.timeout;
+        let timer = match &mut self.stall_timer {
+            Some(t) => {
+                if t.deadline() != deadline {
+                    t.as_mut().reset(deadline);
+                }
+                t
+            }
+            slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(WriteEnd::Stalled),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn has_ping_queued(&self) -> bool {
+        self.queue.iter().any(|m| matches!(m, Message::Ping(_)))
+    }
+}
+
+/// Drains the outbox once into `queue`: drop notices first, then ticks in
+/// frames of at most `max_frame_bytes`, with upstream gap notices in their
+/// place in the stream. Returns whether more is queued in the outbox.
+fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool {
+    let cap = shared
+        .config
+        .max_frame_bytes
+        .saturating_sub(wire::FRAME_OVERHEAD);
+    let d = outbox.drain(cap);
+    if d.is_empty() {
+        return false;
+    }
+    let (mut frames, mut gaps) = (0u64, d.dropped.len() as u64);
+    for g in &d.dropped {
+        queue.push_back(Message::text(protocol::gap_json(g)));
+    }
+    let mut run: Vec<&bytes::Bytes> = Vec::with_capacity(d.ticks);
+    for entry in &d.entries {
+        match entry {
+            Out::Tick(b) => run.push(b),
+            Out::Gap(g) => {
+                if !run.is_empty() {
+                    queue.push_back(Message::text(wire::ticks_frame(run.drain(..), d.bytes)));
+                    frames += 1;
+                }
+                queue.push_back(Message::text(protocol::gap_json(g)));
+                gaps += 1;
+            }
+        }
+    }
+    if !run.is_empty() {
+        queue.push_back(Message::text(wire::ticks_frame(run.drain(..), d.bytes)));
+        frames += 1;
+    }
+    let m = &shared.metrics;
+    m.outbox_depth.observe(d.entries.len() as f64);
+    if d.oldest_ts > 0 {
+        let lag_us = crate::feed::now_micros() - d.oldest_ts;
+        m.e2e_latency.observe(lag_us.max(0) as f64 / 1e6);
+    }
+    m.gaps.inc_by(gaps);
+    m.frames.inc_by(frames);
+    m.deliveries.inc_by(d.ticks as u64);
+    d.more
+}
+
+/// Whether a pong's payload answers one of the edge's last two pings.
+fn answers(pong: &[u8], pings: &[u64; 2]) -> bool {
+    <[u8; 8]>::try_from(pong)
+        .map(u64::from_be_bytes)
+        .is_ok_and(|p| p != 0 && pings.contains(&p))
+}
+
+/// How a read error ends the session.
+fn read_error_end(e: &tungstenite::Error, config: &super::Config) -> End {
+    if let Some(kind) = meter::flood_of(e) {
+        return match kind {
+            FloodKind::Frames => End::close(
+                CLOSE_POLICY,
+                format!("more than {} frames a second", config.client_frame_rate),
+                "frame_rate",
+            ),
+            FloodKind::Bytes => End::close(
+                CLOSE_POLICY,
+                format!("more than {} bytes a second", config.client_byte_rate),
+                "byte_rate",
+            ),
+            FloodKind::Fragments => End::close(
+                CLOSE_POLICY,
+                format!("a message in more than {} fragments", config.max_fragments),
+                "fragments",
+            ),
+        };
+    }
+    match e {
+        tungstenite::Error::Capacity(_) => {
+            End::close(CLOSE_TOO_BIG, "message too big", "message_too_big")
+        }
+        tungstenite::Error::Utf8(_) => End::close(
+            CLOSE_INVALID_DATA,
+            "text message is not valid UTF-8",
+            "invalid_utf8",
+        ),
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            End::Drop("peer_gone")
+        }
+        tungstenite::Error::Protocol(p) => {
+            let reason = match p {
+                ProtocolError::NonZeroReservedBits => Cow::Borrowed("reserved bits set"),
+                other => {
+                    let mut r = other.to_string();
+                    r.truncate(100);
+                    Cow::Owned(r)
+                }
+            };
+            End::close(CLOSE_PROTOCOL, reason, "protocol_error")
+        }
+        _ => End::Drop("peer_gone"),
+    }
+}
+
 impl Session {
     /// The session loop; returns how to end.
-    async fn drive<Tx, Rx, E>(
+    async fn drive<Tx, Rx>(
         &mut self,
         tx: &mut Tx,
         rx: &mut Rx,
@@ -183,30 +500,30 @@ impl Session {
     ) -> End
     where
         Tx: Sink<Message> + Unpin,
-        Rx: Stream<Item = Result<Message, E>> + Unpin,
-        E: StdError + 'static,
+        Rx: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
         let mut feed = self.shared.feed.clone();
+        let mut feed_open = true;
         let status = *feed.borrow_and_update();
-        if (announce || status == FeedStatus::Stale)
-            && tx
-                .send(Message::text(protocol::status_json(status)))
-                .await
-                .is_err()
-        {
-            return End::Drop;
+        if announce || status == FeedStatus::Stale {
+            self.writer.push(protocol::status_json(status));
         }
-        // One timer for everything time-driven (the next ping, the drain
-        // close, token expiry): a connection holds one timer entry, not three.
+        // One timer for everything time-driven (the next ping, the idle
+        // deadline, the drain close, token expiry): a connection holds one
+        // timer entry, plus the writer's while a write is blocked.
         let ping_every = self.shared.config.ping_interval;
+        let idle = self.shared.config.idle_timeout;
         let mut next_ping = Instant::now() + ping_every;
+        // The last time a pong answered one of our pings (or the start).
         let mut last_heard = Instant::now();
+        // Payloads of the last two pings sent (random; 0: none).
+        let mut pings = [0u64; 2];
         let mut close_at: Option<Instant> = None;
         let timer = tokio::time::sleep_until(next_ping);
         tokio::pin!(timer);
         loop {
             let expiry = self.auth.as_ref().and_then(|a| a.closes_at);
-            let due = [Some(next_ping), close_at, expiry]
+            let due = [Some(next_ping), Some(last_heard + idle), close_at, expiry]
                 .into_iter()
                 .flatten()
                 .min()
@@ -214,6 +531,9 @@ impl Session {
             if timer.deadline() != due {
                 timer.as_mut().reset(due);
             }
+            let reading = self.writer.queue.len() < READ_PAUSE;
+            let writer = &mut self.writer;
+            let (outbox, shared) = (&self.outbox, &self.shared);
             tokio::select! {
                 biased;
                 _ = drain.cancelled(), if close_at.is_none() => {
@@ -224,66 +544,75 @@ impl Session {
                         rand::rng().random_range(Duration::ZERO..window)
                     };
                     let hint = Reply::Reconnect { after_ms: after.as_millis() as u64 }.to_json();
-                    if tx.send(Message::text(hint)).await.is_err() {
-                        return End::Drop;
-                    }
+                    self.writer.push(hint);
                     close_at = Some(Instant::now() + after);
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
                     if close_at.is_some_and(|t| t <= now) {
-                        return End::Close(CLOSE_RESTART, "edge restarting; reconnect");
+                        return End::close(CLOSE_RESTART, "edge restarting; reconnect", "draining");
                     }
                     if expiry.is_some_and(|t| t <= now) {
-                        return End::Close(CLOSE_TOKEN_EXPIRED, "token expired");
+                        return End::close(CLOSE_TOKEN_EXPIRED, "token expired", "token_expired");
+                    }
+                    if last_heard + idle <= now {
+                        return End::Drop("idle_timeout"); // no pong for our pings
                     }
                     if next_ping <= now {
-                        if last_heard.elapsed() > self.shared.config.idle_timeout {
-                            return End::Drop; // dead peer: nothing heard, not even a pong
-                        }
                         // Like `MissedTickBehavior::Delay`: the next ping is
-                        // an interval after this one was sent.
+                        // an interval after this one was queued.
                         next_ping = now + ping_every;
-                        if tx.send(Message::Ping(Default::default())).await.is_err() {
-                            return End::Drop;
+                        if !self.writer.has_ping_queued() {
+                            let payload = rand::random::<u64>() | 1;
+                            pings = [payload, pings[0]];
+                            self.writer
+                                .queue
+                                .push_back(Message::Ping(payload.to_be_bytes().to_vec().into()));
                         }
                     }
                 }
-                changed = feed.changed() => {
+                end = std::future::poll_fn(|cx| writer.poll_write(cx, tx, outbox, shared)) => {
+                    return match end {
+                        WriteEnd::Stalled => End::Drop("write_timeout"),
+                        WriteEnd::Gone => End::Drop("peer_gone"),
+                    };
+                }
+                changed = feed.changed(), if feed_open => {
                     if changed.is_err() {
+                        feed_open = false; // the edge is shutting down
                         continue;
                     }
                     let status = *feed.borrow_and_update();
-                    if tx.send(Message::text(protocol::status_json(status))).await.is_err() {
-                        return End::Drop;
-                    }
+                    self.writer.push(protocol::status_json(status));
                 }
-                incoming = rx.next() => match incoming {
-                    None => return End::Drop,
-                    Some(Err(e)) => {
-                        return if is_too_big(&e) { End::Close(CLOSE_TOO_BIG, "message too big") } else { End::Drop };
+                incoming = rx.next(), if reading => match incoming {
+                    None => return End::Drop("peer_gone"),
+                    Some(Err(e)) => return read_error_end(&e, &self.shared.config),
+                    Some(Ok(Message::Close(frame))) => {
+                        // 1005: "no status received" (RFC 6455, 7.1.5).
+                        return End::ClientClosed(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                     }
+                    Some(Ok(Message::Pong(data))) => {
+                        // Only an answer to our own ping proves the peer reads.
+                        if answers(&data, &pings) {
+                            last_heard = Instant::now();
+                        }
+                    }
+                    // Pings are answered by tungstenite.
+                    Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                     Some(Ok(msg)) => {
-                        last_heard = Instant::now();
-                        if let Message::Close(frame) = &msg {
-                            // 1005: "no status received" (RFC 6455, 7.1.5).
-                            return End::ClientClosed(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
+                        for r in self.on_message(&msg) {
+                            self.writer.push(r);
                         }
-                        let replies = self.on_message(&msg);
-                        for r in replies {
-                            if tx.feed(Message::text(r)).await.is_err() {
-                                return End::Drop;
-                            }
-                        }
-                        if self.write_ready(tx).await.is_err() {
-                            return End::Drop;
-                        }
+                        // A subscribe queues snapshots without waking the
+                        // writer: look at the outbox after the replies.
+                        self.writer.outbox_ready = true;
                     }
                 },
+                // Always armed: the writer may have emptied the outbox within
+                // this very pass.
                 _ = self.outbox.woken() => {
-                    if self.write_ready(tx).await.is_err() {
-                        return End::Drop;
-                    }
+                    self.writer.outbox_ready = true;
                 }
             }
         }
@@ -307,33 +636,60 @@ impl Session {
                     None,
                 )]
             }
-            _ => return Vec::new(), // ping/pong: answered by the WebSocket layer
+            _ => return Vec::new(),
         };
         if self.control.check().is_err() {
-            // Over the per-connection limit: the message is ignored, and the
-            // client is told at most once a second.
-            self.shared
-                .metrics
-                .protocol_error(ErrorCode::RateLimited.as_str());
-            let due = self
-                .last_limited_notice
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if !due {
-                return Vec::new();
-            }
-            self.last_limited_notice = Some(Instant::now());
             let msg = format!(
                 "more than {} control messages per second; message ignored",
                 self.shared.config.control_rate
             );
-            return vec![protocol::error_json(ErrorCode::RateLimited, &msg, None)];
+            return self.rate_limited(msg);
         }
-        match protocol::parse(text) {
-            Err(r) => vec![self.error(r.code, &r.message, None)],
-            Ok(Request::Subscribe(symbols)) => self.subscribe(symbols),
-            Ok(Request::Unsubscribe(symbols)) => self.unsubscribe(symbols),
-            Ok(Request::Auth(token)) => self.refresh(&token),
+        let request = match protocol::parse(text) {
+            Err(r) => return vec![self.error(r.code, &r.message, None)],
+            Ok(r) => r,
+        };
+        let symbols = match &request {
+            Request::Subscribe(s) | Request::Unsubscribe(s) => s.len(),
+            Request::Auth(_) => 0,
+        };
+        let c = &self.shared.config;
+        if symbols > c.max_symbols {
+            // Refused whole, before any work.
+            let msg = format!(
+                "at most {} symbols per request; request ignored",
+                c.max_symbols
+            );
+            return vec![self.error(ErrorCode::TooManySymbols, &msg, None)];
         }
+        if symbols > 0 && !meter::take(&self.symbol_budget, symbols, c.symbol_burst) {
+            let msg = format!(
+                "more than {} symbols per second in subscribe and unsubscribe requests; request ignored",
+                c.symbol_rate
+            );
+            return self.rate_limited(msg);
+        }
+        match request {
+            Request::Subscribe(symbols) => self.subscribe(symbols),
+            Request::Unsubscribe(symbols) => self.unsubscribe(symbols),
+            Request::Auth(token) => self.refresh(&token),
+        }
+    }
+
+    /// A request over a budget is ignored; the client is told at most once a
+    /// second.
+    fn rate_limited(&mut self, message: String) -> Vec<String> {
+        self.shared
+            .metrics
+            .protocol_error(ErrorCode::RateLimited.as_str());
+        let due = self
+            .last_limited_notice
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if !due {
+            return Vec::new();
+        }
+        self.last_limited_notice = Some(Instant::now());
+        vec![protocol::error_json(ErrorCode::RateLimited, &message, None)]
     }
 
     /// In-band token refresh: same subject, new expiry and entitlements.
@@ -394,12 +750,33 @@ impl Session {
         out
     }
 
+    /// Whether the connection already waits for `--max-unknown-symbols`
+    /// symbols the edge holds no tick of (forgetting those that got one).
+    fn unknown_full(&mut self) -> bool {
+        let max = self.shared.config.max_unknown_symbols;
+        if self.unknown.len() < max {
+            return false;
+        }
+        let (registry, symbols) = (&self.shared.registry, &self.symbols);
+        self.unknown
+            .retain(|s| symbols.contains(s) && !registry.has_tick(s.as_str()));
+        self.unknown.len() >= max
+    }
+
+    /// Linear in the request: one hash lookup per symbol, one registry
+    /// insert per new subscription.
     fn subscribe(&mut self, requested: Vec<String>) -> Vec<String> {
         let max = self.shared.config.max_symbols;
-        let (mut accepted, mut invalid, mut over, mut denied) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut accepted, mut invalid, mut over, mut denied, mut unknown, mut full) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         let mut first_problem: Option<SymbolError> = None;
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::with_capacity(requested.len());
         for raw in requested {
             let symbol = match Symbol::parse(&raw) {
                 Ok(s) => s,
@@ -416,13 +793,26 @@ impl Session {
                 denied.push(raw);
             } else if self.symbols.contains(&symbol) {
                 accepted.push(symbol);
-            } else if self.symbols.len() < max {
+            } else if self.symbols.len() >= max {
+                over.push(raw);
+            } else {
+                let known = self.shared.registry.has_tick(symbol.as_str());
+                if !known && self.unknown_full() {
+                    unknown.push(raw);
+                    continue;
+                }
+                let c = &self.shared.config;
+                if self.shared.sessions.reserve(1, c.max_subscriptions) == 0 {
+                    full.push(raw);
+                    continue;
+                }
                 self.shared.registry.subscribe(&symbol, &self.outbox);
                 self.symbols.insert(symbol.clone());
                 self.shared.metrics.subscriptions.inc();
+                if !known {
+                    self.unknown.push(symbol.clone());
+                }
                 accepted.push(symbol);
-            } else {
-                over.push(raw);
             }
         }
         let mut out = Vec::new();
@@ -443,30 +833,51 @@ impl Session {
             let msg = format!("at most {max} symbols per connection");
             out.push(self.error(ErrorCode::TooManySymbols, &msg, Some(echo(over))));
         }
+        if !unknown.is_empty() {
+            let msg = format!(
+                "no tick of these symbols has been seen, and this connection already waits for {} such symbols; retry later",
+                self.shared.config.max_unknown_symbols
+            );
+            out.push(self.error_retry(ErrorCode::UnknownSymbol, &msg, echo(unknown)));
+        }
+        if !full.is_empty() {
+            let msg = "this edge holds all the subscriptions it may; retry later or connect to another edge";
+            out.push(self.error_retry(ErrorCode::EdgeFull, msg, echo(full)));
+        }
         out
     }
 
+    /// Linear in the request: one hash lookup per symbol and one pass over
+    /// the outbox, whatever the number of symbols.
     fn unsubscribe(&mut self, requested: Vec<String>) -> Vec<String> {
         let (mut done, mut invalid) = (Vec::new(), Vec::new());
         let mut first_problem = None;
+        let mut seen = HashSet::with_capacity(requested.len());
+        let mut removed = HashSet::new();
         for raw in requested {
             match Symbol::parse(&raw) {
                 Ok(symbol) => {
+                    if !seen.insert(symbol.clone()) {
+                        continue;
+                    }
                     if self.symbols.remove(&symbol) {
                         self.shared.registry.unsubscribe(&symbol, &self.outbox);
                         self.shared.metrics.subscriptions.dec();
-                        // Ticks already queued for it are not sent after the confirmation.
-                        self.outbox.purge(&symbol);
+                        removed.insert(symbol.clone());
                     }
-                    if !done.contains(&symbol) {
-                        done.push(symbol);
-                    }
+                    done.push(symbol);
                 }
                 Err(e) => {
                     first_problem.get_or_insert(e);
                     invalid.push(raw);
                 }
             }
+        }
+        if !removed.is_empty() {
+            // Ticks already queued for them are not sent after the confirmation.
+            self.outbox.purge_all(&removed);
+            self.shared.sessions.release(removed.len());
+            self.unknown.retain(|s| !removed.contains(s));
         }
         let mut out = Vec::new();
         if !done.is_empty() {
@@ -484,67 +895,14 @@ impl Session {
         protocol::error_json(code, message, symbols.as_deref())
     }
 
-    /// Writes what the outbox holds: drop notices first, then ticks in frames
-    /// of at most `max_frame_bytes`, with upstream gap notices in their
-    /// place in the stream; flushed once.
-    async fn write_ready<Tx: Sink<Message> + Unpin>(
-        &mut self,
-        tx: &mut Tx,
-    ) -> Result<(), Tx::Error> {
-        let cap = self
-            .shared
-            .config
-            .max_frame_bytes
-            .saturating_sub(wire::FRAME_OVERHEAD);
-        for _ in 0..FRAMES_PER_WAKE {
-            let d = self.outbox.drain(cap);
-            if d.is_empty() {
-                break;
-            }
-            let (mut frames, mut gaps) = (0u64, d.dropped.len() as u64);
-            for g in &d.dropped {
-                tx.feed(Message::text(protocol::gap_json(g))).await?;
-            }
-            let mut run: Vec<&bytes::Bytes> = Vec::with_capacity(d.ticks);
-            for entry in &d.entries {
-                match entry {
-                    Out::Tick(b) => run.push(b),
-                    Out::Gap(g) => {
-                        if !run.is_empty() {
-                            tx.feed(Message::text(wire::ticks_frame(run.drain(..), d.bytes)))
-                                .await?;
-                            frames += 1;
-                        }
-                        tx.feed(Message::text(protocol::gap_json(g))).await?;
-                        gaps += 1;
-                    }
-                }
-            }
-            if !run.is_empty() {
-                tx.feed(Message::text(wire::ticks_frame(run.drain(..), d.bytes)))
-                    .await?;
-                frames += 1;
-            }
-            let m = &self.shared.metrics;
-            m.outbox_depth.observe(d.entries.len() as f64);
-            if d.oldest_ts > 0 {
-                let lag_us = crate::feed::now_micros() - d.oldest_ts;
-                m.e2e_latency.observe(lag_us.max(0) as f64 / 1e6);
-            }
-            m.gaps.inc_by(gaps);
-            m.frames.inc_by(frames);
-            m.deliveries.inc_by(d.ticks as u64);
-            if !d.more {
-                break;
-            }
-            // Let the next wake pick up the rest after reading requests.
-            self.outbox.wake();
-        }
-        tx.flush().await
+    fn error_retry(&self, code: ErrorCode, message: &str, symbols: Vec<String>) -> String {
+        self.shared.metrics.protocol_error(code.as_str());
+        protocol::error_json_retry(code, message, Some(&symbols), Some(RETRY_AFTER_MS))
     }
 
     /// Removes every subscription (the client is gone).
     fn leave(&mut self) {
+        self.shared.sessions.release(self.symbols.len());
         for symbol in self.symbols.drain() {
             self.shared.registry.unsubscribe(&symbol, &self.outbox);
             self.shared.metrics.subscriptions.dec();
@@ -562,15 +920,549 @@ fn echo(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// Whether a read error means the client sent a message or frame over the
-/// configured limit.
-fn is_too_big(e: &(dyn StdError + 'static)) -> bool {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
-            return true;
+#[cfg(test)]
+mod tests {
+    //! The session on its own, over an in-memory pipe, with tokio's clock
+    //! paused: when every task waits, the clock jumps to the next timer, so
+    //! timeouts are exact and cost no real time.
+
+    use super::*;
+    use crate::{
+        fanout::{wake_all, Registry},
+        gateway::{admission::Admission, Readiness, Sessions},
+        telemetry::Metrics,
+    };
+    use bytes::Bytes;
+    use serde_json::{json, Value};
+    use tokio::{io::DuplexStream, sync::watch, task::JoinHandle};
+
+    struct AlwaysReady;
+    impl Readiness for AlwaysReady {
+        fn check(&self) -> Result<(), &'static str> {
+            Ok(())
         }
-        cur = err.source();
+        fn partitions(&self) -> Value {
+            Value::Null
+        }
     }
-    false
+
+    struct Edge {
+        shared: Arc<Shared>,
+        _feed: watch::Sender<FeedStatus>,
+    }
+
+    fn edge(tweak: impl FnOnce(&mut super::super::Config)) -> Edge {
+        edge_with(tweak, true)
+    }
+
+    /// An edge whose config need not pass validation (to test one timer
+    /// against another in combinations the flags refuse).
+    fn edge_with(tweak: impl FnOnce(&mut super::super::Config), validate: bool) -> Edge {
+        let defaults: crate::config::EdgeConfig = crate::config::defaults();
+        let mut config = defaults.gateway;
+        tweak(&mut config);
+        if validate {
+            config.validate().expect("valid test config");
+        }
+        let (feed_tx, feed) = watch::channel(FeedStatus::Live);
+        Edge {
+            shared: Arc::new(Shared {
+                config,
+                registry: Arc::new(Registry::new()),
+                metrics: Metrics::new(),
+                sessions: Sessions::default(),
+                readiness: Box::new(AlwaysReady),
+                admission: Admission::new(&defaults.admission),
+                verifier: None,
+                feed,
+            }),
+            _feed: feed_tx,
+        }
+    }
+
+    type ClientWs = WebSocketStream<DuplexStream>;
+
+    impl Edge {
+        /// A session over a pipe buffering `pipe` bytes each way; the
+        /// client's end as a WebSocket.
+        async fn connect(
+            &self,
+            pipe: usize,
+            grant: Option<Grant>,
+        ) -> (ClientWs, JoinHandle<()>, CancellationToken) {
+            let (client, server) = tokio::io::duplex(pipe);
+            let drain = CancellationToken::new();
+            let task = tokio::spawn(run(
+                server,
+                self.shared.clone(),
+                drain.clone(),
+                grant,
+                false,
+            ));
+            let ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+            (ws, task, drain)
+        }
+
+        fn publish(&self, symbol: &str, seq: i64) {
+            let mut wake = Vec::new();
+            let bytes = Bytes::from(format!(r#"{{"symbol":"{symbol}","seq":{seq}}}"#));
+            self.shared
+                .registry
+                .publish(&Symbol::parse(symbol).unwrap(), seq, bytes, &mut wake);
+            wake_all(&mut wake);
+        }
+
+        fn ended(&self, reason: &str) -> u64 {
+            let text = self.shared.metrics.encode();
+            let series = format!("tickfan_sessions_ended_total{{reason=\"{reason}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .map_or(0, |v| v.trim().parse().unwrap())
+        }
+    }
+
+    async fn send(ws: &mut ClientWs, v: Value) {
+        ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// The next text frame, as JSON (pings are answered on the way).
+    async fn next_json(ws: &mut ClientWs) -> Value {
+        loop {
+            match ws.next().await.expect("open").expect("no error") {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Close(c) => panic!("closed: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Seqs of `symbol` in ticks frames and gap ranges, until `until` is seen.
+    async fn read_ticks(ws: &mut ClientWs, until: i64) -> (Vec<i64>, Vec<(i64, i64)>) {
+        let (mut seqs, mut gaps) = (Vec::new(), Vec::new());
+        while seqs.last() != Some(&until) {
+            let v = next_json(ws).await;
+            match v["type"].as_str() {
+                Some("ticks") => {
+                    for t in v["ticks"].as_array().unwrap() {
+                        seqs.push(t["seq"].as_i64().unwrap());
+                    }
+                }
+                Some("gap") => gaps.push((
+                    v["from_seq"].as_i64().unwrap(),
+                    v["to_seq"].as_i64().unwrap(),
+                )),
+                _ => {}
+            }
+        }
+        (seqs, gaps)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_are_written_when_the_outbox_is_woken() {
+        let e = edge(|_| {});
+        let (mut ws, _task, _drain) = e.connect(1 << 16, None).await;
+        send(&mut ws, json!({"op":"subscribe","symbols":["AAPL"]})).await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        for seq in 1..=3 {
+            e.publish("AAPL", seq);
+        }
+        let (seqs, gaps) = read_ticks(&mut ws, 3).await;
+        assert_eq!(seqs, [1, 2, 3]);
+        assert!(gaps.is_empty());
+        e.publish("AAPL", 4);
+        assert_eq!(read_ticks(&mut ws, 4).await.0, [4]);
+    }
+
+    /// Subscribes `ws` to `symbol` and fills the pipe, tungstenite's buffer
+    /// and the outbox with ticks the client does not read, so the session's
+    /// writes block.
+    async fn block_writes(e: &Edge, ws: &mut ClientWs, symbol: &str) {
+        send(ws, json!({"op":"subscribe","symbols":[symbol]})).await;
+        assert_eq!(next_json(ws).await["type"], "subscribed");
+        let pad = "x".repeat(1000);
+        for seq in 1..=300 {
+            let mut wake = Vec::new();
+            let bytes = Bytes::from(format!(
+                r#"{{"symbol":"{symbol}","seq":{seq},"pad":"{pad}"}}"#
+            ));
+            e.shared
+                .registry
+                .publish(&Symbol::parse(symbol).unwrap(), seq, bytes, &mut wake);
+            wake_all(&mut wake);
+            tokio::task::yield_now().await;
+        }
+        // Let the session write until the pipe is full.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+        let e = edge(|c| c.write_timeout = Duration::from_secs(5));
+        let (mut ws, task, _drain) = e.connect(4096, None).await;
+        block_writes(&e, &mut ws, "S").await;
+        let blocked = Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("session ends")
+            .unwrap();
+        let took = blocked.elapsed();
+        assert!(
+            took >= Duration::from_secs(4) && took <= Duration::from_secs(6),
+            "dropped after {took:?} of no progress, not the 5 s write timeout"
+        );
+        assert_eq!(e.ended("write_timeout"), 1);
+        assert_eq!(e.shared.metrics.connections.get(), 0);
+        assert_eq!(
+            e.shared.sessions.subscriptions(),
+            0,
+            "subscriptions released"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_shorter_than_the_write_timeout_resumes_with_gap_notices() {
+        let e = edge(|c| {
+            c.write_timeout = Duration::from_secs(5);
+            c.outbox_capacity = 16;
+        });
+        let (mut ws, _task, _drain) = e.connect(4096, None).await;
+        block_writes(&e, &mut ws, "S").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        e.publish("S", 301);
+        let (seqs, gaps) = read_ticks(&mut ws, 301).await;
+        // Everything received is in order; what is missing was announced.
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let announced: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
+        assert!(
+            announced > 0,
+            "the stall cost ticks, and they were announced"
+        );
+        assert_eq!(seqs.len() as i64 + announced, 301, "{seqs:?} {gaps:?}");
+        for reason in crate::telemetry::metrics::SESSION_END_REASONS {
+            assert_eq!(e.ended(reason), 0, "{reason}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn token_expiry_is_enforced_while_a_write_is_blocked() {
+        let e = edge(|c| c.write_timeout = Duration::from_secs(20));
+        let grant = Grant {
+            subject: Some("trader".into()),
+            expires_at: Some(SystemTime::now() + Duration::from_secs(2)),
+            entitlements: Entitlements::all(),
+        };
+        let start = Instant::now();
+        let (mut ws, task, _drain) = e.connect(4096, Some(grant)).await;
+        block_writes(&e, &mut ws, "S").await;
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("session ends")
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(e.ended("token_expired"), 1);
+        assert_eq!(e.ended("write_timeout"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_deadline_is_enforced_while_a_write_is_blocked() {
+        let e = edge(|c| {
+            c.write_timeout = Duration::from_secs(20);
+            c.drain_window = Duration::from_secs(1);
+            c.shutdown_grace = Duration::from_secs(2);
+        });
+        let (mut ws, task, drain) = e.connect(4096, None).await;
+        block_writes(&e, &mut ws, "S").await;
+        let start = Instant::now();
+        drain.cancel();
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("session ends")
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(e.ended("draining"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_is_enforced_while_a_write_is_blocked() {
+        // A write timeout longer than the idle timeout: a combination the
+        // flags refuse, to show the idle timer runs while writes block.
+        let e = edge_with(
+            |c| {
+                c.write_timeout = Duration::from_secs(60);
+                c.ping_interval = Duration::from_secs(1);
+                c.idle_timeout = Duration::from_secs(4);
+            },
+            false,
+        );
+        let (mut ws, task, _drain) = e.connect(4096, None).await;
+        let start = Instant::now();
+        block_writes(&e, &mut ws, "S").await;
+        tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("session ends")
+            .unwrap();
+        assert!(
+            start.elapsed() <= Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(e.ended("idle_timeout"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_pong_answering_the_edges_ping_proves_liveness() {
+        let e = edge(|c| {
+            c.ping_interval = Duration::from_secs(1);
+            c.write_timeout = Duration::from_secs(1);
+            c.idle_timeout = Duration::from_secs(3);
+        });
+        // Reads (so tungstenite answers every ping) and says nothing else.
+        let (reader, reader_task, _d1) = e.connect(1 << 16, None).await;
+        let reading = tokio::spawn(async move {
+            let mut reader = reader;
+            while let Some(Ok(_)) = reader.next().await {}
+        });
+        // Never reads; sends a pong of its own every half second.
+        let (mut liar, liar_task, _d2) = e.connect(1 << 16, None).await;
+        let start = Instant::now();
+        let lying = tokio::spawn(async move {
+            loop {
+                let pong = Message::Pong(rand::random::<u64>().to_be_bytes().to_vec().into());
+                if liar.send(pong).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(60), liar_task)
+            .await
+            .expect("the liar is dropped")
+            .unwrap();
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert_eq!(e.ended("idle_timeout"), 1);
+        // The honest reader is still there, long after.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!reader_task.is_finished());
+        assert_eq!(e.shared.metrics.connections.get(), 1);
+        lying.abort();
+        reading.abort();
+    }
+
+    /// A masked client frame.
+    fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [7u8, 1, 2, 3];
+        let mut f = vec![b0];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    /// A session over a pipe whose client end speaks raw bytes.
+    async fn raw(e: &Edge) -> (DuplexStream, JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(run(
+            server,
+            e.shared.clone(),
+            CancellationToken::new(),
+            None,
+            false,
+        ));
+        (client, task)
+    }
+
+    /// Reads server frames until a close frame; returns its code and reason.
+    async fn close_of(raw: &mut DuplexStream) -> (u16, String) {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut head = [0u8; 2];
+            raw.read_exact(&mut head).await.expect("a close frame");
+            let len = match head[1] & 0x7f {
+                126 => raw.read_u16().await.unwrap() as usize,
+                127 => raw.read_u64().await.unwrap() as usize,
+                n => n as usize,
+            };
+            let mut payload = vec![0u8; len];
+            raw.read_exact(&mut payload).await.unwrap();
+            if head[0] & 0x0f == 8 {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+            }
+        }
+    }
+
+    async fn closed_with(e: &Edge, bytes: Vec<u8>) -> (u16, String) {
+        use tokio::io::AsyncWriteExt;
+        let (mut raw, task) = raw(e).await;
+        // Written from its own task: the edge may stop reading mid-way.
+        let writing = tokio::spawn(async move {
+            let _ = raw_write(&mut raw, &bytes).await;
+            raw
+        });
+        let mut raw = writing.await.unwrap();
+        let close = close_of(&mut raw).await;
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("session ends")
+            .unwrap();
+        let _ = raw.shutdown().await;
+        close
+    }
+
+    async fn raw_write(raw: &mut DuplexStream, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        raw.write_all(bytes).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_in_too_many_fragments_closes_with_1008() {
+        let e = edge(|c| c.max_fragments = 32);
+        let mut bytes = client_frame(0x01, b"{"); // text, not final
+        for _ in 0..100 {
+            bytes.extend(client_frame(0x00, b"")); // empty continuation
+        }
+        let (code, reason) = closed_with(&e, bytes).await;
+        assert_eq!(code, 1008);
+        assert!(reason.contains("32 fragments"), "{reason}");
+        assert_eq!(e.ended("fragments"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_flood_closes_with_1008() {
+        let e = edge(|c| c.client_frame_rate = 200);
+        let bytes = client_frame(0x89, b"").repeat(1000); // 1,000 pings at once
+        let (code, reason) = closed_with(&e, bytes).await;
+        assert_eq!(code, 1008);
+        assert!(reason.contains("200 frames a second"), "{reason}");
+        assert_eq!(e.ended("frame_rate"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_byte_flood_closes_with_1008() {
+        let e = edge(|c| {
+            c.client_byte_rate = 4096;
+            c.max_message_bytes = 1024;
+        });
+        let bytes = client_frame(0x82, &[0u8; 1000]).repeat(40);
+        let (code, reason) = closed_with(&e, bytes).await;
+        assert_eq!(code, 1008);
+        assert!(reason.contains("4096 bytes a second"), "{reason}");
+        assert_eq!(e.ended("byte_rate"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_utf8_closes_with_1007_and_reserved_bits_with_1002() {
+        let e = edge(|_| {});
+        let (code, _) = closed_with(&e, client_frame(0x81, &[0xff, 0xfe, 0x41])).await;
+        assert_eq!(code, 1007);
+        assert_eq!(e.ended("invalid_utf8"), 1);
+        // RSV1 set, no extension negotiated.
+        let (code, reason) = closed_with(&e, client_frame(0xc1, b"{}")).await;
+        assert_eq!(code, 1002);
+        assert_eq!(reason, "reserved bits set");
+        assert_eq!(e.ended("protocol_error"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn symbol_operations_are_budgeted_by_symbols_not_messages() {
+        let e = edge(|c| {
+            c.symbol_rate = 100;
+            c.symbol_burst = 1000;
+            c.max_unknown_symbols = 1000;
+        });
+        let (mut ws, _task, _drain) = e.connect(1 << 20, None).await;
+        let many: Vec<String> = (0..1000).map(|i| format!("S{i}")).collect();
+        send(&mut ws, json!({"op":"subscribe","symbols":many})).await;
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["symbols"].as_array().unwrap().len(), 1000, "{v}");
+        // The burst is spent: one more message naming 1,000 symbols is
+        // ignored, even though it is only the second message.
+        send(&mut ws, json!({"op":"unsubscribe","symbols":many})).await;
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["code"], "rate_limited", "{v}");
+        assert_eq!(e.shared.sessions.subscriptions(), 1000, "nothing done");
+        // Ten seconds refill 1,000 symbols at 100 a second.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        send(&mut ws, json!({"op":"unsubscribe","symbols":many})).await;
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["type"], "unsubscribed", "{v}");
+        assert_eq!(e.shared.sessions.subscriptions(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn symbols_without_a_tick_are_limited_per_connection_and_subscriptions_per_edge() {
+        let e = edge(|c| {
+            c.max_unknown_symbols = 3;
+            c.max_subscriptions = 6;
+        });
+        e.publish("KNOWN", 1);
+        let (mut ws, _task, _drain) = e.connect(1 << 16, None).await;
+        send(
+            &mut ws,
+            json!({"op":"subscribe","symbols":["A","B","C","D","KNOWN"]}),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut ws).await["symbols"],
+            json!(["A", "B", "C", "KNOWN"])
+        );
+        let err = next_json(&mut ws).await;
+        assert_eq!(err["code"], "unknown_symbol", "{err}");
+        assert_eq!(err["symbols"], json!(["D"]));
+        assert_eq!(err["retry_after_ms"], 1000);
+        // Once A has a tick, it no longer counts: D gets in.
+        e.publish("A", 1);
+        send(&mut ws, json!({"op":"subscribe","symbols":["D"]})).await;
+        loop {
+            let v = next_json(&mut ws).await;
+            if v["type"] == "subscribed" {
+                assert_eq!(v["symbols"], json!(["D"]));
+                break;
+            }
+        }
+        // Five held here; the edge allows six in all.
+        let (mut other, _t2, _d2) = e.connect(1 << 16, None).await;
+        send(
+            &mut other,
+            json!({"op":"subscribe","symbols":["KNOWN","A"]}),
+        )
+        .await;
+        assert_eq!(next_json(&mut other).await["symbols"], json!(["KNOWN"]));
+        let err = next_json(&mut other).await;
+        assert_eq!(err["code"], "edge_full", "{err}");
+        assert_eq!(err["symbols"], json!(["A"]));
+        // An unsubscribe gives the slot back.
+        send(&mut ws, json!({"op":"unsubscribe","symbols":["B"]})).await;
+        loop {
+            if next_json(&mut ws).await["type"] == "unsubscribed" {
+                break;
+            }
+        }
+        send(&mut other, json!({"op":"subscribe","symbols":["A"]})).await;
+        loop {
+            let v = next_json(&mut other).await;
+            if v["type"] == "subscribed" {
+                assert_eq!(v["symbols"], json!(["A"]));
+                break;
+            }
+        }
+    }
 }

@@ -15,6 +15,23 @@ use prometheus_client::{
 use crate::codec::avro::DecodeError;
 
 type Reason = Vec<(&'static str, &'static str)>;
+
+/// Every `reason` of `tickfan_sessions_ended_total` (docs/protocol.md lists
+/// what each means).
+pub const SESSION_END_REASONS: [&str; 12] = [
+    "client_closed",
+    "peer_gone",
+    "write_timeout",
+    "idle_timeout",
+    "token_expired",
+    "draining",
+    "message_too_big",
+    "frame_rate",
+    "byte_rate",
+    "fragments",
+    "invalid_utf8",
+    "protocol_error",
+];
 /// `topic` and `partition` labels.
 pub type PartitionLabels = Vec<(&'static str, String)>;
 
@@ -52,6 +69,8 @@ pub struct Metrics {
     pub admission_rejections: Family<Reason, Counter>,
     /// Tokens refused, at the handshake or in-band, by reason.
     pub auth_failures: Family<Reason, Counter>,
+    /// WebSocket sessions ended, by reason (see [`SESSION_END_REASONS`]).
+    pub sessions_ended: Family<Reason, Counter>,
     /// From a tick's `ts` to the socket write of the frame carrying it, in
     /// seconds: one sample per write, for the oldest tick written.
     pub e2e_latency: Histogram,
@@ -87,6 +106,7 @@ impl Metrics {
             seq_anomalies: Family::default(),
             admission_rejections: Family::default(),
             auth_failures: Family::default(),
+            sessions_ended: Family::default(),
             // 0.1 ms .. ~6.5 s
             e2e_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
             // 1 .. 1024 ticks (the default outbox capacity)
@@ -155,7 +175,14 @@ impl Metrics {
             "Connections turned away before the upgrade, by reason",
             m.admission_rejections.clone(),
         );
-        for reason in ["connection_cap", "ip_rate", "global_rate", "draining"] {
+        for reason in [
+            "connection_cap",
+            "ip_connection_cap",
+            "ip_rate",
+            "auth_failures",
+            "global_rate",
+            "draining",
+        ] {
             let _ = m
                 .admission_rejections
                 .get_or_create(&vec![("reason", reason)]);
@@ -165,6 +192,14 @@ impl Metrics {
             "Tokens refused, by reason",
             m.auth_failures.clone(),
         );
+        r.register(
+            "sessions_ended",
+            "WebSocket sessions ended, by reason",
+            m.sessions_ended.clone(),
+        );
+        for reason in SESSION_END_REASONS {
+            let _ = m.sessions_ended.get_or_create(&vec![("reason", reason)]);
+        }
         r.register(
             "e2e_latency_seconds",
             "From a tick's ts (set by the feed handler) to the socket write of its frame; one sample per write, the oldest tick in it",
@@ -229,6 +264,13 @@ impl Metrics {
     /// Counts one refused token.
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts one ended session.
+    pub fn session_ended(&self, reason: &'static str) {
+        self.sessions_ended
             .get_or_create(&vec![("reason", reason)])
             .inc();
     }

@@ -132,6 +132,24 @@ test('an op ignored as rate_limited is made good: the whole set resubscribed, un
   c.close();
 });
 
+test('symbols refused as unknown_symbol or edge_full are kept and asked for again after the hint', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { c, ws } = setup({ symbols: ['AAPL', 'ZZ1', 'ZZ2', 'ZZ3'] });
+  c.connect();
+  ws().open();
+  ws().recv({ type: 'subscribed', symbols: ['AAPL', 'ZZ1'] });
+  ws().recv({ type: 'error', code: 'unknown_symbol', message: 'later', symbols: ['ZZ2', 'ZZ3'], retry_after_ms: 2000 });
+  ws().recv({ type: 'error', code: 'edge_full', message: 'later', symbols: ['ZZ3'], retry_after_ms: 1000 });
+  assert.deepEqual(c.symbols, ['AAPL', 'ZZ1', 'ZZ2', 'ZZ3'], 'kept');
+  c.unsubscribe(['ZZ3']);
+  ws().sent = [];
+  t.mock.timers.tick(1999);
+  assert.deepEqual(ws().sent, [], 'not before retry_after_ms');
+  t.mock.timers.tick(300); // plus at most the 250 ms base of jitter
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['ZZ2'] }], 'only what is still wanted, once');
+  c.close();
+});
+
 test('snapshot then live per symbol; gaps, feed and lost connections make a symbol stale', () => {
   const { c, ws, events, last } = setup();
   c.subscribe(['AAPL', 'MSFT']);
