@@ -34,28 +34,34 @@ struct Bystander {
     stop_feed: CancellationToken,
     feed: JoinHandle<BTreeMap<String, i64>>,
     finish: tokio::sync::oneshot::Sender<BTreeMap<String, i64>>,
-    reader: JoinHandle<(Client, Vec<i64>)>,
+    reader: JoinHandle<Client>,
+    /// Feed-to-client latency of each live tick, µs, in arrival order.
+    latency: Arc<std::sync::Mutex<Vec<i64>>>,
+    /// Ticks seen before the attack began.
+    baseline: usize,
 }
 
-/// What the bystander saw.
+/// What the bystander saw: latency before and during the attack.
 struct Seen {
-    /// Feed-to-client latency of its ticks, µs, sorted.
-    latency_us: Vec<i64>,
+    before: Vec<i64>,
+    during: Vec<i64>,
+}
+
+fn pct(v: &[i64], p: f64) -> f64 {
+    v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0
 }
 
 impl Seen {
-    fn pct(&self, p: f64) -> f64 {
-        let v = &self.latency_us;
-        v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0
-    }
-
     fn summary(&self) -> String {
         format!(
-            "bystander latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} ticks",
-            self.pct(0.5),
-            self.pct(0.99),
-            self.pct(1.0),
-            self.latency_us.len()
+            "bystander latency before the attack p50 {:.1} ms, p99 {:.1} ms ({} ticks); during and after it p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} ticks)",
+            pct(&self.before, 0.5),
+            pct(&self.before, 0.99),
+            self.before.len(),
+            pct(&self.during, 0.5),
+            pct(&self.during, 0.99),
+            pct(&self.during, 1.0),
+            self.during.len()
         )
     }
 }
@@ -97,9 +103,10 @@ impl Bystander {
             })
             .await;
         let (finish, mut finish_rx) = tokio::sync::oneshot::channel::<BTreeMap<String, i64>>();
+        let latency = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let samples = latency.clone();
         let reader = tokio::spawn(async move {
             let mut want: Option<BTreeMap<String, i64>> = None;
-            let mut latency = Vec::new();
             loop {
                 if let Some(w) = &want {
                     if w.iter().all(|(s, &q)| client.last_seq(s) >= Some(q)) {
@@ -111,22 +118,34 @@ impl Bystander {
                     w = &mut finish_rx, if want.is_none() => want = Some(w.unwrap()),
                     _ = client.read() => {
                         let now = tickfan::feed::now_micros();
+                        let mut samples = samples.lock().unwrap();
                         for f in &client.frames[before..] {
                             if let Frame::Tick { raw, snapshot: false, .. } = f {
-                                latency.push(now - raw["ts"].as_i64().unwrap());
+                                samples.push(now - raw["ts"].as_i64().unwrap());
                             }
                         }
                     }
                 }
             }
-            (client, latency)
+            client
         });
-        Bystander {
+        let mut b = Bystander {
             stop_feed,
             feed,
             finish,
             reader,
-        }
+            latency,
+            baseline: 0,
+        };
+        // A baseline of 100 ticks (a second) before any attack.
+        let l = b.latency.clone();
+        eventually("the bystander's baseline", move || {
+            let n = l.lock().unwrap().len();
+            async move { (n >= 100).then_some(n) }
+        })
+        .await;
+        b.baseline = b.latency.lock().unwrap().len();
+        b
     }
 
     /// Stops the feed and checks the bystander received every tick produced
@@ -135,7 +154,7 @@ impl Bystander {
         self.stop_feed.cancel();
         let last = self.feed.await.unwrap();
         self.finish.send(last.clone()).unwrap();
-        let (client, mut latency) = tokio::time::timeout(DEADLINE, self.reader)
+        let client = tokio::time::timeout(DEADLINE, self.reader)
             .await
             .expect("the bystander receives every tick")
             .unwrap();
@@ -153,10 +172,14 @@ impl Bystander {
             !client.frames.iter().any(|f| matches!(f, Frame::Close(_))),
             "the bystander was never closed"
         );
-        latency.sort();
-        Seen {
-            latency_us: latency,
-        }
+        let latency = self.latency.lock().unwrap();
+        let (mut before, mut during) = (
+            latency[..self.baseline].to_vec(),
+            latency[self.baseline..].to_vec(),
+        );
+        before.sort();
+        during.sort();
+        Seen { before, during }
     }
 }
 
