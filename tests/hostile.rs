@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::*;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
     task::JoinHandle,
     time::Instant,
@@ -282,7 +282,7 @@ fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads server frames until the close frame: its code and reason.
-async fn close_of(s: &mut TcpStream) -> (u16, String) {
+async fn close_of<R: AsyncRead + Unpin>(s: &mut R) -> (u16, String) {
     loop {
         let mut head = [0u8; 2];
         tokio::time::timeout(DEADLINE, s.read_exact(&mut head))
@@ -607,7 +607,7 @@ async fn frame_floods_and_broken_frames_are_closed_with_their_codes() {
     let (mut r, mut w) = s.into_split();
     w.write_all(&frame(0x01, b"{")).await.unwrap();
     let sent = flood(w, frame(0x00, b""));
-    let (code, reason) = close_of_half(&mut r).await;
+    let (code, reason) = close_of(&mut r).await;
     assert_eq!(
         (code, reason.as_str()),
         (1008, "a message in more than 32 fragments")
@@ -618,7 +618,7 @@ async fn frame_floods_and_broken_frames_are_closed_with_their_codes() {
     let s = raw_upgrade(edge.addr, None).await;
     let (mut r, w) = s.into_split();
     let sent = flood(w, frame(0x89, b""));
-    let (code, reason) = close_of_half(&mut r).await;
+    let (code, reason) = close_of(&mut r).await;
     assert_eq!(
         (code, reason.as_str()),
         (1008, "more than 200 frames a second")
@@ -680,28 +680,6 @@ async fn frame_floods_and_broken_frames_are_closed_with_their_codes() {
         cpu < wall * 0.5 + 1.0,
         "the floods cost the edge {cpu:.2} s of CPU in {wall:.1} s"
     );
-}
-
-/// [`close_of`] on a read half.
-async fn close_of_half(r: &mut tokio::net::tcp::OwnedReadHalf) -> (u16, String) {
-    loop {
-        let mut head = [0u8; 2];
-        tokio::time::timeout(DEADLINE, r.read_exact(&mut head))
-            .await
-            .expect("the edge closes")
-            .expect("a close frame before the end of the stream");
-        let len = match head[1] & 0x7f {
-            126 => r.read_u16().await.unwrap() as usize,
-            127 => r.read_u64().await.unwrap() as usize,
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        r.read_exact(&mut payload).await.unwrap();
-        if head[0] & 0x0f == 8 {
-            let code = u16::from_be_bytes([payload[0], payload[1]]);
-            return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

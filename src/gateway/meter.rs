@@ -385,31 +385,32 @@ pub fn flood_of(e: &(dyn std::error::Error + 'static)) -> Option<FloodKind> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A client frame header: `fin`, `opcode`, masked, payload `len`.
-    fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-        let mut h = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match len {
-            0..=125 => h.push(0x80 | len as u8),
-            126..=65535 => {
-                h.push(0x80 | 126);
-                h.extend_from_slice(&(len as u16).to_be_bytes());
+    /// A masked client frame: first byte `b0` (FIN, RSV bits, opcode), then
+    /// `payload` (7-, 16- or 64-bit length as needed).
+    pub(crate) fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![b0];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n @ 126..=65535 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
             }
-            _ => {
-                h.push(0x80 | 127);
-                h.extend_from_slice(&(len as u64).to_be_bytes());
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        h.extend_from_slice(&[1, 2, 3, 4]); // mask key
-        h
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
     }
 
     fn frame(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-        let mut f = header(fin, opcode, len);
-        f.extend(std::iter::repeat_n(0xaa, len));
-        f
+        client_frame(if fin { 0x80 } else { 0 } | opcode, &vec![0xaa; len])
     }
 
     #[test]

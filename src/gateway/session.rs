@@ -927,6 +927,7 @@ mod tests {
     //! timeouts are exact and cost no real time.
 
     use super::*;
+    use crate::gateway::meter::tests::client_frame;
     use crate::{
         fanout::{wake_all, Registry},
         gateway::{admission::Admission, Readiness, Sessions},
@@ -1258,22 +1259,6 @@ mod tests {
         assert_eq!(e.shared.metrics.connections.get(), 1);
         lying.abort();
         reading.abort();
-    }
-
-    /// A masked client frame.
-    fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [7u8, 1, 2, 3];
-        let mut f = vec![b0];
-        match payload.len() {
-            n @ 0..=125 => f.push(0x80 | n as u8),
-            n => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
     }
 
     /// A session over a pipe whose client end speaks raw bytes.
