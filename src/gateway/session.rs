@@ -204,28 +204,41 @@ where
             End::ClientClosed(code) => tracing::debug!(code, "client closed"),
         }
         session.shared.metrics.session_ended(end.why());
-        match end {
-            End::Close { code, reason, .. } => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.as_ref().into(),
-                };
-                let sent =
-                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, tx.send(Message::Close(Some(frame))))
-                        .await;
-                if let (Ok(Ok(())), Ok(mut ws)) = (sent, tx.reunite(rx)) {
-                    ws.get_mut().linger(LINGER, LINGER_BYTES).await;
-                }
-            }
-            End::ClientClosed(_) => {
-                // Send the close reply tungstenite queued.
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, tx.flush()).await;
-            }
-            End::Drop(_) => {}
-        }
+        // Boxed: the ending's futures (timeouts, the linger's read buffer)
+        // would otherwise take room in every idle session's future.
+        Box::pin(finish(end, tx, rx)).await;
         session.leave();
         session.shared.sessions.remove(handle);
         session.shared.metrics.connections.dec();
+    }
+}
+
+/// Says goodbye as `end` asks: the close frame, then a lingering close; or
+/// the close reply tungstenite queued for a client that closed.
+async fn finish<IO>(
+    end: End,
+    mut tx: futures_util::stream::SplitSink<WebSocketStream<Meter<IO>>, Message>,
+    rx: futures_util::stream::SplitStream<WebSocketStream<Meter<IO>>>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match end {
+        End::Close { code, reason, .. } => {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.as_ref().into(),
+            };
+            let sent =
+                tokio::time::timeout(CLOSE_WRITE_TIMEOUT, tx.send(Message::Close(Some(frame))))
+                    .await;
+            if let (Ok(Ok(())), Ok(mut ws)) = (sent, tx.reunite(rx)) {
+                ws.get_mut().linger(LINGER, LINGER_BYTES).await;
+            }
+        }
+        End::ClientClosed(_) => {
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, tx.flush()).await;
+        }
+        End::Drop(_) => {}
     }
 }
 
