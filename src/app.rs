@@ -37,6 +37,32 @@ impl Readiness for EdgeReadiness {
     }
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and logs the limit
+/// obtained, with a warning when it is below what the configuration may
+/// hold at once ([`gateway::door::Config::descriptors_needed`]). Every
+/// connection is a descriptor, and the soft limit is often 1,024.
+pub fn raise_fd_limit(gateway: &gateway::Config, admission: &gateway::admission::Config) {
+    match gateway::fds::raise_limit() {
+        Ok(limit) => {
+            let needed = gateway.http.descriptors_needed(admission.max_connections);
+            tracing::info!(
+                soft = limit.soft,
+                hard = limit.hard,
+                "file descriptor limit"
+            );
+            if limit.soft < needed {
+                tracing::warn!(
+                    limit = limit.soft,
+                    needed,
+                    "file descriptor limit below what --max-connections, --max-http-connections and --fd-reserve may hold: \
+                     raise the hard limit (ulimit -Hn, the container's nofile) or lower them"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
+}
+
 /// Runs an edge on `listener` until `shutdown` fires.
 pub async fn run_edge(
     config: EdgeConfig,

@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Edge(c) => {
                 c.validate()?;
+                app::raise_fd_limit(&c.gateway, &c.admission);
                 let listener = gateway::bind(c.listen, &c.gateway)?;
                 app::run_edge(c, listener, shutdown::on_signal()).await
             }
@@ -65,7 +66,10 @@ fn main() -> anyhow::Result<()> {
                 c.validate()?;
                 feed::run(c.kafka, c.feed, c.otel, shutdown::on_signal()).await
             }
-            Command::Demo(c) => app::run_demo(c, shutdown::on_signal()).await,
+            Command::Demo(c) => {
+                app::raise_fd_limit(&c.gateway, &c.admission);
+                app::run_demo(c, shutdown::on_signal()).await
+            }
             Command::Loadgen(c) => tickfan::loadgen::run(c, shutdown::on_signal())
                 .await
                 .map(|_| ()),

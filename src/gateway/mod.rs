@@ -10,9 +10,15 @@
 //! | `GET /partitions` | JSON array of assigned partitions and positions |
 //! | `GET /` | the demo ticker page, when enabled |
 //! | `GET /client.js` | the browser client (ES module), always |
+//!
+//! Every connection passes the [`door`] (HTTP-phase cap, write deadline,
+//! descriptor reserve) before it is served.
 
 pub mod admission;
 pub mod auth;
+mod deadline;
+pub mod door;
+pub mod fds;
 pub mod meter;
 pub mod protocol;
 pub mod server;
@@ -163,6 +169,9 @@ pub struct Config {
     /// when it fills).
     #[arg(long, env = "TICKFAN_WRITE_BUFFER_BYTES", default_value_t = 16384)]
     pub write_buffer_bytes: usize,
+
+    #[command(flatten)]
+    pub http: door::Config,
 }
 
 impl Config {
@@ -228,7 +237,7 @@ impl Config {
             self.write_buffer_bytes >= 512,
             "--write-buffer-bytes must be >= 512"
         );
-        Ok(())
+        self.http.validate()
     }
 }
 

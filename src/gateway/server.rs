@@ -1,6 +1,7 @@
-//! The accept loop: HTTP/1.1 with hyper, a handshake timeout on every
-//! connection, `/ws` upgraded here (admission, auth, then tungstenite with
-//! small buffers), every other route served by warp.
+//! The accept loop: HTTP/1.1 with hyper behind the [`super::door`] (caps,
+//! deadlines, descriptor reserve) on every connection, `/ws` upgraded here
+//! (admission, auth, then tungstenite with small buffers), every other route
+//! served by warp.
 //!
 //! The upgrade is done here rather than with warp's `ws()` filter because
 //! warp neither exposes tungstenite's buffer sizes (128 KiB per connection by
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_tungstenite::{
     tungstenite::{
@@ -23,7 +24,7 @@ use tokio_tungstenite::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{auth, session, Shared};
+use super::{auth, door::Door, session, Shared};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Response body of every route.
@@ -52,10 +53,15 @@ fn json_error(status: StatusCode, error: &str) -> Response<Body> {
 /// 503 and new WebSocket upgrades are refused (503) while every session
 /// closes itself at a random point of the drain window; once they are all
 /// gone, or `shutdown_grace` has passed, it stops accepting and returns.
+///
+/// Every connection passes the [`Door`] first: its HTTP phase is capped,
+/// has a write deadline and an idle limit, and when file descriptors run
+/// short only probes are answered (see [`super::door`]).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let routes = super::routes(shared.clone());
     let connections = TaskTracker::new();
     let sessions = TaskTracker::new();
+    let mut door = Door::new(shared.clone());
     let housekeeping = {
         let shared = shared.clone();
         let stop = shutdown.clone();
@@ -72,16 +78,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     let mut grace_end: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off, don't spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = door.accept(&listener) => accepted,
             _ = shutdown.cancelled(), if grace_end.is_none() => {
                 tracing::info!(
                     sessions = sessions.len(),
@@ -98,7 +96,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
                 break;
             }
         };
-        let _ = stream.set_nodelay(true);
+        let Some(conn) = door.admit(accepted) else {
+            continue;
+        };
+        let peer = conn.peer();
         let warp_svc = warp::service(routes.clone());
         let (shared2, sessions2, drain) = (shared.clone(), sessions.clone(), shutdown.clone());
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -113,26 +114,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
                 }
             }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(shared.config.handshake_timeout)
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        let stop = stopped.clone();
-        connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "http connection ended");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
-            }
-        });
+        connections.spawn(conn.serve(svc, stopped.clone()));
     }
     stopped.cancel();
     drop(listener);

@@ -71,6 +71,17 @@ pub struct Metrics {
     pub auth_failures: Family<Reason, Counter>,
     /// WebSocket sessions ended, by reason (see [`SESSION_END_REASONS`]).
     pub sessions_ended: Family<Reason, Counter>,
+    /// Connections in the HTTP phase (accepted, not yet upgraded, not
+    /// closed), on both listeners.
+    pub http_connections: Gauge,
+    /// Connections answered with a canned 503 before any HTTP parsing, by
+    /// reason (`http_cap`, `fd_reserve`).
+    pub http_rejections: Family<Reason, Counter>,
+    /// HTTP connections dropped because a response was not written within
+    /// the write timeout.
+    pub http_write_timeouts: Counter,
+    /// Failed `accept` calls (out of descriptors, aborted handshakes, ...).
+    pub accept_errors: Counter,
     /// From a tick's `ts` to the socket write of the frame carrying it, in
     /// seconds: one sample per write, for the oldest tick written.
     pub e2e_latency: Histogram,
@@ -107,6 +118,10 @@ impl Metrics {
             admission_rejections: Family::default(),
             auth_failures: Family::default(),
             sessions_ended: Family::default(),
+            http_connections: Gauge::default(),
+            http_rejections: Family::default(),
+            http_write_timeouts: Counter::default(),
+            accept_errors: Counter::default(),
             // 0.1 ms .. ~6.5 s
             e2e_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
             // 1 .. 1024 ticks (the default outbox capacity)
@@ -201,6 +216,29 @@ impl Metrics {
             let _ = m.sessions_ended.get_or_create(&vec![("reason", reason)]);
         }
         r.register(
+            "http_connections",
+            "Connections in the HTTP phase (accepted, not upgraded, not closed)",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "http_rejections",
+            "Connections answered with a canned 503 before HTTP parsing, by reason",
+            m.http_rejections.clone(),
+        );
+        for reason in ["http_cap", "fd_reserve"] {
+            let _ = m.http_rejections.get_or_create(&vec![("reason", reason)]);
+        }
+        r.register(
+            "http_write_timeouts",
+            "HTTP connections dropped because a response was not written within the write timeout",
+            m.http_write_timeouts.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accept calls (out of file descriptors, aborted connections, ...)",
+            m.accept_errors.clone(),
+        );
+        r.register(
             "e2e_latency_seconds",
             "From a tick's ts (set by the feed handler) to the socket write of its frame; one sample per write, the oldest tick in it",
             m.e2e_latency.clone(),
@@ -271,6 +309,13 @@ impl Metrics {
     /// Counts one ended session.
     pub fn session_ended(&self, reason: &'static str) {
         self.sessions_ended
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    /// Counts one connection answered with a canned 503.
+    pub fn http_rejected(&self, reason: &'static str) {
+        self.http_rejections
             .get_or_create(&vec![("reason", reason)])
             .inc();
     }
