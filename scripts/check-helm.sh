@@ -147,7 +147,7 @@ for label, objs in rendered.items():
               and spec["endpoints"] and all(e.get("port") in [p["name"] for p in svc["spec"]["ports"]] and e.get("path") == "/metrics"
                                             and set(e) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "relabelings", "metricRelabelings"}
                                             for e in spec["endpoints"]))
-        check(ok, f"{label}: ServiceMonitor selects the Service and scrapes port http /metrics")
+        check(ok, f"{label}: ServiceMonitor selects the Service and scrapes one of its ports at /metrics")
 
 # ---------------------------------------------------------------- semantics
 print("== chart semantics")
@@ -177,6 +177,22 @@ def semantics(label, objs, vals):
           and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{label}: hardened securityContext")
     check(ctr["readinessProbe"]["httpGet"]["path"] == "/readyz" and ctr["livenessProbe"]["httpGet"]["path"] == "/healthz",
           f"{label}: readiness /readyz, liveness /healthz")
+    ops = "admin" if v["adminPort"] else "http"
+    svc_ports = {p["name"]: p for p in by_kind(objs, "Service")[0]["spec"]["ports"]}
+    sms = by_kind(objs, "ServiceMonitor")
+    if v["adminPort"]:
+        check(cm.get("TICKFAN_ADMIN_LISTEN") == f"0.0.0.0:{v['adminPort']}"
+              and {"name": "admin", "containerPort": v["adminPort"], "protocol": "TCP"} in ctr["ports"]
+              and svc_ports.get("admin", {}).get("targetPort") == "admin",
+              f"{label}: admin listener on {v['adminPort']}, port named admin, in the Service")
+    else:
+        check("TICKFAN_ADMIN_LISTEN" not in cm and "admin" not in svc_ports, f"{label}: no admin listener")
+    check(ctr["readinessProbe"]["httpGet"]["port"] == ops and ctr["livenessProbe"]["httpGet"]["port"] == ops
+          and all(e["port"] == ops for sm in sms for e in sm["spec"]["endpoints"]),
+          f"{label}: probes and ServiceMonitor on port {ops}")
+    check(all(p["backend"]["service"]["port"]["name"] == "http"
+              for i in by_kind(objs, "Ingress") for r in i["spec"]["rules"] for p in r["http"]["paths"]),
+          f"{label}: the Ingress routes to http only")
     lv = ctr["livenessProbe"]
     check(lv["periodSeconds"] * lv["failureThreshold"] >= 20, f"{label}: liveness tolerates >= 20s of failures")
     pre = ctr["lifecycle"]["preStop"]
@@ -233,6 +249,15 @@ try:
           "variant: chart Secret as @file, exec preStop, computed grace period 38s")
 except helm.HelmError as e:
     check(False, f"variant render: {e}")
+try:
+    no_admin = {"adminPort": 0, "serviceMonitor": {"enabled": True}, "probes": {"startup": {"enabled": True}}}
+    objs = objects(render(no_admin))
+    semantics("variant adminPort 0", objs, no_admin)
+    ctr = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    check(ctr["startupProbe"]["httpGet"]["port"] == "http" and [p["name"] for p in ctr["ports"]] == ["http"],
+          "variant: adminPort 0 puts probes and metrics on http")
+except helm.HelmError as e:
+    check(False, f"variant adminPort 0 render: {e}")
 
 # ---------------------------------------------------------------- must-fail
 print("== bad values must be rejected")
@@ -251,6 +276,9 @@ bad = {
     "tracing.otlpEndpoint https (schema)": ({"tracing": {"otlpEndpoint": "https://c:4318"}}, "/tracing/otlpEndpoint"),
     "tracing.rootSample above 1 (schema)": ({"tracing": {"rootSample": 2}}, "/tracing/rootSample"),
     "config overrides the trace root sample": ({"config": {"TICKFAN_TRACE_ROOT_SAMPLE": "1"}}, "config.TICKFAN_TRACE_ROOT_SAMPLE is managed"),
+    "adminPort equal to containerPort": ({"adminPort": 8080}, "adminPort (8080) must differ from containerPort"),
+    "adminPort privileged (schema)": ({"adminPort": 80}, "/adminPort"),
+    "config sets the admin listener": ({"config": {"TICKFAN_ADMIN_LISTEN": "0.0.0.0:9"}}, "config.TICKFAN_ADMIN_LISTEN is managed"),
     "preStop mode bogus (schema)": ({"lifecycle": {"preStop": {"mode": "bogus"}}}, "/lifecycle/preStop/mode"),
 }
 for what, (vals, expect) in bad.items():

@@ -63,13 +63,18 @@ pub fn raise_fd_limit(gateway: &gateway::Config, admission: &gateway::admission:
     }
 }
 
-/// Runs an edge on `listener` until `shutdown` fires.
+/// Runs an edge on `listener` (and on `--admin-listen`, bound here, if set)
+/// until `shutdown` fires.
 pub async fn run_edge(
     config: EdgeConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let admin = match config.gateway.http.admin_listen {
+        Some(addr) => Some(gateway::bind(addr, &config.gateway)?),
+        None => None,
+    };
     let traces = otel::Pipeline::new(&config.otel, "tickfan-edge", false)?;
     if let Some(t) = &traces {
         t.trace_sessions();
@@ -99,7 +104,25 @@ pub async fn run_edge(
         }),
     });
     tracing::info!(addr = %listener.local_addr()?, brokers = %config.kafka.brokers, topics = ?config.kafka.topics, "edge listening");
+    let admin_stop = CancellationToken::new();
+    let admin = match admin {
+        Some(a) => {
+            tracing::info!(addr = %a.local_addr()?, "admin listening");
+            Some(tokio::spawn(gateway::admin::serve(
+                a,
+                shared.clone(),
+                admin_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     gateway::serve(listener, shared, shutdown).await;
+    // Probes and scrapes keep their answers (not ready) until the public
+    // port has drained.
+    admin_stop.cancel();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
     ingest_stop.cancel();
     ingest.join().await;
     if let Some(t) = traces {

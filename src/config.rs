@@ -114,9 +114,22 @@ impl EdgeConfig {
         self.kafka.validate()?;
         self.ingest.validate()?;
         self.gateway.validate()?;
+        distinct_admin_listener(self.listen, &self.gateway)?;
         self.admission.validate()?;
         self.auth.validate()
     }
+}
+
+/// `--admin-listen` must not be the public address (port 0 picks a free
+/// port for each, so it may repeat).
+fn distinct_admin_listener(listen: SocketAddr, gateway: &gateway::Config) -> anyhow::Result<()> {
+    if let Some(admin) = gateway.http.admin_listen {
+        anyhow::ensure!(
+            admin.port() == 0 || admin.port() != listen.port(),
+            "--admin-listen must differ from --listen"
+        );
+    }
+    Ok(())
 }
 
 /// `tickfan produce`.
@@ -180,6 +193,7 @@ impl DemoConfig {
         self.feed.validate()?;
         self.ingest.validate()?;
         self.gateway.validate()?;
+        distinct_admin_listener(self.listen, &self.gateway)?;
         self.admission.validate()?;
         self.auth.validate()
     }
@@ -205,6 +219,18 @@ mod tests {
         defaults::<EdgeConfig>().validate().unwrap();
         defaults::<ProduceConfig>().validate().unwrap();
         defaults::<DemoConfig>().validate().unwrap();
+    }
+
+    #[test]
+    fn the_admin_listener_is_another_address() {
+        let mut c = defaults::<EdgeConfig>();
+        c.gateway.http.admin_listen = Some("127.0.0.1:8080".parse().unwrap());
+        c.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(c.validate().is_err());
+        c.gateway.http.admin_listen = Some("127.0.0.1:9090".parse().unwrap());
+        c.validate().unwrap();
+        c.gateway.http.fd_reserve = 1;
+        assert!(c.validate().is_err());
     }
 
     #[test]

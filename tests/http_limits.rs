@@ -1,4 +1,5 @@
-//! Plain-HTTP connections and file descriptors (issue 12, item 1). Every test runs the edge as a child process, so that its
+//! Plain-HTTP connections and file descriptors (issue 12, item 1) and the
+//! admin listener. Every test runs the edge as a child process, so that its
 //! descriptors, RSS and CPU can be read from /proc, and keeps a bystander (a
 //! WebSocket client on AAPL+MSFT with a steady feed) whose ticks must keep
 //! flowing, contiguous, through the attack.
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 struct Proc {
     child: tokio::process::Child,
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -45,9 +47,18 @@ fn free_port() -> u16 {
 
 impl Proc {
     /// Starts an edge with `extra` flags; `nofile` sets its (soft, hard)
-    /// `RLIMIT_NOFILE` before it starts. Waits until it is ready.
-    async fn spawn(brokers: &str, topic: &str, extra: &[&str], nofile: Option<(u64, u64)>) -> Proc {
+    /// `RLIMIT_NOFILE` before it starts; `admin` gives it an admin listener.
+    /// Waits until it is ready.
+    async fn spawn(
+        brokers: &str,
+        topic: &str,
+        extra: &[&str],
+        nofile: Option<(u64, u64)>,
+        admin: bool,
+    ) -> Proc {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin =
+            admin.then(|| -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() });
         let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("http-limits-edge-{}.log", addr.port()));
         // TICKFAN_BIN: another build of the binary (a release build, for
@@ -62,6 +73,9 @@ impl Proc {
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true);
+        if let Some(a) = admin {
+            cmd.args(["--admin-listen", &a.to_string()]);
+        }
         if let Some((soft, hard)) = nofile {
             // SAFETY: setrlimit is async-signal-safe; nothing else runs
             // between fork and exec.
@@ -70,7 +84,12 @@ impl Proc {
             }
         }
         let child = cmd.spawn().expect("spawn tickfan edge");
-        let p = Proc { child, addr, log };
+        let p = Proc {
+            child,
+            addr,
+            admin,
+            log,
+        };
         eventually("edge process ready", || async {
             let (status, _) = get(addr, "/readyz", &[]).await.ok()?;
             (status == 200).then_some(())
@@ -499,6 +518,7 @@ async fn connections_that_stop_reading_are_dropped_at_the_write_deadline() {
         &topic,
         &["--http-write-timeout", "2s"],
         None,
+        false,
     )
     .await;
     let bystander = Bystander::start(edge.addr, &broker.bootstrap(), &topic, None).await;
@@ -581,6 +601,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_handshake_timeout() {
         &topic,
         &["--handshake-timeout", "1s"],
         None,
+        false,
     )
     .await;
     let bystander = Bystander::start(edge.addr, &broker.bootstrap(), &topic, None).await;
@@ -677,6 +698,7 @@ async fn http_connections_have_their_own_cap_answered_503() {
             "10000",
         ],
         None,
+        false,
     )
     .await;
     let bystander = Bystander::start(edge.addr, &broker.bootstrap(), &topic, None).await;
@@ -770,6 +792,7 @@ async fn the_soft_descriptor_limit_is_raised_to_the_hard_limit_at_start() {
             "10000",
         ],
         Some((256, 4096)),
+        false,
     )
     .await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", edge.pid())).unwrap();
@@ -844,6 +867,7 @@ async fn a_descriptor_reserve_keeps_probes_answering_when_the_rest_are_used() {
             "60s",
         ],
         Some((LIMIT, LIMIT)),
+        false,
     )
     .await;
     assert!(edge.log().contains("soft=300"), "{}", edge.log());
@@ -909,5 +933,119 @@ async fn a_descriptor_reserve_keeps_probes_answering_when_the_rest_are_used() {
         "reserve: {held} sessions before the first 503; a probe behind 150 silent connections took {probe_took:?}"
     );
     report("descriptor reserve", before, peak, after, &latency);
+    within(before, peak.0, after, 50, Duration::from_secs(10), &latency);
+}
+
+const SECRET: &str = "test-only-secret-of-at-least-32-bytes!!";
+
+fn token(symbols: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "trader-1", "exp": exp, "symbols": symbols}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// `--admin-listen` serves the operators' routes, which leave the public
+/// port; with auth on, the public `/symbols` wants a token and lists only
+/// what it entitles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_operators_and_public_symbols_follow_entitlements() {
+    let (broker, topic) = setup().await;
+    let edge = Proc::spawn(
+        &broker.bootstrap(),
+        &topic,
+        &["--jwt-secret", SECRET],
+        None,
+        true,
+    )
+    .await;
+    let admin = edge.admin.unwrap();
+    let all = token(&["*"]);
+    let bystander = Bystander::start(edge.addr, &broker.bootstrap(), &topic, Some(&all)).await;
+    let before = edge.usage();
+    let sampler = Sampler::start(edge.pid());
+
+    // The public port: probes, no operators' routes.
+    probes_answer(edge.addr).await;
+    for path in ["/metrics", "/partitions"] {
+        assert_eq!(
+            get(edge.addr, path, &[]).await.unwrap().0,
+            404,
+            "public {path}"
+        );
+    }
+    // /symbols: a token is required, and it sees what it is entitled to.
+    let (status, head, body) = get_full(edge.addr, "/symbols", &[]).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert_eq!(body, r#"{"error":"missing token"}"#);
+    let (status, body) = get(
+        edge.addr,
+        "/symbols",
+        &[("Authorization", "Bearer not.a.jwt")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"error":"invalid token"}"#)
+    );
+    let aapl = token(&["AAPL"]);
+    let bearer = format!("Bearer {aapl}");
+    let (status, body) = get(edge.addr, "/symbols", &[("Authorization", &bearer)])
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"["AAPL"]"#));
+    let (status, body) = get(edge.addr, &format!("/symbols?token={aapl}"), &[])
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"["AAPL"]"#));
+    let (status, body) = get(
+        edge.addr,
+        "/symbols",
+        &[("Authorization", &format!("Bearer {all}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"["AAPL","MSFT"]"#));
+
+    // The admin port: the operators' routes, all symbols, no WebSocket.
+    probes_answer(admin).await;
+    assert_eq!(
+        get(admin, "/symbols", &[]).await.unwrap(),
+        (200, r#"["AAPL","MSFT"]"#.into())
+    );
+    let (status, body) = get(admin, "/partitions", &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(!serde_json::from_str::<Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(
+        edge.metric(admin, "tickfan_auth_failures_total{reason=\"missing\"}")
+            .await
+            >= 1.0
+    );
+    assert!(edge.metric(admin, "tickfan_connections").await >= 1.0);
+    assert_eq!(get(admin, "/ws", &[]).await.unwrap().0, 404);
+    assert_eq!(get(admin, "/client.js", &[]).await.unwrap().0, 404);
+    bystander.still_flowing().await;
+
+    let peak = sampler.finish().await;
+    let after = edge.usage();
+    let latency = bystander.finish().await;
+    report("admin listener", before, peak, after, &latency);
     within(before, peak.0, after, 50, Duration::from_secs(10), &latency);
 }

@@ -55,7 +55,7 @@ use super::{
     Shared,
 };
 
-/// Plain-HTTP limits and descriptors.
+/// Plain-HTTP limits, descriptors, and the admin listener.
 #[derive(clap::Args, Debug, Clone)]
 #[group(id = "http")]
 #[command(next_help_heading = "Plain HTTP and file descriptors")]
@@ -79,6 +79,12 @@ pub struct Config {
     /// only if it is `/healthz` or `/readyz`, with a 503 otherwise.
     #[arg(long, env = "TICKFAN_FD_RESERVE", default_value_t = 64)]
     pub fd_reserve: u64,
+
+    /// Second listener for operators: `/metrics`, `/partitions`, `/symbols`
+    /// (all of them), `/healthz`, `/readyz`. When set, the public listener no
+    /// longer serves `/metrics` and `/partitions`.
+    #[arg(long, env = "TICKFAN_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -99,14 +105,37 @@ impl Config {
     }
 
     /// Descriptors this configuration may hold for clients: WebSocket
-    /// sessions, HTTP-phase connections, lean answers and the reserve.
-    /// (Refusals sent in band hold theirs for two seconds at most and are not
-    /// counted.)
+    /// sessions, HTTP-phase connections on both listeners, lean answers and
+    /// the reserve. (Refusals sent in band hold theirs for two seconds at
+    /// most and are not counted.)
     pub fn descriptors_needed(&self, max_sessions: usize) -> u64 {
-        (max_sessions + self.max_http_connections + LEAN_MAX) as u64 + self.fd_reserve
+        let admin = if self.admin_listen.is_some() {
+            ADMIN_MAX_CONNECTIONS + LEAN_MAX
+        } else {
+            0
+        };
+        (max_sessions + self.max_http_connections + LEAN_MAX + admin) as u64 + self.fd_reserve
     }
 }
 
+/// Which listener a door belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    Public,
+    Admin,
+}
+
+impl Port {
+    fn label(self) -> &'static str {
+        match self {
+            Port::Public => "public",
+            Port::Admin => "admin",
+        }
+    }
+}
+
+/// Most connections the admin listener holds in the HTTP phase.
+pub const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// Most lean answers in flight per listener; past it, a connection the edge
 /// cannot serve is closed at once.
 pub const LEAN_MAX: usize = 256;
@@ -119,9 +148,10 @@ pub const LEAN_TIMEOUT: Duration = Duration::from_secs(1);
 /// 100 ms round trip.
 pub const HTTP_SEND_BUFFER: usize = 32 * 1024;
 
-/// The listener's door: its HTTP-phase slots, its descriptor reserve.
+/// A listener's door: its HTTP-phase slots, its descriptor reserve.
 pub struct Door {
     shared: Arc<Shared>,
+    port: Port,
     cap: usize,
     open: Arc<AtomicUsize>,
     lean: Arc<AtomicUsize>,
@@ -139,12 +169,16 @@ pub struct Accepted {
 }
 
 impl Door {
-    pub fn new(shared: Arc<Shared>) -> Door {
+    pub fn new(shared: Arc<Shared>, port: Port) -> Door {
         let http = &shared.config.http;
-        let cap = http.max_http_connections;
+        let cap = match port {
+            Port::Public => http.max_http_connections,
+            Port::Admin => ADMIN_MAX_CONNECTIONS,
+        };
         let reserve = fds::Reserve::new(http.fd_reserve);
         Door {
             shared,
+            port,
             cap,
             open: Default::default(),
             lean: Default::default(),
@@ -174,7 +208,7 @@ impl Door {
             };
             self.shared.metrics.accept_errors.inc();
             if let Some(suppressed) = self.accept_errors.due() {
-                tracing::warn!(error = %e, suppressed, "accept failed");
+                tracing::warn!(error = %e, port = self.port.label(), suppressed, "accept failed");
             }
             let exhausted = fds::exhausted(&e);
             if exhausted && self.reserve.release_spare() {
@@ -226,6 +260,7 @@ impl Door {
         };
         if let Some(suppressed) = self.refusals.due() {
             tracing::warn!(
+                port = self.port.label(),
                 reason = why.label(),
                 suppressed,
                 "{}: answering probes only",

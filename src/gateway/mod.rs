@@ -5,15 +5,19 @@
 //! | `GET /ws` | WebSocket upgrade; protocol in docs/protocol.md |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once Kafka metadata is fetched and the edge is not draining, else 503 |
-//! | `GET /metrics` | Prometheus text |
-//! | `GET /symbols` | JSON array of symbols whose latest tick is cached |
-//! | `GET /partitions` | JSON array of assigned partitions and positions |
+//! | `GET /metrics` | Prometheus text (on the admin listener only, when there is one) |
+//! | `GET /symbols` | JSON array of symbols whose latest tick is cached (with auth on, on the public port: a token is required and only its entitled symbols are listed) |
+//! | `GET /partitions` | JSON array of assigned partitions and positions (on the admin listener only, when there is one) |
 //! | `GET /` | the demo ticker page, when enabled |
 //! | `GET /client.js` | the browser client (ES module), always |
+//!
+//! The admin listener (`--admin-listen`, [`admin`]) serves `/healthz`,
+//! `/readyz`, `/metrics`, `/partitions` and `/symbols` (all of them).
 //!
 //! Every connection passes the [`door`] (HTTP-phase cap, write deadline,
 //! descriptor reserve) before it is served.
 
+pub mod admin;
 pub mod admission;
 pub mod auth;
 mod deadline;
@@ -41,6 +45,7 @@ use tokio::net::TcpListener;
 use warp::{http::StatusCode, Filter, Reply};
 
 use crate::{fanout::Outbox, fanout::Registry, telemetry::Metrics};
+use door::Port;
 
 /// Client-facing limits and behaviour.
 #[derive(clap::Args, Debug, Clone)]
@@ -340,15 +345,33 @@ pub fn bind(addr: std::net::SocketAddr, config: &Config) -> std::io::Result<TcpL
     socket.listen(4096)
 }
 
-/// The plain HTTP routes (everything but `/ws`, which [`server`] upgrades
-/// itself).
+/// The plain HTTP routes of a listener (everything but `/ws`, which
+/// [`server`] upgrades itself). The operators' routes (`/metrics`,
+/// `/partitions`) are on the admin listener when there is one, else on the
+/// public port; the page and `/client.js` only on the public port.
 fn routes(
     shared: Arc<Shared>,
+    port: Port,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with = {
         let shared = shared.clone();
         warp::any().map(move || shared.clone())
     };
+    // Passes when `on`, else the route is not found.
+    let only = |on: bool| {
+        warp::any()
+            .and_then(move || async move {
+                if on {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            })
+            .untuple_one()
+    };
+    let admin_elsewhere = shared.config.http.admin_listen.is_some();
+    let operators = port == Port::Admin || !admin_elsewhere;
+    let public = port == Port::Public;
     let healthz = warp::path("healthz").and(warp::path::end()).map(|| "ok\n");
     let readyz = warp::path("readyz")
         .and(warp::path::end())
@@ -362,6 +385,7 @@ fn routes(
         });
     let metrics = warp::path("metrics")
         .and(warp::path::end())
+        .and(only(operators))
         .and(with.clone())
         .map(|s: Arc<Shared>| {
             s.metrics.outbox_queued.set(s.sessions.queued() as i64);
@@ -371,29 +395,48 @@ fn routes(
                 "text/plain; version=0.0.4; charset=utf-8",
             )
         });
+    let query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
     let symbols = warp::path("symbols")
         .and(warp::path::end())
         .and(with.clone())
-        .map(|s: Arc<Shared>| warp::reply::json(&s.registry.cached()));
+        .and(warp::header::headers_cloned())
+        .and(query)
+        .map(
+            move |s: Arc<Shared>, headers: warp::http::HeaderMap, query: Option<String>| {
+                symbols(&s, port, &headers, query.as_deref())
+            },
+        );
     let partitions = warp::path("partitions")
         .and(warp::path::end())
+        .and(only(operators))
         .and(with.clone())
         .map(|s: Arc<Shared>| warp::reply::json(&s.readiness.partitions()));
-    let client_js = warp::path("client.js").and(warp::path::end()).map(|| {
-        let reply =
-            warp::reply::with_header(CLIENT_JS, "content-type", "text/javascript; charset=utf-8");
-        let reply = warp::reply::with_header(reply, "access-control-allow-origin", "*");
-        warp::reply::with_header(reply, "cache-control", "no-cache")
-    });
-    let page = warp::path::end()
-        .and(with)
-        .and_then(|s: Arc<Shared>| async move {
-            if s.config.page {
-                Ok(warp::reply::html(PAGE))
-            } else {
-                Err(warp::reject::not_found())
-            }
+    let client_js = warp::path("client.js")
+        .and(warp::path::end())
+        .and(only(public))
+        .map(|| {
+            let reply = warp::reply::with_header(
+                CLIENT_JS,
+                "content-type",
+                "text/javascript; charset=utf-8",
+            );
+            let reply = warp::reply::with_header(reply, "access-control-allow-origin", "*");
+            warp::reply::with_header(reply, "cache-control", "no-cache")
         });
+    let page =
+        warp::path::end()
+            .and(only(public))
+            .and(with)
+            .and_then(|s: Arc<Shared>| async move {
+                if s.config.page {
+                    Ok(warp::reply::html(PAGE))
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            });
     warp::get()
         .and(
             healthz
@@ -417,6 +460,42 @@ fn routes(
                 status,
             ))
         })
+}
+
+/// `/symbols`: every cached symbol; on the public port with auth on, only
+/// those the caller's token entitles it to, and 401 without a valid token
+/// (the token is taken as at the handshake: header, subprotocol or query).
+fn symbols(
+    s: &Shared,
+    port: Port,
+    headers: &warp::http::HeaderMap,
+    query: Option<&str>,
+) -> warp::reply::Response {
+    let cached = s.registry.cached();
+    let verifier = match (&s.verifier, port) {
+        (Some(v), Port::Public) => v,
+        _ => return warp::reply::json(&cached).into_response(),
+    };
+    let verified = auth::token_from_request(headers, query)
+        .ok_or(auth::AuthError::Missing)
+        .and_then(|token| verifier.verify(&token));
+    match verified {
+        Ok(grant) => {
+            let visible: Vec<_> = cached
+                .iter()
+                .filter(|sym| grant.entitlements.allows(sym.as_str()))
+                .collect();
+            warp::reply::json(&visible).into_response()
+        }
+        Err(e) => {
+            s.metrics.auth_failure(e.label());
+            let reply = warp::reply::with_status(
+                warp::reply::json(&HttpError { error: e.reason() }),
+                StatusCode::UNAUTHORIZED,
+            );
+            warp::reply::with_header(reply, "www-authenticate", "Bearer").into_response()
+        }
+    }
 }
 
 #[derive(Serialize)]

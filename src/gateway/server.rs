@@ -24,9 +24,13 @@ use tokio_tungstenite::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{auth, door::Door, session, Shared};
+use super::{
+    auth,
+    door::{Door, Port},
+    session, Shared,
+};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Response body of every route.
 pub type Body = BoxBody<Bytes, BoxError>;
 
@@ -58,10 +62,10 @@ fn json_error(status: StatusCode, error: &str) -> Response<Body> {
 /// has a write deadline and an idle limit, and when file descriptors run
 /// short only probes are answered (see [`super::door`]).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let routes = super::routes(shared.clone());
+    let routes = super::routes(shared.clone(), Port::Public);
     let connections = TaskTracker::new();
     let sessions = TaskTracker::new();
-    let mut door = Door::new(shared.clone());
+    let mut door = Door::new(shared.clone(), Port::Public);
     let housekeeping = {
         let shared = shared.clone();
         let stop = shutdown.clone();

@@ -64,6 +64,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* Port name of the operators' routes (/metrics, probes): `admin` when the admin listener is on. */}}
+{{- define "tickfan.opsPort" -}}
+{{- if .Values.adminPort }}admin{{ else }}http{{ end }}
+{{- end }}
+
 {{/* Seconds the preStop hook delays SIGTERM (0 when there is no hook). */}}
 {{- define "tickfan.preStopSeconds" -}}
 {{- if eq .Values.lifecycle.preStop.mode "none" }}0{{ else }}{{ .Values.lifecycle.preStop.seconds | int }}{{ end }}
@@ -139,7 +144,10 @@ Deployment so `helm template`/`install` fail early with a clear message.
 {{- if and .Values.jwt.existingSecret (not (or .Values.jwt.existingSecretKeys.secret .Values.jwt.existingSecretKeys.publicKey .Values.jwt.existingSecretKeys.jwks)) }}
 {{- fail "jwt.existingSecret is set: name at least one key in jwt.existingSecretKeys (secret, publicKey or jwks)" }}
 {{- end }}
-{{- $reserved := list "TICKFAN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" "TICKFAN_TRACE_ROOT_SAMPLE" }}
+{{- if and .Values.adminPort (eq (.Values.adminPort | int) (.Values.containerPort | int)) }}
+{{- fail (printf "adminPort (%v) must differ from containerPort (%v)" .Values.adminPort .Values.containerPort) }}
+{{- end }}
+{{- $reserved := list "TICKFAN_LISTEN" "TICKFAN_ADMIN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" "TICKFAN_TRACE_ROOT_SAMPLE" }}
 {{- range $key, $_ := .Values.config }}
 {{- if has $key $reserved }}
 {{- fail (printf "config.%s is managed by a dedicated value of this chart (see values.yaml); set that instead" $key) }}
