@@ -24,8 +24,7 @@
 //!   otherwise.
 //!
 //! Answers without hyper (the canned `503`s and the probes on the reserve)
-//! are "lean": at most [`LEAN_MAX`] in flight per listener, each done within
-//! two [`LEAN_TIMEOUT`]s.
+//! are "lean" ([`super::lean`]): at most [`LEAN_MAX`] in flight per listener.
 
 use std::{
     convert::Infallible,
@@ -33,7 +32,7 @@ use std::{
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, LazyLock,
+        Arc,
     },
     time::Duration,
 };
@@ -42,7 +41,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     time::Instant,
 };
@@ -51,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     deadline::{Socket, WriteDeadline},
     fds,
+    lean::{self, Why},
     server::Body,
     Shared,
 };
@@ -139,9 +138,6 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// Most lean answers in flight per listener; past it, a connection the edge
 /// cannot serve is closed at once.
 pub const LEAN_MAX: usize = 256;
-/// How long a lean answer waits for the request line, and then how long it
-/// may take to write its answer.
-pub const LEAN_TIMEOUT: Duration = Duration::from_secs(1);
 /// SO_SNDBUF of a connection in the HTTP phase (the kernel doubles it), when
 /// `--socket-send-buffer` sets one at all (0 leaves the kernel's autotuning
 /// alone). 64 KiB in flight still moves a large `/symbols` at 640 KB/s over a
@@ -284,7 +280,7 @@ impl Door {
         }
         let (lean, shared) = (self.lean.clone(), self.shared.clone());
         tokio::spawn(async move {
-            answer_lean(stream, why, &shared).await;
+            lean::answer(stream, why, &shared).await;
             lean.fetch_sub(1, Ordering::AcqRel);
         });
     }
@@ -370,129 +366,6 @@ impl Drop for Slot {
     }
 }
 
-/// Why a connection is answered lean.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Why {
-    /// The HTTP-phase slots are all taken.
-    Cap,
-    /// The connection's descriptor is in the reserve.
-    Descriptors,
-}
-
-impl Why {
-    fn label(self) -> &'static str {
-        match self {
-            Why::Cap => "http_cap",
-            Why::Descriptors => "fd_reserve",
-        }
-    }
-
-    fn error(self) -> &'static str {
-        match self {
-            Why::Cap => "too many HTTP connections",
-            Why::Descriptors => "out of file descriptors",
-        }
-    }
-
-    fn response(self) -> &'static [u8] {
-        static CAP: LazyLock<Vec<u8>> = LazyLock::new(|| refusal(Why::Cap));
-        static DESCRIPTORS: LazyLock<Vec<u8>> = LazyLock::new(|| refusal(Why::Descriptors));
-        match self {
-            Why::Cap => &CAP,
-            Why::Descriptors => &DESCRIPTORS,
-        }
-    }
-}
-
-fn refusal(why: Why) -> Vec<u8> {
-    let body = serde_json::json!({ "error": format!("{}; retry later", why.error()) }).to_string();
-    raw_response(
-        "503 Service Unavailable",
-        "application/json",
-        "retry-after: 1\r\n",
-        &body,
-    )
-}
-
-fn raw_response(status: &str, content_type: &str, extra: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// A probe, from the start of a request.
-#[derive(Debug, PartialEq, Eq)]
-enum Probe {
-    Health,
-    Ready,
-}
-
-fn probe(head: &[u8]) -> Option<Probe> {
-    let path = head.strip_prefix(b"GET ")?;
-    let is = |p: &[u8]| {
-        path.strip_prefix(p)
-            .is_some_and(|rest| matches!(rest.first(), Some(b' ' | b'?')))
-    };
-    if is(b"/healthz") {
-        Some(Probe::Health)
-    } else if is(b"/readyz") {
-        Some(Probe::Ready)
-    } else {
-        None
-    }
-}
-
-/// Reads the request line (within [`LEAN_TIMEOUT`]), answers a probe as the
-/// routes would and anything else with the canned 503, then closes after the
-/// client has (within another [`LEAN_TIMEOUT`]), so that no unread request
-/// bytes turn the close into a reset that loses the answer.
-async fn answer_lean(mut stream: TcpStream, why: Why, shared: &Shared) {
-    let mut buf = [0u8; 256];
-    let mut n = 0;
-    let _ = tokio::time::timeout(LEAN_TIMEOUT, async {
-        while n < buf.len() && !buf[..n].contains(&b'\n') {
-            match stream.read(&mut buf[n..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(got) => n += got,
-            }
-        }
-    })
-    .await;
-    let ready;
-    let answer: &[u8] = match probe(&buf[..n]) {
-        Some(Probe::Health) => {
-            static OK: LazyLock<Vec<u8>> =
-                LazyLock::new(|| raw_response("200 OK", "text/plain; charset=utf-8", "", "ok\n"));
-            &OK
-        }
-        Some(Probe::Ready) => {
-            ready = match shared.readiness.check() {
-                Ok(()) => raw_response("200 OK", "text/plain; charset=utf-8", "", "ready\n"),
-                Err(why) => raw_response(
-                    "503 Service Unavailable",
-                    "text/plain; charset=utf-8",
-                    "",
-                    &format!("not ready: {why}\n"),
-                ),
-            };
-            &ready
-        }
-        None => {
-            shared.metrics.http_rejected(why.label());
-            why.response()
-        }
-    };
-    let _ = tokio::time::timeout(LEAN_TIMEOUT, async {
-        stream.write_all(answer).await?;
-        stream.shutdown().await?;
-        while stream.read(&mut buf).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-}
-
 /// Says when a repeated warning is due: at most once a second, with the
 /// number of occurrences not logged since.
 #[derive(Default)]
@@ -519,29 +392,6 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn probes_are_recognised_from_the_request_line() {
-        assert_eq!(probe(b"GET /healthz HTTP/1.1\r\n"), Some(Probe::Health));
-        assert_eq!(probe(b"GET /readyz?x=1 HTTP/1.1"), Some(Probe::Ready));
-        assert_eq!(probe(b"GET /healthzz HTTP/1.1"), None);
-        assert_eq!(probe(b"POST /healthz HTTP/1.1"), None);
-        assert_eq!(probe(b"GET /ws HTTP/1.1"), None);
-        assert_eq!(probe(b"GET /heal"), None);
-        assert_eq!(probe(b""), None);
-    }
-
-    #[test]
-    fn canned_refusals_are_complete_responses() {
-        let r = String::from_utf8(Why::Cap.response().to_vec()).unwrap();
-        let (head, body) = r.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 503 "));
-        assert!(head.contains("\r\nretry-after: 1\r\n"));
-        assert!(head.contains("\r\nconnection: close"));
-        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())));
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["error"], "too many HTTP connections; retry later");
-    }
 
     #[tokio::test(start_paused = true)]
     async fn warnings_are_throttled_to_one_a_second() {

@@ -23,6 +23,7 @@ pub mod auth;
 mod deadline;
 pub mod door;
 pub mod fds;
+mod lean;
 pub mod meter;
 pub mod protocol;
 pub mod server;
