@@ -192,8 +192,9 @@ impl Sampler {
 // ---- HTTP over raw sockets ------------------------------------------------------
 
 /// How long one request may take before the edge is deemed not answering.
-/// Generous: only a hung edge takes this long.
-const ANSWER: Duration = Duration::from_secs(10);
+/// Generous: only a hung edge takes this long (a debug build busy with an
+/// attack on a loaded machine has taken over 10 s).
+const ANSWER: Duration = Duration::from_secs(30);
 
 /// `GET path` with `Connection: close` and extra headers: Ok((status, body)),
 /// or Err if the edge does not answer within [`ANSWER`].
@@ -475,7 +476,8 @@ fn report(test: &str, before: Usage, peak: (u64, usize), after: Usage, latency: 
 /// The bounds every test holds the edge to: RSS grows by less than
 /// `rss_mib`, CPU over the test is under `cpu` (generous: the edge is a
 /// debug build, on a shared machine), and the bystander's worst tick took
-/// under 30 s (a stall would last as long as the attack).
+/// under 45 s (its ticks must keep coming: the tests also wait for them
+/// during each attack).
 fn within(
     before: Usage,
     peak_rss_kib: u64,
@@ -494,7 +496,7 @@ fn within(
         "CPU {:?}",
         after.cpu - before.cpu
     );
-    assert!(latency.max_ms < 30_000.0, "bystander stalled: {latency:?}");
+    assert!(latency.max_ms < 45_000.0, "bystander stalled: {latency:?}");
 }
 
 async fn setup() -> (Broker, String) {
