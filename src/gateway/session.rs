@@ -366,7 +366,13 @@ impl Writer {
                 }
             }
             if self.queue.is_empty() && !self.outbox_ready {
-                // Everything written: idle until something is queued.
+                // Everything written: idle until something is queued. An
+                // idle connection keeps no queue (an allocation per write
+                // cycle is nothing next to its syscall; 256 bytes on each of
+                // 15,000 idle connections is not).
+                if self.queue.capacity() > 0 {
+                    self.queue = VecDeque::new();
+                }
                 self.stall_timer = None;
                 self.stall.clear();
                 return Poll::Pending;
