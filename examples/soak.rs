@@ -157,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
                     "100000",
                     "--connect-burst-per-ip",
                     "100000",
+                    "--max-connections-per-ip",
+                    "100000",
                     "--connect-rate",
                     "100000",
                     "--connect-burst",

@@ -44,7 +44,7 @@ fi
 # Admission wide open: the scenarios measure fan-out, not the front door
 # (the storm scenario passes its own limits in EDGE_ARGS).
 open=(--max-connections 19000 --connect-rate 100000 --connect-burst 100000
-  --connect-rate-per-ip 100000 --connect-burst-per-ip 100000)
+  --connect-rate-per-ip 100000 --connect-burst-per-ip 100000 --max-connections-per-ip 100000)
 pids=()
 # Wait for them to exit (an edge drains its clients first), so a next run
 # can bind the same port.

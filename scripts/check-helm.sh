@@ -259,6 +259,15 @@ try:
 except helm.HelmError as e:
     check(False, f"variant adminPort 0 render: {e}")
 
+try:
+    objs = objects(render({"limits": {"writeTimeout": "30s", "maxConnectionsPerIp": 5000}}))
+    cm = by_kind(objs, "ConfigMap")[0]["data"]
+    check(cm["TICKFAN_WRITE_TIMEOUT"] == "30s" and cm["TICKFAN_MAX_CONNECTIONS_PER_IP"] == "5000"
+          and cm["TICKFAN_MAX_UNKNOWN_SYMBOLS"] == "50" and cm["TICKFAN_FD_RESERVE"] == "64",
+          "variant: limits reach the ConfigMap as TICKFAN_* (set ones and defaults)")
+except helm.HelmError as e:
+    check(False, f"variant limits render: {e}")
+
 # ---------------------------------------------------------------- must-fail
 print("== bad values must be rejected")
 # each case: (values, text the error must contain, so it fails for the right reason)
@@ -270,6 +279,8 @@ bad = {
     "shutdownGrace <= drainWindow": ({"drain": {"drainWindowSeconds": 20, "shutdownGraceSeconds": 20}}, "must exceed drain.drainWindowSeconds"),
     "config key not TICKFAN_* (schema)": ({"config": {"FOO": "1"}}, "does not match pattern"),
     "config overrides a managed key": ({"config": {"TICKFAN_LISTEN": "0.0.0.0:9"}}, "config.TICKFAN_LISTEN is managed"),
+    "config overrides a limit": ({"config": {"TICKFAN_WRITE_TIMEOUT": "5s"}}, "config.TICKFAN_WRITE_TIMEOUT is managed"),
+    "limits.writeTimeout without a unit (schema)": ({"limits": {"writeTimeout": "20"}}, "does not match pattern"),
     "jwt.secret shorter than 32 bytes": ({"jwt": {"secret": "short"}}, "/jwt/secret"),
     "jwt.publicKey with jwt.jwks": ({"jwt": {"publicKey": "-----BEGIN PUBLIC KEY-----\nx\n", "jwks": "{}"}}, "mutually exclusive"),
     "existingSecret without keys": ({"jwt": {"existingSecret": "s"}}, "name at least one key"),

@@ -28,7 +28,7 @@ cargo build --release --bin tickfan
 mkdir -p "$OUT"
 "$bin" demo --listen "127.0.0.1:$PORT" --rate 100 \
   --connect-rate "$RATE" --connect-burst "$BURST" \
-  --connect-rate-per-ip 100000 --connect-burst-per-ip 100000 \
+  --connect-rate-per-ip 100000 --connect-burst-per-ip 100000 --max-connections-per-ip 100000 \
   --max-connections 19000 >"$OUT/edge.log" 2>&1 &
 edge=$!
 trap 'kill $edge 2>/dev/null || true' EXIT
