@@ -540,6 +540,14 @@ impl Session {
         let mut close_at: Option<Instant> = None;
         let timer = tokio::time::sleep_until(next_ping);
         tokio::pin!(timer);
+        // Waits that outlive one pass of the loop, so they register with
+        // their (shared) notifier once, not on every pass: the drain token is
+        // shared by every session, and a busy session passes twice per wake.
+        let drained = drain.cancelled();
+        tokio::pin!(drained);
+        let outbox_handle = self.outbox.clone();
+        let woken = outbox_handle.woken();
+        tokio::pin!(woken);
         loop {
             let expiry = self.auth.as_ref().and_then(|a| a.closes_at);
             let due = [Some(next_ping), Some(last_heard + idle), close_at, expiry]
@@ -555,7 +563,7 @@ impl Session {
             let (outbox, shared) = (&self.outbox, &self.shared);
             tokio::select! {
                 biased;
-                _ = drain.cancelled(), if close_at.is_none() => {
+                _ = &mut drained, if close_at.is_none() => {
                     let window = self.shared.config.drain_window;
                     let after = if window.is_zero() {
                         Duration::ZERO
@@ -630,8 +638,9 @@ impl Session {
                 },
                 // Always armed: the writer may have emptied the outbox within
                 // this very pass.
-                _ = self.outbox.woken() => {
+                _ = &mut woken => {
                     self.writer.outbox_ready = true;
+                    woken.set(outbox_handle.woken());
                 }
             }
         }
