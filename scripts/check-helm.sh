@@ -263,7 +263,8 @@ try:
     objs = objects(render({"limits": {"writeTimeout": "30s", "maxConnectionsPerIp": 5000}}))
     cm = by_kind(objs, "ConfigMap")[0]["data"]
     check(cm["TICKFAN_WRITE_TIMEOUT"] == "30s" and cm["TICKFAN_MAX_CONNECTIONS_PER_IP"] == "5000"
-          and cm["TICKFAN_MAX_UNKNOWN_SYMBOLS"] == "50" and cm["TICKFAN_FD_RESERVE"] == "64",
+          and cm["TICKFAN_MAX_UNKNOWN_SYMBOLS"] == "50" and cm["TICKFAN_FD_RESERVE"] == "64"
+          and cm["TICKFAN_PACING_PATIENCE"] == "1s",
           "variant: limits reach the ConfigMap as TICKFAN_* (set ones and defaults)")
 except helm.HelmError as e:
     check(False, f"variant limits render: {e}")

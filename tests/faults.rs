@@ -121,10 +121,72 @@ async fn two_edges_each_deliver_everything_to_their_clients() {
     b.stop().await;
 }
 
-/// The outage scenario, whatever the broker: clients stay connected, are told
-/// the feed is stale and then live, and receive every tick produced. The
-/// broker stays down until the producer (200 ticks/s) has produced
-/// `outage_ticks` ticks into its buffer.
+/// Reads until each symbol's last seq has arrived, as a tick or inside a gap
+/// notice (a client that drops ticks may be told of the last one as missed).
+async fn read_covered(client: &mut Client, last: &BTreeMap<String, i64>) {
+    for (s, &seq) in last {
+        let s2 = s.clone();
+        client
+            .read_until(&format!("{s} up to {seq}, ticked or announced"), move |f| {
+                f.iter().any(|x| match x {
+                    Frame::Tick { symbol, seq: q, .. } => *symbol == s2 && *q == seq,
+                    Frame::Gap { symbol, to_seq, .. } => *symbol == s2 && *to_seq >= seq,
+                    _ => false,
+                })
+            })
+            .await;
+    }
+}
+
+/// Keeps reading `c` until the final seqs arrive on the returned channel,
+/// then reads up to them: a client that reads all the time, as a trading
+/// screen does.
+fn keep_reading(
+    mut c: Client,
+) -> (
+    tokio::sync::oneshot::Sender<BTreeMap<String, i64>>,
+    tokio::task::JoinHandle<Client>,
+) {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<BTreeMap<String, i64>>();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                last = &mut rx => {
+                    read_covered(&mut c, &last.expect("final seqs")).await;
+                    c.read_until("live notice after the stale one", |f| {
+                        f.iter()
+                            .skip_while(|x| !matches!(x, Frame::Status(s) if s == "stale"))
+                            .any(|x| matches!(x, Frame::Status(s) if s == "live"))
+                    })
+                    .await;
+                    return c;
+                }
+                _ = c.read() => {}
+            }
+        }
+    });
+    (tx, task)
+}
+
+/// Symbols in an outage test, and the feed rate: many symbols per client
+/// and several hundred ticks per second, so the backlog after the outage is
+/// several times an outbox.
+const OUTAGE_SYMBOLS: usize = 30;
+const OUTAGE_RATE: u64 = 400;
+/// Outboxes in the outage test: a quarter of the default, so a mock outage
+/// of a few seconds already builds a backlog of several outboxes.
+const OUTAGE_OUTBOX: usize = 256;
+
+/// The outage scenario, whatever the broker. Two edges; on each a client
+/// subscribed to all 30 symbols that reads all the time; on the first also a
+/// client that stops reading when the broker goes down and reads again only
+/// once the catch-up is over. The broker stays down until the producer (400
+/// ticks/s) has produced `outage_ticks` ticks into its buffer. Must hold:
+/// the reading clients stay connected, are told the feed is stale and then
+/// live, and receive every tick produced with no gap (the edges take the
+/// backlog at the pace their outboxes drain); the stalled client is bounded
+/// by its outbox and told exactly what it missed.
 async fn outage_scenario(
     brokers: String,
     topic: String,
@@ -132,45 +194,60 @@ async fn outage_scenario(
     down: impl FnOnce(),
     up: impl std::future::Future<Output = ()>,
 ) {
-    let edge = Edge::spawn(&brokers, &topic, |c| {
-        c.ingest.metadata_refresh = Duration::from_millis(500)
-    })
-    .await;
-    edge.ready().await;
-    let syms: Vec<String> = distinct_partition_symbols("OUT", 2, 2)
-        .into_iter()
-        .map(|s| s.0)
-        .collect();
-    let mut c1 = Client::connect(edge.addr).await;
-    let mut c2 = Client::connect(edge.addr).await;
-    c1.subscribe(&[&syms[0], &syms[1]]).await;
-    c2.subscribe(&[&syms[1]]).await;
-    eventually("partitions assigned", || async {
-        (edge.partitions().await.len() == 2).then_some(())
-    })
-    .await;
+    let tweak = |c: &mut tickfan::config::EdgeConfig| {
+        c.gateway.outbox_capacity = OUTAGE_OUTBOX;
+        // A bounded kernel send buffer (as an operator sets it): the stalled
+        // client's backlog stays in the edge, where the outbox bounds it.
+        c.gateway.socket_send_buffer = 16 * 1024;
+        // The stalled client is silent through the outage and the catch-up
+        // (up to a minute on real Kafka): it must not be closed for it.
+        c.gateway.write_timeout = Duration::from_secs(240);
+        c.gateway.idle_timeout = Duration::from_secs(300);
+    };
+    let a = Edge::spawn(&brokers, &topic, tweak).await;
+    let b = Edge::spawn(&brokers, &topic, tweak).await;
+    a.ready().await;
+    b.ready().await;
+    let syms: Vec<String> = (0..OUTAGE_SYMBOLS).map(|i| format!("OUT{i:02}")).collect();
+    let all: Vec<&str> = syms.iter().map(String::as_str).collect();
+    let mut ca = Client::connect(a.addr).await;
+    let mut cb = Client::connect(b.addr).await;
+    let mut stalled = Client::connect_with_recv_buffer(a.addr, Some(4096)).await;
+    for c in [&mut ca, &mut cb, &mut stalled] {
+        c.subscribe(&all).await;
+    }
+    let parts = {
+        let mut p: Vec<i32> = syms
+            .iter()
+            .map(|s| tickfan::partition::partition_for(s.as_bytes(), 4))
+            .collect();
+        p.sort();
+        p.dedup();
+        p
+    };
+    for e in [&a, &b] {
+        eventually("partitions assigned", || async {
+            (e.partitions().await == parts).then_some(())
+        })
+        .await;
+    }
 
     let stop = CancellationToken::new();
     let feed = Feed::new(&brokers, &topic);
     let feed_counts = feed.counts.clone();
     let sent = Arc::new(AtomicU64::new(0));
-    let producer = steady(feed, syms.clone(), 200, sent.clone(), stop.clone());
-    for c in [&mut c1, &mut c2] {
-        c.read_until("live ticks before the outage", |f| f.len() > 10)
+    let producer = steady(feed, syms.clone(), OUTAGE_RATE, sent.clone(), stop.clone());
+    for c in [&mut ca, &mut cb, &mut stalled] {
+        c.read_until("live ticks before the outage", |f| f.len() > 60)
             .await;
     }
+    let (done_a, reader_a) = keep_reading(ca);
+    let (done_b, reader_b) = keep_reading(cb);
 
     down();
     let sent_at_outage = sent.load(Ordering::Relaxed);
-    for c in [&mut c1, &mut c2] {
-        c.read_until("stale notice", |f| {
-            f.iter()
-                .any(|x| matches!(x, Frame::Status(s) if s == "stale"))
-        })
-        .await;
-    }
     eventually("readyz 503 during the outage", || async {
-        (edge.get("/readyz").await.0 == 503).then_some(())
+        (a.get("/readyz").await.0 == 503 && b.get("/readyz").await.0 == 503).then_some(())
     })
     .await;
     // The producer noticed too: this is what its progress line prints.
@@ -180,11 +257,9 @@ async fn outage_scenario(
         async move { e }
     })
     .await;
-    assert_eq!(
-        edge.get("/healthz").await.0,
-        200,
-        "the edge process stays up"
-    );
+    for e in [&a, &b] {
+        assert_eq!(e.get("/healthz").await.0, 200, "the edge process stays up");
+    }
     // The broker stays down while the producer keeps producing into its
     // buffer, until the outage spans `outage_ticks` ticks.
     let produced = sent.clone();
@@ -195,84 +270,112 @@ async fn outage_scenario(
     .await;
     up.await;
 
-    edge.ready().await;
-    for c in [&mut c1, &mut c2] {
-        c.read_until("live notice", |f| {
-            f.iter()
-                .skip_while(|x| !matches!(x, Frame::Status(s) if s == "stale"))
-                .any(|x| matches!(x, Frame::Status(s) if s == "live"))
-        })
-        .await;
-    }
+    a.ready().await;
+    b.ready().await;
+    // Everything produced so far has reached the edges: the catch-up is
+    // over (the producer's backlog is delivered once the broker is back).
+    let fc = feed_counts.clone();
+    let at_up = sent.load(Ordering::Relaxed);
+    eventually("the producer's backlog delivered", move || {
+        let d = fc.delivered.load(Ordering::Relaxed);
+        async move { (d >= at_up).then_some(()) }
+    })
+    .await;
     stop.cancel();
     let last = producer.await.unwrap();
     let produced: i64 = last.values().sum();
     assert_eq!(
-        feed_counts
-            .delivered
-            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+        feed_counts.delivered.load(Ordering::Relaxed) as i64,
         produced,
         "every tick produced was acknowledged"
     );
-    assert_eq!(
-        feed_counts
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
+    assert_eq!(feed_counts.failed.load(Ordering::Relaxed), 0);
+    assert!(
+        produced as u64 >= outage_ticks + 60,
+        "the outage spanned {outage_ticks} ticks"
     );
-    read_to(&mut c1, &last).await;
-    read_to(
-        &mut c2,
-        &BTreeMap::from([(syms[1].clone(), last[&syms[1]])]),
-    )
-    .await;
-    for (c, subscribed) in [(&c1, &syms[..]), (&c2, &syms[1..])] {
-        for s in subscribed {
+    done_a.send(last.clone()).unwrap();
+    done_b.send(last.clone()).unwrap();
+    let ca = reader_a.await.unwrap();
+    let cb = reader_b.await.unwrap();
+    for (edge, c) in [("a", &ca), ("b", &cb)] {
+        for s in &syms {
             let seqs: Vec<i64> = c.ticks(s).iter().map(|t| t.0).collect();
             assert_eq!(
                 seqs,
                 (1..=last[s]).collect::<Vec<_>>(),
-                "{s}: contiguous across the outage, no duplicate"
+                "edge {edge}, {s}: contiguous across the outage, no duplicate"
             );
-            assert!(c.gaps(s).is_empty());
+            assert_eq!(c.gaps(s), vec![], "edge {edge}, {s}: no gap");
         }
         assert!(
             !c.frames.iter().any(|f| matches!(f, Frame::Close(_))),
             "client stayed connected"
         );
+        let statuses = c.statuses();
+        assert_eq!(statuses.first().map(String::as_str), Some("stale"));
+        assert_eq!(statuses.last().map(String::as_str), Some("live"));
     }
-    let statuses = c1.statuses();
-    assert_eq!(statuses.first().map(String::as_str), Some("stale"));
-    assert_eq!(statuses.last().map(String::as_str), Some("live"));
-    edge.stop().await;
+    assert_eq!(
+        b.metric("tickfan_drops_total{reason=\"outbox_full\"}")
+            .await,
+        0.0,
+        "edge b dropped nothing"
+    );
+
+    // The stalled client, reading again: bounded by its outbox (it missed
+    // ticks), told every one it missed, and up to date in the end.
+    read_covered(&mut stalled, &last).await;
+    let missed: i64 = syms
+        .iter()
+        .map(|s| assert_contiguous_or_announced(&stalled.frames, s))
+        .sum();
+    assert!(
+        missed > 0,
+        "the stalled client was bounded by its outbox: it missed ticks, with gap notices"
+    );
+    let lagging = a.metric("tickfan_lagging_clients_total").await;
+    assert!(
+        lagging >= 1.0,
+        "edge a stopped waiting for the stalled client"
+    );
+    eprintln!(
+        "outage: {} ticks produced during it, {produced} in all; ingest paced {:.2} s (edge a), \
+         {:.2} s (edge b); the stalled client was told of {missed} missed ticks; lagging {lagging}",
+        at_up - sent_at_outage,
+        a.metric("tickfan_ingest_paced_seconds_total").await,
+        b.metric("tickfan_ingest_paced_seconds_total").await,
+    );
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_loses_nothing() {
     match Broker::start() {
         Broker::Mock(mock) => {
-            mock.create_topic("outage", 2, 1).unwrap();
+            mock.create_topic("outage", 4, 1).unwrap();
             let m = &mock;
             outage_scenario(
                 mock.bootstrap_servers(),
                 "outage".into(),
-                600, // about 3 s
+                2400, // about 6 s
                 || m.broker_down(1).unwrap(),
                 async { m.broker_up(1).unwrap() },
             )
             .await;
         }
         Broker::Real(_) => {
-            // A broker of our own, killed with SIGKILL while 2,400 ticks
-            // (about 12 s) are produced.
+            // A broker of our own, killed with SIGKILL while 4,800 ticks
+            // (about 12 s) are produced; its restart adds 10-40 s more.
             let kafka = PrivateKafka::new(19292);
             kafka.up().await;
-            create_topic_on(&kafka.bootstrap(), "outage", 2).await;
+            create_topic_on(&kafka.bootstrap(), "outage", 4).await;
             let k = &kafka;
             outage_scenario(
                 kafka.bootstrap(),
                 "outage".into(),
-                2400,
+                4800,
                 || k.kill9(),
                 k.up(),
             )

@@ -4,14 +4,30 @@
 //!
 //! Memory per client is at most `capacity` entries (each a refcount on shared
 //! bytes) plus one pending gap per subscribed symbol, whatever the client does.
+//!
+//! Pacing (see `ingest::consumer`): an outbox that fills to half its capacity
+//! tells the ingest, which then waits a bounded time for the writer to take
+//! from it. An outbox whose writer did not take in that time is *lagging*: it
+//! no longer holds the ingest back, and drops oldest as always, until its
+//! writer has brought it down to a quarter of its capacity.
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Mutex,
     },
 };
+
+/// What one push did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pushed {
+    /// The oldest entry was dropped to make room.
+    pub dropped: bool,
+    /// The outbox just reached half its capacity and is not lagging: the
+    /// ingest should give its writer time before pushing more.
+    pub pressing: bool,
+}
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -106,6 +122,11 @@ pub struct Outbox {
     /// Set while this outbox sits in an ingest batch's wake list, so a batch
     /// wakes each touched writer once.
     scheduled: AtomicBool,
+    /// Entries queued, mirrored outside the lock for the ingest's pacing.
+    queued: AtomicUsize,
+    /// Its writer did not keep up with a paced catch-up: the ingest does not
+    /// wait for it until it is at most a quarter full again.
+    lagging: AtomicBool,
 }
 
 impl Outbox {
@@ -116,6 +137,8 @@ impl Outbox {
             capacity: capacity.max(1),
             notify: Notify::new(),
             scheduled: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            lagging: AtomicBool::new(false),
         }
     }
 
@@ -126,16 +149,21 @@ impl Outbox {
     /// Queues `item`. When full, drops the oldest entry first and records it
     /// as a gap. Returns `true` if something was dropped.
     pub fn push(&self, item: Item) -> bool {
+        self.push_entry(Entry::Tick(item)).dropped
+    }
+
+    /// As [`push`](Outbox::push), also saying whether the ingest should pace.
+    pub fn push_paced(&self, item: Item) -> Pushed {
         self.push_entry(Entry::Tick(item))
     }
 
     /// Queues a notice that `gap` was never published upstream, in stream
     /// order. Counts against the capacity like a tick.
     pub fn push_gap(&self, gap: Gap) -> bool {
-        self.push_entry(Entry::Gap(gap))
+        self.push_entry(Entry::Gap(gap)).dropped
     }
 
-    fn push_entry(&self, entry: Entry) -> bool {
+    fn push_entry(&self, entry: Entry) -> Pushed {
         let mut st = self.state.lock().unwrap();
         let dropped = if st.queue.len() >= self.capacity {
             match st.queue.pop_front().expect("full queue has a front") {
@@ -147,14 +175,39 @@ impl Outbox {
             false
         };
         st.queue.push_back(entry);
-        let half_full = st.queue.len() == self.capacity.div_ceil(2);
+        let len = st.queue.len();
+        self.queued.store(len, Ordering::Relaxed);
+        let half_full = len == self.half();
         drop(st);
         if half_full {
             // Don't wait for the end of the ingest batch: a burst bigger than
             // the outbox would otherwise drop ticks even for a fast client.
             self.notify.notify_one();
         }
-        dropped
+        Pushed {
+            dropped,
+            pressing: half_full && !self.is_lagging(),
+        }
+    }
+
+    /// Half the capacity, rounded up: where pacing starts.
+    fn half(&self) -> usize {
+        self.capacity.div_ceil(2)
+    }
+
+    /// At least half full and not lagging: the ingest's pacing waits for it.
+    pub fn holds_back(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) >= self.half() && !self.is_lagging()
+    }
+
+    /// Whether its writer fell behind a paced catch-up (see the module doc).
+    pub fn is_lagging(&self) -> bool {
+        self.lagging.load(Ordering::Relaxed)
+    }
+
+    /// Marks the writer as not keeping up: the ingest stops waiting for it.
+    pub fn set_lagging(&self) {
+        self.lagging.store(true, Ordering::Relaxed);
     }
 
     /// Removes everything queued or pending for `symbol` (after an unsubscribe).
@@ -178,6 +231,7 @@ impl Outbox {
             Entry::Gap(g) => !gone(&g.symbol),
         });
         st.dropped.retain(|s, _| !gone(s));
+        self.queued.store(st.queue.len(), Ordering::Relaxed);
     }
 
     /// Number of queued ticks.
@@ -224,6 +278,12 @@ impl Outbox {
             });
         }
         out.more = !st.queue.is_empty();
+        let left = st.queue.len();
+        self.queued.store(left, Ordering::Relaxed);
+        if left <= self.capacity / 4 && self.is_lagging() {
+            // Caught up: it may hold the ingest back again.
+            self.lagging.store(false, Ordering::Relaxed);
+        }
         if st.queue.is_empty() && st.queue.capacity() > 64 {
             // An idle client should not keep a burst-sized buffer.
             st.queue.shrink_to(16);
@@ -353,6 +413,38 @@ mod tests {
         );
         assert!(!d.more);
         assert!(ob.drain(usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn half_full_presses_until_lagging_and_lagging_ends_at_a_quarter() {
+        let ob = Outbox::new(8);
+        let pressing: Vec<bool> = (0..4)
+            .map(|q| ob.push_paced(item("A", q)).pressing)
+            .collect();
+        assert_eq!(
+            pressing,
+            [false, false, false, true],
+            "the 4th of 8 presses"
+        );
+        assert!(ob.holds_back());
+        ob.drain(1);
+        assert!(!ob.holds_back(), "3 of 8 queued");
+        assert!(ob.push_paced(item("A", 4)).pressing, "half full again");
+        ob.set_lagging();
+        assert!(!ob.holds_back(), "a lagging outbox holds nothing back");
+        for q in 5..20 {
+            assert!(!ob.push_paced(item("A", q)).pressing);
+        }
+        assert_eq!(ob.len(), 8, "still bounded, dropping oldest");
+        let d = ob.drain(ob.drain(1).bytes * 4);
+        assert_eq!(d.entries.len(), 4);
+        assert!(ob.is_lagging(), "3 left of 8: more than a quarter");
+        ob.drain(1);
+        assert!(!ob.is_lagging(), "2 left: a quarter, waited for again");
+        for q in 20..23 {
+            ob.push_paced(item("A", q));
+        }
+        assert!(ob.holds_back());
     }
 
     #[test]

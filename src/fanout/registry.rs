@@ -82,6 +82,8 @@ pub struct Published {
     pub queued: u64,
     /// Older entries dropped from full outboxes to make room.
     pub dropped: u64,
+    /// Outboxes this tick brought to half full (the ingest paces).
+    pub pressing: u64,
     pub seq: SeqCheck,
 }
 
@@ -274,7 +276,9 @@ impl Registry {
                 }
             };
             out.queued += 1;
-            out.dropped += sub.outbox.push(item) as u64;
+            let pushed = sub.outbox.push_paced(item);
+            out.dropped += pushed.dropped as u64;
+            out.pressing += pushed.pressing as u64;
             if sub.outbox.schedule() {
                 wake.push(sub.outbox.clone());
             }
@@ -511,6 +515,7 @@ mod tests {
             Published {
                 queued: 1,
                 dropped: 0,
+                pressing: 0,
                 seq: SeqCheck::InOrder
             }
         );

@@ -6,6 +6,13 @@
 //! its client form once, hand it to the registry (which queues the shared
 //! bytes for every subscriber); then wake each touched writer once and add the
 //! batch's counts to the metrics.
+//!
+//! Pacing: a batch ends early when a record brings an outbox to half full;
+//! the loop then waits (up to `pacing_patience`) for those writers to take
+//! from their outboxes before it handles more. Kafka holds the backlog, so
+//! after an outage the edge takes it at the pace its reading clients drain
+//! instead of overflowing their outboxes; a writer that takes nothing within
+//! the patience is marked lagging and not waited for (see `fanout::outbox`).
 
 use std::{
     collections::HashMap,
@@ -84,6 +91,9 @@ fn cached_high_watermark(consumer: &super::EdgeConsumer, tp: &TopicPartition) ->
 /// (assign/release) or shutdown is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
+/// How often a paced wait looks at the outboxes it waits for.
+const PACE_POLL: Duration = Duration::from_millis(1);
+
 /// Instructions from the interest manager.
 #[derive(Debug)]
 pub enum Command {
@@ -118,6 +128,8 @@ struct BatchCounts {
     dropped: u64,
     /// Seq anomalies: jump, regress, reset.
     seq: [u64; 3],
+    /// Outboxes brought to half full (the batch ends, the loop paces).
+    pressing: u64,
     errors: [u64; DecodeError::ALL.len()],
 }
 
@@ -131,6 +143,8 @@ pub struct PollLoop {
     pub status: Arc<Status>,
     pub codec: TickCodec,
     pub batch_max: usize,
+    /// Longest wait for a half-full outbox's writer (zero: no pacing).
+    pub pacing_patience: Duration,
     /// Per-tick traces; `None` while trace export is off.
     pub traces: Option<Traces>,
     pub shutdown: CancellationToken,
@@ -235,7 +249,7 @@ impl PollLoop {
             let _batch = batch.enter();
             let mut counts = BatchCounts::default();
             let mut n = 0;
-            while n < self.batch_max {
+            while n < self.batch_max && counts.pressing == 0 {
                 let timeout = if n == 0 { IDLE_POLL } else { Duration::ZERO };
                 match self.consumer.poll(timeout) {
                     None => break,
@@ -254,10 +268,17 @@ impl PollLoop {
             if n > 0 {
                 tracing::trace!("ingest batch handled");
             }
+            let held: Vec<Arc<Outbox>> = if counts.pressing > 0 && !self.pacing_patience.is_zero() {
+                wake.iter().filter(|o| o.holds_back()).cloned().collect()
+            } else {
+                Vec::new()
+            };
             wake_all(&mut wake);
             if n > 0 {
                 self.flush_counts(&counts, &parts);
             }
+            drop(_batch);
+            self.pace(held);
         }
         let _ = self.consumer.unassign();
     }
@@ -329,6 +350,7 @@ impl PollLoop {
                 end_trace(cx, fanout, &p);
             }
             counts.dropped += p.dropped;
+            counts.pressing += p.pressing;
             match p.seq {
                 SeqCheck::InOrder => {}
                 SeqCheck::Jump => counts.seq[0] += 1,
@@ -336,6 +358,40 @@ impl PollLoop {
                 SeqCheck::Reset => counts.seq[2] += 1,
             }
         }
+    }
+
+    /// Waits until every outbox in `held` is under half full, or the
+    /// patience runs out; those still half full then are lagging. Polls
+    /// every millisecond: a wait happens only under pressure, and a writer
+    /// signalling this thread would cost every drain on the hot path.
+    fn pace(&self, mut held: Vec<Arc<Outbox>>) {
+        if held.is_empty() {
+            return;
+        }
+        let start = std::time::Instant::now();
+        let deadline = start + self.pacing_patience;
+        loop {
+            held.retain(|o| o.holds_back());
+            if held.is_empty() || self.shutdown.is_cancelled() {
+                break;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                for o in &held {
+                    o.set_lagging();
+                }
+                self.metrics.lagging_clients.inc_by(held.len() as u64);
+                tracing::debug!(
+                    clients = held.len(),
+                    "pacing: writers took nothing within the patience; going on without them"
+                );
+                break;
+            }
+            std::thread::sleep(PACE_POLL.min(deadline - now));
+        }
+        self.metrics
+            .ingest_paced_seconds
+            .inc_by(start.elapsed().as_secs_f64());
     }
 
     /// The `fanout` child span of a traced record, with the tick's identity

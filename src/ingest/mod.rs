@@ -59,6 +59,17 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_BATCH_MAX", default_value_t = 1024)]
     pub batch_max: usize,
 
+    /// Pacing: when a record brings a client's outbox to half full, the
+    /// ingest stops handling records (Kafka keeps them) and waits up to this
+    /// long for that client's writer to take from it. A writer that takes
+    /// nothing in that time is lagging: the ingest goes on without it (its
+    /// outbox drops oldest, with gap notices) until it is at most a quarter
+    /// full again. So a catch-up after an outage goes at the pace the
+    /// reading clients drain, and a client that stops reading delays the
+    /// others at most this long. 0 turns pacing off.
+    #[arg(long, env = "TICKFAN_PACING_PATIENCE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub pacing_patience: Duration,
+
     /// Largest accepted Kafka record value, in bytes; larger ones are
     /// counted (`reason="oversized"`) and skipped.
     #[arg(long, env = "TICKFAN_MAX_RECORD_BYTES", default_value_t = 65536)]
@@ -80,6 +91,10 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.snapshot_rewind >= 0, "--snapshot-rewind must be >= 0");
         anyhow::ensure!(self.batch_max >= 1, "--batch-max must be >= 1");
+        anyhow::ensure!(
+            self.pacing_patience <= Duration::from_secs(60),
+            "--pacing-patience must be at most 60s (it delays every client while a writer is silent)"
+        );
         anyhow::ensure!(
             self.max_record_bytes >= 16,
             "--max-record-bytes must be >= 16"
@@ -199,6 +214,7 @@ impl Ingest {
             status: status.clone(),
             codec: crate::codec::avro::TickCodec::new(config.max_record_bytes),
             batch_max: config.batch_max,
+            pacing_patience: config.pacing_patience,
             shutdown: shutdown.clone(),
         }
         .spawn()?;

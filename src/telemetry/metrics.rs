@@ -82,6 +82,12 @@ pub struct Metrics {
     pub http_write_timeouts: Counter,
     /// Failed `accept` calls (out of descriptors, aborted handshakes, ...).
     pub accept_errors: Counter,
+    /// Seconds the ingest waited for writers to take from half-full
+    /// outboxes before handling more records (pacing).
+    pub ingest_paced_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Outboxes the ingest stopped waiting for because their writer took
+    /// nothing within the pacing patience (each time it happens).
+    pub lagging_clients: Counter,
     /// From a tick's `ts` to the socket write of the frame carrying it, in
     /// seconds: one sample per write, for the oldest tick written.
     pub e2e_latency: Histogram,
@@ -122,6 +128,8 @@ impl Metrics {
             http_rejections: Family::default(),
             http_write_timeouts: Counter::default(),
             accept_errors: Counter::default(),
+            ingest_paced_seconds: Counter::default(),
+            lagging_clients: Counter::default(),
             // 0.1 ms .. ~6.5 s
             e2e_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
             // 1 .. 1024 ticks (the default outbox capacity)
@@ -232,6 +240,16 @@ impl Metrics {
             "http_write_timeouts",
             "HTTP connections dropped because a response was not written within the write timeout",
             m.http_write_timeouts.clone(),
+        );
+        r.register(
+            "ingest_paced_seconds",
+            "Seconds the ingest waited for writers to take from half-full outboxes",
+            m.ingest_paced_seconds.clone(),
+        );
+        r.register(
+            "lagging_clients",
+            "Outboxes the ingest stopped waiting for (writer took nothing within the pacing patience)",
+            m.lagging_clients.clone(),
         );
         r.register(
             "accept_errors",
