@@ -241,6 +241,7 @@ fn upgrade(
         Ok(p) => p,
         Err(rejected) => return refuse(&mut req, rejected),
     };
+    shared.metrics.admissions.inc();
     let announce = answer.in_band;
     let on_upgrade = hyper::upgrade::on(&mut req);
     // The connection's lifecycle span: debug level, so it costs nothing per

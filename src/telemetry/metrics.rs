@@ -64,6 +64,9 @@ pub struct Metrics {
     /// (`jump`: passed on after a gap notice; `regress`: skipped;
     /// `reset`: back to 1, passed on as a snapshot).
     pub seq_anomalies: Family<Reason, Counter>,
+    /// Handshakes admitted (each counted when admission lets it through,
+    /// before the upgrade).
+    pub admissions: Counter,
     /// Connections turned away before the upgrade, by reason
     /// (`connection_cap`, `ip_rate`, `global_rate`).
     pub admission_rejections: Family<Reason, Counter>,
@@ -121,6 +124,7 @@ impl Metrics {
             outbox_queued: Gauge::default(),
             protocol_errors: Family::default(),
             seq_anomalies: Family::default(),
+            admissions: Counter::default(),
             admission_rejections: Family::default(),
             auth_failures: Family::default(),
             sessions_ended: Family::default(),
@@ -192,6 +196,11 @@ impl Metrics {
             "seq_anomalies",
             "Ticks whose per-symbol seq was not the next one, by kind",
             m.seq_anomalies.clone(),
+        );
+        r.register(
+            "admissions",
+            "WebSocket handshakes admitted",
+            m.admissions.clone(),
         );
         r.register(
             "admission_rejections",
