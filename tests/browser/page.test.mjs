@@ -144,9 +144,10 @@ describe('demo page', () => {
   }));
 
   test('a gap marks the row stale until the next tick', () => shooting('gap', async () => {
-    // A two-tick outbox: a burst for one symbol overflows it, the edge drops the
-    // oldest ticks and sends a gap frame.
-    const demo = await startDemo(await freePort(), ['--outbox-capacity', '2'], 'gap.demo');
+    // A two-tick outbox and no pacing (the edge would otherwise wait for the
+    // page, which reads): a burst for one symbol overflows it, the edge drops
+    // the oldest ticks and sends a gap frame.
+    const demo = await startDemo(await freePort(), ['--outbox-capacity', '2', '--pacing-patience', '0s'], 'gap.demo');
     const sym = 'GAPTEST';
     await open(`${demo.url}?symbols=${sym}`);
     await page.waitForFunction((s) => document.querySelector(`tr[data-symbol="${s}"]`)?.dataset.subscribed === 'true',
