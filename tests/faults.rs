@@ -121,6 +121,18 @@ async fn two_edges_each_deliver_everything_to_their_clients() {
     b.stop().await;
 }
 
+/// The partitions, sorted and distinct, that hold `syms` in a topic of
+/// `partitions` partitions.
+fn partitions_of(syms: &[String], partitions: i32) -> Vec<i32> {
+    let mut p: Vec<i32> = syms
+        .iter()
+        .map(|s| tickfan::partition::partition_for(s.as_bytes(), partitions))
+        .collect();
+    p.sort();
+    p.dedup();
+    p
+}
+
 /// Reads until each symbol's last seq has arrived, as a tick or inside a gap
 /// notice (a client that drops ticks may be told of the last one as missed).
 async fn read_covered(client: &mut Client, last: &BTreeMap<String, i64>) {
@@ -216,15 +228,7 @@ async fn outage_scenario(
     for c in [&mut ca, &mut cb, &mut stalled] {
         c.subscribe(&all).await;
     }
-    let parts = {
-        let mut p: Vec<i32> = syms
-            .iter()
-            .map(|s| tickfan::partition::partition_for(s.as_bytes(), 4))
-            .collect();
-        p.sort();
-        p.dedup();
-        p
-    };
+    let parts = partitions_of(&syms, 4);
     for e in [&a, &b] {
         eventually("partitions assigned", || async {
             (e.partitions().await == parts).then_some(())
@@ -485,15 +489,10 @@ async fn partitions_added_at_runtime_keep_every_symbol_flowing() {
     broker.add_partitions(&topic, 6).await;
     // The edge notices, recomputes symbol → partition and assigns the new
     // partitions that hold subscribed symbols.
-    let moved: Vec<i32> = {
-        let mut p: Vec<i32> = syms
-            .iter()
-            .map(|s| tickfan::partition::partition_for(s.as_bytes(), 6))
-            .collect();
-        p.sort();
-        p.dedup();
-        p.into_iter().filter(|p| *p >= 2).collect()
-    };
+    let moved: Vec<i32> = partitions_of(&syms, 6)
+        .into_iter()
+        .filter(|p| *p >= 2)
+        .collect();
     assert!(!moved.is_empty(), "some symbols move to new partitions");
     eventually("new partitions assigned", || async {
         let now = edge.partitions().await;
