@@ -765,3 +765,82 @@ async fn one_address_cannot_take_every_slot_nor_one_client_every_partition() {
     drop(held);
     edge.stop().await;
 }
+
+/// Clients that stop reading one after another (each one as the edge has
+/// given up on the one before): each used to hold the ingest, and so every
+/// other client's ticks, for a whole `--pacing-patience`. The stall budget
+/// bounds them together: at most one patience, then a tenth of the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stall_in_turn_hold_the_others_at_most_one_patience_and_a_tenth_of_the_time() {
+    const PATIENCE: Duration = Duration::from_millis(500);
+    const STALLERS: usize = 8;
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.ingest.pacing_patience = PATIENCE;
+        // Small buffers everywhere: a silent client's outbox is half full
+        // a fraction of a second after it stops reading a busy symbol.
+        c.gateway.outbox_capacity = 64;
+        c.gateway.socket_send_buffer = 4096;
+        // Silent for the whole test without being closed for it.
+        c.gateway.write_timeout = Duration::from_secs(240);
+        c.gateway.idle_timeout = Duration::from_secs(300);
+        c.admission.max_connections_per_ip = 100;
+        c.admission.connect_burst_per_ip = 100;
+    })
+    .await;
+    edge.ready().await;
+    let bystander = Bystander::start(&broker.bootstrap(), &topic, edge.addr).await;
+    // A busy symbol for the silent clients: 1,000 ticks/s.
+    let stop_hot = CancellationToken::new();
+    let hot = {
+        let (brokers, topic, stop) = (broker.bootstrap(), topic.clone(), stop_hot.clone());
+        tokio::spawn(async move {
+            let mut feed = Feed::new(&brokers, &topic);
+            let mut pace = tokio::time::interval(Duration::from_millis(10));
+            while !stop.is_cancelled() {
+                pace.tick().await;
+                feed.ticks("HOT", 10).await;
+            }
+            feed.flush().await;
+        })
+    };
+    let stalled_before = edge.metric("tickfan_ingest_stalled_seconds_total").await;
+    let start = Instant::now();
+    let mut silent = Vec::new();
+    for i in 1..=STALLERS {
+        // Subscribes, then never reads again.
+        let mut c = Client::connect_with_recv_buffer(edge.addr, Some(4096)).await;
+        c.subscribe(&["HOT"]).await;
+        silent.push(c);
+        eventually(
+            "the edge gives up waiting for the silent client",
+            || async {
+                (edge.metric("tickfan_lagging_clients_total").await >= i as f64).then_some(())
+            },
+        )
+        .await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let stalled = edge.metric("tickfan_ingest_stalled_seconds_total").await - stalled_before;
+    let lagging = edge.metric("tickfan_lagging_clients_total").await;
+    stop_hot.cancel();
+    hot.await.unwrap();
+    let seen = bystander.finish().await;
+    eprintln!(
+        "{STALLERS} clients stalling in turn over {elapsed:.1} s (patience {PATIENCE:?}): the ingest waited {stalled:.2} s for them ({lagging} lagging marks); {}",
+        seen.summary()
+    );
+    // What docs/security.md promises: two patiences (the budget and its
+    // credit), a tenth of the time, the 20 ms grace the last wait may take
+    // past the credit, and one wait's overshoot past its deadline on a busy
+    // machine (the budget charges what was really waited).
+    let bound = 2.0 * PATIENCE.as_secs_f64() + 0.1 * elapsed + 0.02 + 0.1;
+    assert!(
+        stalled <= bound,
+        "clients stalling in turn held the ingest {stalled:.2} s in {elapsed:.1} s (bound {bound:.2} s; without the budget {STALLERS} × {PATIENCE:?})"
+    );
+    assert!(stalled > 0.0, "the first silent client was waited for");
+    drop(silent);
+    edge.stop().await;
+}

@@ -13,6 +13,10 @@
 //! after an outage the edge takes it at the pace its reading clients drain
 //! instead of overflowing their outboxes; a writer that takes nothing within
 //! the patience is marked lagging and not waited for (see `fanout::outbox`).
+//! Waits that end that way draw on an edge-wide [`StallBudget`], so clients
+//! that stop reading, however many and however they take turns, cannot hold
+//! the ingest for more than one patience at once and a tenth of the time
+//! after that.
 
 use std::{
     collections::HashMap,
@@ -93,6 +97,74 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 
 /// How often a paced wait looks at the outboxes it waits for.
 const PACE_POLL: Duration = Duration::from_millis(1);
+
+/// The share of wall time that waits on writers which then took nothing may
+/// take, once the first patience is spent: a tenth.
+const STALL_REFILL_PER_SEC: f64 = 0.1;
+
+/// The least time a wait gives writers to take, whatever is left of the
+/// stall budget: a writer that runs takes from its outbox within a few
+/// milliseconds, so clients that read are not given up on just because
+/// others spent the budget.
+const STALL_GRACE: Duration = Duration::from_millis(20);
+
+/// How long the ingest may still wait for writers that take nothing: waits
+/// that end with a writer marked lagging are charged their whole length
+/// (waits that end because every writer took are free: that is a catch-up
+/// going at its clients' pace). It holds one patience and refills at
+/// [`STALL_REFILL_PER_SEC`]; when it is spent a wait still gives writers
+/// [`STALL_GRACE`], on credit, and once the credit reaches a whole patience
+/// the ingest stops pacing (it fans out as without it: a full outbox drops
+/// oldest with gap notices) until the budget recovers. So clients that stop
+/// reading, however many and however they take turns (or one that drains to
+/// a quarter and stalls again), hold the ingest at most one patience at
+/// once and, over any stretch of time, two patiences (and a grace) plus a
+/// tenth of it.
+///
+/// Hand-written rather than a `governor` quota: it charges a duration
+/// measured after the wait, which may overdraw it; governor admits or
+/// refuses whole cells up front.
+#[derive(Debug)]
+pub(crate) struct StallBudget {
+    /// Seconds left; negative while on credit.
+    left: f64,
+    /// One patience, seconds.
+    cap: f64,
+    at: std::time::Instant,
+}
+
+impl StallBudget {
+    pub(crate) fn new(patience: Duration, now: std::time::Instant) -> StallBudget {
+        StallBudget {
+            left: patience.as_secs_f64(),
+            cap: patience.as_secs_f64(),
+            at: now,
+        }
+    }
+
+    /// How long a wait starting `now` may give writers before those still
+    /// half full are lagging; `None` while pacing is off (no patience, or
+    /// the credit is used up).
+    pub(crate) fn allowance(&mut self, now: std::time::Instant) -> Option<Duration> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
+        self.left = (self.left + dt * STALL_REFILL_PER_SEC).min(self.cap);
+        if self.cap == 0.0 || self.left <= -self.cap {
+            return None;
+        }
+        let patience = Duration::from_secs_f64(self.cap);
+        Some(
+            Duration::from_secs_f64(self.left.max(0.0))
+                .max(STALL_GRACE)
+                .min(patience),
+        )
+    }
+
+    /// A wait of `spent` ended with writers marked lagging.
+    pub(crate) fn charge(&mut self, spent: Duration) {
+        self.left -= spent.as_secs_f64();
+    }
+}
 
 /// Instructions from the interest manager.
 #[derive(Debug)]
@@ -233,6 +305,7 @@ impl PollLoop {
     }
 
     fn run(self) {
+        let mut stall = StallBudget::new(self.pacing_patience, std::time::Instant::now());
         let mut parts: HashMap<TopicPartition, PartState> = HashMap::new();
         let mut wake: Vec<Arc<Outbox>> = Vec::new();
         let mut lag_due = std::time::Instant::now();
@@ -249,7 +322,9 @@ impl PollLoop {
             let _batch = batch.enter();
             let mut counts = BatchCounts::default();
             let mut n = 0;
-            while n < self.batch_max && counts.pressing == 0 {
+            // While pacing is off, a half-full outbox does not end the batch.
+            let allowance = stall.allowance(std::time::Instant::now());
+            while n < self.batch_max && (counts.pressing == 0 || allowance.is_none()) {
                 let timeout = if n == 0 { IDLE_POLL } else { Duration::ZERO };
                 match self.consumer.poll(timeout) {
                     None => break,
@@ -268,7 +343,7 @@ impl PollLoop {
             if n > 0 {
                 tracing::trace!("ingest batch handled");
             }
-            let held: Vec<Arc<Outbox>> = if counts.pressing > 0 && !self.pacing_patience.is_zero() {
+            let held: Vec<Arc<Outbox>> = if counts.pressing > 0 && allowance.is_some() {
                 wake.iter().filter(|o| o.holds_back()).cloned().collect()
             } else {
                 Vec::new()
@@ -278,7 +353,9 @@ impl PollLoop {
                 self.flush_counts(&counts, &parts);
             }
             drop(_batch);
-            self.pace(held);
+            if let Some(allowance) = allowance {
+                self.pace(held, allowance, &mut stall);
+            }
         }
         let _ = self.consumer.unassign();
     }
@@ -361,15 +438,17 @@ impl PollLoop {
     }
 
     /// Waits until every outbox in `held` is under half full, or the
-    /// patience runs out; those still half full then are lagging. Polls
-    /// every millisecond: a wait happens only under pressure, and a writer
-    /// signalling this thread would cost every drain on the hot path.
-    fn pace(&self, mut held: Vec<Arc<Outbox>>) {
+    /// `allowance` (the patience, or less when the stall budget is low)
+    /// runs out; those still half full then are lagging, and the wait is
+    /// charged to the budget. Polls every millisecond: a wait happens only
+    /// under pressure, and a writer signalling this thread would cost every
+    /// drain on the hot path.
+    fn pace(&self, mut held: Vec<Arc<Outbox>>, allowance: Duration, stall: &mut StallBudget) {
         if held.is_empty() {
             return;
         }
         let start = std::time::Instant::now();
-        let deadline = start + self.pacing_patience;
+        let deadline = start + allowance;
         loop {
             held.retain(|o| o.holds_back());
             if held.is_empty() || self.shutdown.is_cancelled() {
@@ -380,9 +459,15 @@ impl PollLoop {
                 for o in &held {
                     o.set_lagging();
                 }
+                let waited = now - start;
+                stall.charge(waited);
                 self.metrics.lagging_clients.inc_by(held.len() as u64);
+                self.metrics
+                    .ingest_stalled_seconds
+                    .inc_by(waited.as_secs_f64());
                 tracing::debug!(
                     clients = held.len(),
+                    waited_ms = waited.as_millis() as u64,
                     "pacing: writers took nothing within the patience; going on without them"
                 );
                 break;
@@ -570,5 +655,84 @@ impl PollLoop {
                 v.next_offset = st.next_offset;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{StallBudget, STALL_GRACE};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn secs(d: Option<Duration>) -> f64 {
+        d.expect("pacing on").as_secs_f64()
+    }
+
+    #[test]
+    fn stall_budget_holds_one_patience_then_refills_at_a_tenth_of_the_time() {
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(1000 * MS, t0);
+        assert_eq!(
+            b.allowance(t0),
+            Some(1000 * MS),
+            "a whole patience at first"
+        );
+        b.charge(1000 * MS);
+        assert_eq!(
+            b.allowance(t0),
+            Some(STALL_GRACE),
+            "spent: the grace, on credit"
+        );
+        // A second later: a tenth of a second back.
+        assert!((secs(b.allowance(t0 + 1000 * MS)) - 0.1).abs() < 1e-9);
+        // Never more than one patience, however long it rests.
+        assert_eq!(b.allowance(t0 + Duration::from_secs(3600)), Some(1000 * MS));
+    }
+
+    #[test]
+    fn a_whole_patience_of_credit_turns_pacing_off_until_repaid() {
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(100 * MS, t0);
+        b.charge(100 * MS);
+        b.charge(60 * MS);
+        assert_eq!(b.allowance(t0), Some(STALL_GRACE), "60 ms of credit");
+        b.charge(40 * MS);
+        assert_eq!(b.allowance(t0), None, "a patience of credit: pacing off");
+        // 10 ms repaid after 100 ms: on again, with the grace.
+        assert_eq!(b.allowance(t0 + 100 * MS), Some(STALL_GRACE));
+    }
+
+    #[test]
+    fn no_patience_is_no_pacing() {
+        let t0 = Instant::now();
+        assert_eq!(StallBudget::new(Duration::ZERO, t0).allowance(t0), None);
+    }
+
+    #[test]
+    fn stalls_in_turn_cost_at_most_two_patiences_and_a_tenth_of_the_time() {
+        // Clients that stop reading one after another, each 5 ms after the
+        // ingest gave up on the one before: what the budget lets the ingest
+        // wait in total (without it, 1,000 patiences).
+        let patience = 1000 * MS;
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(patience, t0);
+        let mut now = t0;
+        let mut waited = Duration::ZERO;
+        for _ in 0..1000 {
+            if let Some(w) = b.allowance(now) {
+                b.charge(w);
+                waited += w;
+                now += w;
+            }
+            now += 5 * MS;
+        }
+        let elapsed = (now - t0).as_secs_f64();
+        assert!(
+            // (the last grace may go past the credit limit)
+            waited.as_secs_f64() <= 2.0 + 0.1 * elapsed + STALL_GRACE.as_secs_f64() + 1e-6,
+            "waited {waited:?} of {elapsed:.1} s"
+        );
     }
 }

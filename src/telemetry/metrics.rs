@@ -88,6 +88,9 @@ pub struct Metrics {
     /// Seconds the ingest waited for writers to take from half-full
     /// outboxes before handling more records (pacing).
     pub ingest_paced_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// The part of `ingest_paced_seconds` spent on waits that ended with a
+    /// writer marked lagging (charged to the stall budget).
+    pub ingest_stalled_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Outboxes the ingest stopped waiting for because their writer took
     /// nothing within the pacing patience (each time it happens).
     pub lagging_clients: Counter,
@@ -133,6 +136,7 @@ impl Metrics {
             http_write_timeouts: Counter::default(),
             accept_errors: Counter::default(),
             ingest_paced_seconds: Counter::default(),
+            ingest_stalled_seconds: Counter::default(),
             lagging_clients: Counter::default(),
             // 0.1 ms .. ~6.5 s
             e2e_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
@@ -254,6 +258,11 @@ impl Metrics {
             "ingest_paced_seconds",
             "Seconds the ingest waited for writers to take from half-full outboxes",
             m.ingest_paced_seconds.clone(),
+        );
+        r.register(
+            "ingest_stalled_seconds",
+            "Seconds of pacing waits that ended with a writer marked lagging (at most one patience, then a tenth of the time)",
+            m.ingest_stalled_seconds.clone(),
         );
         r.register(
             "lagging_clients",
