@@ -9,12 +9,22 @@
 # `readOnlyRootFilesystem: true`).
 
 # ---- builder ---------------------------------------------------------------
-# rust:*-bookworm is buildpack-deps based: gcc, g++, make, perl and zlib1g-dev
-# are already there, which is all the native builds need: rdkafka-sys with its
-# default features (libz only: no cmake, no OpenSSL, no SASL, no curl) runs
-# librdkafka's own ./configure && make, and tikv-jemalloc-sys builds jemalloc
-# with make. No apt-get step.
+# rust:*-bookworm is buildpack-deps based: gcc, g++, make and perl are already
+# there; cmake is added below. rdkafka-sys is built with the features
+# cmake-build, ssl-vendored (OpenSSL compiled from source by openssl-src,
+# which needs perl and make), zstd, libz-static and curl-static (libcurl, for
+# OIDC OAUTHBEARER tokens), all compiled from bundled sources and linked
+# statically. CMake rather than librdkafka's ./configure: ./configure cannot
+# find the static libcurl (OIDC would be missing), and only the CMake build
+# marks OpenSSL as static, which makes librdkafka probe the usual CA bundle
+# paths itself (the distroless image has /etc/ssl/certs/ca-certificates.crt),
+# so public-CA brokers verify without --kafka-ca. tikv-jemalloc-sys builds
+# jemalloc with make.
 FROM rust:1.95-bookworm AS builder
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends cmake \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /build
 

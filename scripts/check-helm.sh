@@ -118,13 +118,15 @@ for label, vals in [("default", {}), ("production", prod_values)]:
 
 tmp = tempfile.mkdtemp(prefix="check-helm-")
 atexit.register(shutil.rmtree, tmp, True)
-for label, objs in rendered.items():
+
+def kube_validate(label, objs):
+    """kubernetes-validate --strict on every object but the CRDs; returns the CRD objects."""
     files, crds = [], []
     for i, (path, obj) in enumerate(objs):
         if obj.get("apiVersion", "").startswith("monitoring.coreos.com/"):
             crds.append(obj)
             continue
-        f = os.path.join(tmp, f"{label}-{i:02d}-{obj['kind']}.yaml")
+        f = os.path.join(tmp, f"{re.sub(r'[^A-Za-z0-9_.-]', '_', label)}-{i:02d}-{obj['kind']}.yaml")
         with open(f, "w") as fh:
             yaml.safe_dump(obj, fh)
         files.append(f)
@@ -135,6 +137,10 @@ for label, objs in rendered.items():
         print("       " + l)
     check(p.returncode == 0 and not bad,
           f"kubernetes-validate --strict -k {kube_version}: {label} ({', '.join(sorted(set(o['kind'] for _, o in objs if o not in crds)))})")
+    return crds
+
+for label, objs in rendered.items():
+    crds = kube_validate(label, objs)
     for sm in crds:
         # CRDs are not in kubernetes-validate's schemas: check the ServiceMonitor by hand.
         print(f"       note: {sm['kind']} ({sm['apiVersion']}) is a CRD, not in kubernetes-validate's schemas: minimal structural check instead")
@@ -205,6 +211,16 @@ def semantics(label, objs, vals):
           f"{label}: RollingUpdate maxUnavailable 0")
     ann = dep["spec"]["template"]["metadata"]["annotations"]
     check("checksum/config" in ann, f"{label}: checksum/config annotation")
+    secret_envs = {"TICKFAN_KAFKA_SASL_PASSWORD", "TICKFAN_KAFKA_KEY_PASSWORD", "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET", "TICKFAN_JWT_SECRET_VALUE"}
+    check(cm.get("TICKFAN_KAFKA_SECURITY_PROTOCOL") == v["kafka"]["securityProtocol"]
+          and not secret_envs & (set(cm) | set(env)) and "secretKeyRef" not in yaml.safe_dump(ctr),
+          f"{label}: TICKFAN_KAFKA_SECURITY_PROTOCOL {v['kafka']['securityProtocol']}; no secret value in the ConfigMap or env")
+    vols = pod.get("volumes", [])
+    mounts = {m["name"]: m for m in ctr.get("volumeMounts", [])}
+    check(set(mounts) == {vo["name"] for vo in vols} and all(m.get("readOnly") is True for m in mounts.values())
+          and all(set(vo) == {"name", "secret"} or set(vo) == {"name", "projected"} for vo in vols)
+          and all((vo.get("secret") or vo.get("projected"))["defaultMode"] == 0o440 for vo in vols),
+          f"{label}: volumes ({', '.join(mounts) or 'none'}) are Secrets mounted read-only, mode 0440")
     check(pod["automountServiceAccountToken"] is False, f"{label}: no service account token")
     for o in [o for _, o in objs]:
         lab = o["metadata"].get("labels", {})
@@ -235,6 +251,116 @@ if "production" in rendered:
           and not by_kind(rendered["production"], "Secret") and "TICKFAN_TRUSTED_PROXIES" in cm,
           "production: JWKS mounted from existingSecret, no chart Secret, trusted proxies set")
 
+def secret_files(pod, ctr, name):
+    """Files of volume `name` as {file: (Secret, key)}, and its mountPath (None, None: no such volume)."""
+    vo = next((x for x in pod.get("volumes", []) if x["name"] == name), None)
+    if vo is None:
+        return None, None
+    if "secret" in vo:
+        srcs = [{"name": vo["secret"]["secretName"], "items": vo["secret"]["items"]}]
+    else:
+        srcs = [x["secret"] for x in vo["projected"]["sources"]]
+    files = {i["path"]: (src["name"], i["key"]) for src in srcs for i in src["items"]}
+    return files, next(m["mountPath"] for m in ctr["volumeMounts"] if m["name"] == name)
+
+def kafka_env(cm):
+    return {k: v for k, v in cm.items() if k.startswith("TICKFAN_KAFKA")}
+
+if "default" in rendered:
+    pod = by_kind(rendered["default"], "Deployment")[0]["spec"]["template"]["spec"]
+    cm = by_kind(rendered["default"], "ConfigMap")[0]["data"]
+    check(kafka_env(cm) == {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"} and not pod.get("volumes"),
+          "default: Kafka PLAINTEXT, no Kafka settings or files beyond it")
+if "production" in rendered:
+    pod = by_kind(rendered["production"], "Deployment")[0]["spec"]["template"]["spec"]
+    ctr = pod["containers"][0]
+    cm = by_kind(rendered["production"], "ConfigMap")[0]["data"]
+    files, mount = secret_files(pod, ctr, "kafka-tls")
+    vo = next((x for x in pod["volumes"] if x["name"] == "kafka-tls"), {})
+    check("projected" in vo and mount == "/etc/tickfan/kafka-tls"
+          and files == {"ca.crt": ("ticks-kafka-cluster-ca-cert", "ca.crt"), "tls.crt": ("tickfan-edge", "user.crt"), "tls.key": ("tickfan-edge", "user.key")}
+          and kafka_env(cm) == {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "SSL", "TICKFAN_KAFKA_CA": "/etc/tickfan/kafka-tls/ca.crt",
+                                "TICKFAN_KAFKA_CERT": "/etc/tickfan/kafka-tls/tls.crt", "TICKFAN_KAFKA_KEY": "/etc/tickfan/kafka-tls/tls.key",
+                                "TICKFAN_KAFKA": "client.rack=eu-west-1a"},
+          "production: Strimzi mutual TLS, cluster CA and KafkaUser cert/key from their two Secrets projected into /etc/tickfan/kafka-tls")
+
+def variant(label, vals):
+    """Render, validate and run the common checks; (objs, whole render text, pod, container, ConfigMap data) or None."""
+    try:
+        manifests = render(vals)
+    except helm.HelmError as e:
+        check(False, f"{label} render: {e}")
+        return None
+    objs = objects(manifests)
+    kube_validate(label, objs)
+    dep, pod, ctr, cm, _ = semantics(label, objs, vals)
+    return objs, "\n".join(t for _, t in sorted(manifests.items())), pod, ctr, cm
+
+print("== secured Kafka")
+# MSK: SASL_SSL SCRAM-SHA-512, public CA (system CAs), password from an existing Secret.
+r = variant("variant MSK SCRAM", {"kafka": {
+    "brokers": "b-1.ticks.abc123.c2.kafka.eu-west-1.amazonaws.com:9096,b-2.ticks.abc123.c2.kafka.eu-west-1.amazonaws.com:9096",
+    "securityProtocol": "SASL_SSL", "tls": {"caKey": ""},
+    "sasl": {"mechanism": "SCRAM-SHA-512", "username": "tickfan-edge", "existingSecret": "msk-scram-tickfan", "passwordKey": "scram-pw"}}})
+if r:
+    objs, text, pod, ctr, cm = r
+    files, mount = secret_files(pod, ctr, "kafka-sasl")
+    check(kafka_env(cm) == {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TICKFAN_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                            "TICKFAN_KAFKA_SASL_USERNAME": "tickfan-edge", "TICKFAN_KAFKA_SASL_PASSWORD_FILE": "/etc/tickfan/kafka-sasl/password"}
+          and files == {"password": ("msk-scram-tickfan", "scram-pw")} and mount == "/etc/tickfan/kafka-sasl"
+          and [vo["name"] for vo in pod["volumes"]] == ["kafka-sasl"],
+          "variant MSK SCRAM: SASL settings in the ConfigMap, the password only as a file from the Secret; system CAs (no TICKFAN_KAFKA_CA)")
+    # The whole render names the Secret and its key, and has no place a password could be in:
+    # no password variable (only *_FILE), no secretKeyRef, no chart Secret. The must-fail cases
+    # below show that no value (kafka.sasl.password, kafka.options, config) can carry one either.
+    check("msk-scram-tickfan" in text and "scram-pw" in text and not re.search(r"TICKFAN_KAFKA_SASL_PASSWORD(?!_FILE)", text)
+          and "secretKeyRef" not in text and not by_kind(objs, "Secret"),
+          "variant MSK SCRAM: the render names the Secret and key, never a password variable, secretKeyRef or chart Secret")
+# Confluent Cloud: SASL_SSL PLAIN with an API key; tls left at its defaults (no Secret: system CAs).
+r = variant("variant Confluent Cloud PLAIN", {"kafka": {
+    "brokers": "pkc-41wq6.eu-west-2.aws.confluent.cloud:9092", "securityProtocol": "SASL_SSL",
+    "sasl": {"mechanism": "PLAIN", "username": "ABCDEFGH12345678", "existingSecret": "confluent-api-key"}}})
+if r:
+    objs, text, pod, ctr, cm = r
+    files, _ = secret_files(pod, ctr, "kafka-sasl")
+    check(files == {"password": ("confluent-api-key", "password")} and "TICKFAN_KAFKA_CA" not in cm
+          and cm["TICKFAN_KAFKA_SASL_MECHANISM"] == "PLAIN" and [vo["name"] for vo in pod["volumes"]] == ["kafka-sasl"],
+          "variant Confluent Cloud PLAIN: password file from key `password`, system CAs")
+# Mutual TLS, everything in one Secret (cert-manager style), encrypted key.
+r = variant("variant mTLS", {"kafka": {"securityProtocol": "SSL", "tls": {
+    "existingSecret": "kafka-client-tls", "certKey": "tls.crt", "keyKey": "tls.key", "keyPasswordKey": "key-passphrase"}}})
+if r:
+    objs, text, pod, ctr, cm = r
+    files, mount = secret_files(pod, ctr, "kafka-tls")
+    check("secret" in pod["volumes"][0] and mount == "/etc/tickfan/kafka-tls"
+          and files == {"ca.crt": ("kafka-client-tls", "ca.crt"), "tls.crt": ("kafka-client-tls", "tls.crt"),
+                        "tls.key": ("kafka-client-tls", "tls.key"), "key-password": ("kafka-client-tls", "key-passphrase")}
+          and kafka_env(cm) == {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "SSL", "TICKFAN_KAFKA_CA": "/etc/tickfan/kafka-tls/ca.crt",
+                                "TICKFAN_KAFKA_CERT": "/etc/tickfan/kafka-tls/tls.crt", "TICKFAN_KAFKA_KEY": "/etc/tickfan/kafka-tls/tls.key",
+                                "TICKFAN_KAFKA_KEY_PASSWORD_FILE": "/etc/tickfan/kafka-tls/key-password"},
+          "variant mTLS: CA, client cert, key and key passphrase from one Secret as files; paths in the ConfigMap")
+# OAUTHBEARER (OIDC client credentials) over SASL_SSL with a private CA, plus other librdkafka options.
+r = variant("variant OAUTHBEARER", {"kafka": {"securityProtocol": "SASL_SSL",
+    "sasl": {"mechanism": "OAUTHBEARER"}, "tls": {"caSecret": "corp-root-ca", "caKey": "root.pem"},
+    "oauth": {"tokenEndpoint": "https://id.example.com/realms/kafka/protocol/openid-connect/token", "clientId": "tickfan-edge",
+              "existingSecret": "kafka-oidc-client", "scope": "kafka"},
+    "options": {"fetch.wait.max.ms": 50, "client.rack": "eu-west-1a", "socket.keepalive.enable": True, "fetch.max.bytes": 52428800}}})
+if r:
+    objs, text, pod, ctr, cm = r
+    oauth_files, oauth_mount = secret_files(pod, ctr, "kafka-oauth")
+    ca_files, _ = secret_files(pod, ctr, "kafka-tls")
+    check(oauth_files == {"client-secret": ("kafka-oidc-client", "client-secret")} and oauth_mount == "/etc/tickfan/kafka-oauth"
+          and ca_files == {"ca.crt": ("corp-root-ca", "root.pem")}
+          and kafka_env(cm) == {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "TICKFAN_KAFKA_SASL_MECHANISM": "OAUTHBEARER",
+                                "TICKFAN_KAFKA_OAUTH_TOKEN_ENDPOINT": "https://id.example.com/realms/kafka/protocol/openid-connect/token",
+                                "TICKFAN_KAFKA_OAUTH_CLIENT_ID": "tickfan-edge", "TICKFAN_KAFKA_OAUTH_SCOPE": "kafka",
+                                "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET_FILE": "/etc/tickfan/kafka-oauth/client-secret",
+                                "TICKFAN_KAFKA_CA": "/etc/tickfan/kafka-tls/ca.crt",
+                                "TICKFAN_KAFKA": "client.rack=eu-west-1a,fetch.max.bytes=52428800,fetch.wait.max.ms=50,socket.keepalive.enable=true"},
+          "variant OAUTHBEARER: OIDC settings in the ConfigMap, client secret as a file, CA from tls.caSecret alone, options as TICKFAN_KAFKA")
+    check(not re.search(r"TICKFAN_KAFKA_OAUTH_CLIENT_SECRET(?!_FILE)", text) and "secretKeyRef" not in text,
+          "variant OAUTHBEARER: no client secret variable, only its file")
+
 # extra variants
 try:
     objs = objects(render({"jwt": {"secret": "x" * 40, "issuer": "me"}, "lifecycle": {"preStop": {"mode": "exec", "seconds": 3}},
@@ -264,8 +390,8 @@ try:
     cm = by_kind(objs, "ConfigMap")[0]["data"]
     check(cm["TICKFAN_WRITE_TIMEOUT"] == "30s" and cm["TICKFAN_MAX_CONNECTIONS_PER_IP"] == "5000"
           and cm["TICKFAN_MAX_UNKNOWN_SYMBOLS"] == "50" and cm["TICKFAN_FD_RESERVE"] == "64"
-          and cm["TICKFAN_PACING_PATIENCE"] == "1s",
-          "variant: limits reach the ConfigMap as TICKFAN_* (set ones and defaults)")
+          and cm["TICKFAN_PACING_PATIENCE"] == "1s" and cm["TICKFAN_MAX_SUBSCRIPTIONS"] == "1000000",
+          "variant: limits reach the ConfigMap as TICKFAN_* (set ones and defaults; 1000000, not 1e+06)")
 except helm.HelmError as e:
     check(False, f"variant limits render: {e}")
 
@@ -292,7 +418,68 @@ bad = {
     "adminPort privileged (schema)": ({"adminPort": 80}, "/adminPort"),
     "config sets the admin listener": ({"config": {"TICKFAN_ADMIN_LISTEN": "0.0.0.0:9"}}, "config.TICKFAN_ADMIN_LISTEN is managed"),
     "preStop mode bogus (schema)": ({"lifecycle": {"preStop": {"mode": "bogus"}}}, "/lifecycle/preStop/mode"),
+    # Kafka security
+    "kafka.securityProtocol bogus (schema)": ({"kafka": {"securityProtocol": "TLS"}}, "/kafka/securityProtocol"),
+    "kafka.sasl.mechanism GSSAPI (schema)": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "GSSAPI"}}}, "/kafka/sasl/mechanism"),
+    "SASL_SSL without sasl.mechanism": ({"kafka": {"securityProtocol": "SASL_SSL"}}, "kafka.securityProtocol is SASL_SSL: set kafka.sasl.mechanism"),
+    "SASL_PLAINTEXT without sasl.mechanism": ({"kafka": {"securityProtocol": "SASL_PLAINTEXT"}}, "kafka.securityProtocol is SASL_PLAINTEXT: set kafka.sasl.mechanism"),
+    "sasl.mechanism with PLAINTEXT": ({"kafka": {"sasl": {"mechanism": "PLAIN", "username": "u", "existingSecret": "s"}}},
+                                      "kafka.sasl.mechanism is PLAIN but kafka.securityProtocol is PLAINTEXT"),
+    "sasl.mechanism with SSL": ({"kafka": {"securityProtocol": "SSL", "sasl": {"mechanism": "SCRAM-SHA-256", "username": "u", "existingSecret": "s"}}},
+                                "kafka.sasl.mechanism is SCRAM-SHA-256 but kafka.securityProtocol is SSL"),
+    "SCRAM without sasl.username": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "SCRAM-SHA-512", "existingSecret": "s"}}},
+                                    "kafka.sasl.mechanism SCRAM-SHA-512 needs kafka.sasl.username"),
+    "PLAIN without sasl.existingSecret": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "username": "u"}}},
+                                          "kafka.sasl.mechanism PLAIN needs kafka.sasl.existingSecret"),
+    "sasl.username without a PLAIN/SCRAM mechanism": ({"kafka": {"sasl": {"username": "u"}}}, "kafka.sasl.username and kafka.sasl.existingSecret are for"),
+    "OAUTHBEARER without oauth.tokenEndpoint": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "OAUTHBEARER"},
+                                                           "oauth": {"clientId": "c", "existingSecret": "s"}}},
+                                                "kafka.sasl.mechanism OAUTHBEARER needs kafka.oauth.tokenEndpoint"),
+    "OAUTHBEARER without oauth.clientId": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "OAUTHBEARER"},
+                                                      "oauth": {"tokenEndpoint": "https://id/token", "existingSecret": "s"}}},
+                                           "kafka.sasl.mechanism OAUTHBEARER needs kafka.oauth.clientId"),
+    "OAUTHBEARER without oauth.existingSecret": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "OAUTHBEARER"},
+                                                            "oauth": {"tokenEndpoint": "https://id/token", "clientId": "c"}}},
+                                                 "kafka.sasl.mechanism OAUTHBEARER needs kafka.oauth.existingSecret"),
+    "OAUTHBEARER with sasl.username": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "OAUTHBEARER", "username": "u"},
+                                                  "oauth": {"tokenEndpoint": "https://id/token", "clientId": "c", "existingSecret": "s"}}},
+                                       "kafka.sasl.username and kafka.sasl.existingSecret are for kafka.sasl.mechanism PLAIN or SCRAM-SHA-256/512 (it is OAUTHBEARER)"),
+    "oauth.* with SCRAM": ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "SCRAM-SHA-512", "username": "u", "existingSecret": "s"},
+                                      "oauth": {"clientId": "c"}}}, "kafka.oauth.* is for kafka.sasl.mechanism OAUTHBEARER (it is SCRAM-SHA-512)"),
+    "oauth.tokenEndpoint not a URL (schema)": ({"kafka": {"oauth": {"tokenEndpoint": "id.example.com/token"}}}, "/kafka/oauth/tokenEndpoint"),
+    "tls.certKey without tls.keyKey": ({"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "t", "certKey": "tls.crt"}}},
+                                       "kafka.tls.certKey is set without kafka.tls.keyKey"),
+    "tls.keyKey without tls.certKey": ({"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "t", "keyKey": "tls.key"}}},
+                                       "kafka.tls.keyKey is set without kafka.tls.certKey"),
+    "tls.keyPasswordKey without a client key": ({"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "t", "keyPasswordKey": "pw"}}},
+                                                "kafka.tls.keyPasswordKey is the passphrase of the client key"),
+    "tls.certKey/keyKey without tls.existingSecret": ({"kafka": {"securityProtocol": "SSL", "tls": {"certKey": "tls.crt", "keyKey": "tls.key"}}},
+                                                      "kafka.tls.certKey/keyKey name keys of kafka.tls.existingSecret"),
+    "tls.caKey (non-default) without a Secret": ({"kafka": {"securityProtocol": "SSL", "tls": {"caKey": "root.pem"}}},
+                                                 "kafka.tls.caKey (root.pem) names a key of kafka.tls.caSecret or kafka.tls.existingSecret"),
+    "tls.caSecret with an empty caKey": ({"kafka": {"securityProtocol": "SSL", "tls": {"caSecret": "ca", "caKey": ""}}},
+                                         "kafka.tls.caSecret is set but kafka.tls.caKey is empty"),
+    "tls.existingSecret with PLAINTEXT": ({"kafka": {"tls": {"existingSecret": "t"}}},
+                                          "kafka.tls.existingSecret/caSecret are set but kafka.securityProtocol is PLAINTEXT"),
+    "tls.caSecret with SASL_PLAINTEXT": ({"kafka": {"securityProtocol": "SASL_PLAINTEXT", "tls": {"caSecret": "ca"},
+                                                    "sasl": {"mechanism": "PLAIN", "username": "u", "existingSecret": "s"}}},
+                                         "kafka.tls.existingSecret/caSecret are set but kafka.securityProtocol is SASL_PLAINTEXT"),
+    "tls.existingSecret not a Secret name (schema)": ({"kafka": {"tls": {"existingSecret": "Kafka_TLS"}}}, "/kafka/tls/existingSecret"),
+    "kafka.sasl.password: no value takes a password (schema)": ({"kafka": {"sasl": {"password": "hunter2"}}}, "'password' not allowed"),
+    "kafka.options value with a comma (schema)": ({"kafka": {"options": {"debug": "broker,fetch"}}}, "/kafka/options/debug"),
+    "kafka.options key not a librdkafka name (schema)": ({"kafka": {"options": {"Fetch.Wait.Max.Ms": "50"}}}, "invalid propertyName 'Fetch.Wait.Max.Ms'"),
+    "config.TICKFAN_KAFKA (use kafka.options)": ({"config": {"TICKFAN_KAFKA": "client.rack=a"}}, "config.TICKFAN_KAFKA is managed by the chart's kafka.* values"),
+    "config.TICKFAN_KAFKA_SASL_PASSWORD": ({"config": {"TICKFAN_KAFKA_SASL_PASSWORD": "hunter2"}}, "config.TICKFAN_KAFKA_SASL_PASSWORD is managed by the chart's kafka.* values"),
+    "config.TICKFAN_KAFKA_OAUTH_CLIENT_SECRET": ({"config": {"TICKFAN_KAFKA_OAUTH_CLIENT_SECRET": "x"}}, "config.TICKFAN_KAFKA_OAUTH_CLIENT_SECRET is managed"),
+    "config.TICKFAN_KAFKA_SECURITY_PROTOCOL": ({"config": {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "SSL"}}, "config.TICKFAN_KAFKA_SECURITY_PROTOCOL is managed"),
 }
+# kafka.options: every secret key, and every key the chart sets.
+for key in ["sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret", "ssl.keystore.password", "ssl.key.pem",
+            "ssl.certificate.pem", "sasl.oauthbearer.config", "sasl.jaas.config"]:
+    bad[f"kafka.options.{key} (secret)"] = ({"kafka": {"options": {key: "x"}}}, f"kafka.options.{key} is a secret")
+for key in ["security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "ssl.ca.location", "ssl.certificate.location",
+            "ssl.key.location", "bootstrap.servers", "sasl.oauthbearer.token.endpoint.url", "sasl.oauthbearer.scope"]:
+    bad[f"kafka.options.{key} (set by the chart)"] = ({"kafka": {"options": {key: "x"}}}, f"kafka.options.{key} is set by the chart")
 for what, (vals, expect) in bad.items():
     try:
         render(vals)

@@ -116,17 +116,38 @@ pub async fn run_edge(
         }
         None => None,
     };
-    gateway::serve(listener, shared, shutdown).await;
-    // Probes and scrapes keep their answers (not ready) until the public
-    // port has drained.
-    admin_stop.cancel();
-    if let Some(a) = admin {
-        let _ = a.await;
-    }
-    ingest_stop.cancel();
-    ingest.join().await;
-    if let Some(t) = traces {
-        t.shutdown().await;
+    // `--shutdown-grace` is a hard limit from the signal, whatever state
+    // Kafka is in: leaving the consumer and the trace exporter behind is
+    // fine once the sessions are drained (a metadata request to an
+    // unreachable or refusing cluster blocks for seconds, and librdkafka's
+    // teardown waits on it).
+    let grace = config.gateway.shutdown_grace;
+    let hard_stop = {
+        let signalled = shutdown.clone();
+        async move {
+            signalled.cancelled().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let run = async {
+        gateway::serve(listener, shared, shutdown).await;
+        // Probes and scrapes keep their answers (not ready) until the public
+        // port has drained.
+        admin_stop.cancel();
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+        ingest_stop.cancel();
+        ingest.join().await;
+        if let Some(t) = traces {
+            t.shutdown().await;
+        }
+    };
+    tokio::select! {
+        _ = run => {}
+        _ = hard_stop => {
+            tracing::warn!(?grace, "--shutdown-grace over: leaving without waiting for Kafka or the trace exporter");
+        }
     }
     tracing::info!("edge stopped");
     Ok(())
@@ -152,11 +173,7 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
     let mock = MockCluster::new(1)?;
     let topic = "ticks";
     mock.create_topic(topic, config.partitions, 1)?;
-    let kafka = KafkaConfig {
-        brokers: mock.bootstrap_servers(),
-        topics: vec![topic.to_string()],
-        options: vec![],
-    };
+    let kafka = KafkaConfig::plain(mock.bootstrap_servers(), topic);
     let mut gateway = config.gateway.clone();
     gateway.page = true;
     let edge = EdgeConfig {

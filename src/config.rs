@@ -13,75 +13,7 @@ use crate::{
     telemetry::otel,
 };
 
-/// Where Kafka is and what to read or write.
-#[derive(Args, Debug, Clone)]
-#[group(id = "kafka")]
-#[command(next_help_heading = "Kafka")]
-pub struct KafkaConfig {
-    /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "TICKFAN_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-
-    /// Topic(s) carrying ticks, comma-separated. The edge consumes the
-    /// partitions of every listed topic that hold subscribed symbols.
-    #[arg(
-        long = "topic",
-        env = "TICKFAN_TOPIC",
-        default_value = "ticks",
-        value_delimiter = ','
-    )]
-    pub topics: Vec<String>,
-
-    /// Extra librdkafka setting as KEY=VALUE (repeatable; in the environment,
-    /// comma-separated), e.g. `--kafka security.protocol=SASL_SSL`.
-    #[arg(long = "kafka", env = "TICKFAN_KAFKA", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_key_value)]
-    pub options: Vec<(String, String)>,
-}
-
-impl KafkaConfig {
-    /// A librdkafka config: the bootstrap servers, then `defaults` (the
-    /// caller's tuning), then the user's `--kafka` settings, which win.
-    pub fn client_config(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set("log_level", "4");
-        for (k, v) in defaults {
-            c.set(*k, *v);
-        }
-        for (k, v) in &self.options {
-            c.set(k, v);
-        }
-        c
-    }
-
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            !self.brokers.trim().is_empty(),
-            "--brokers must not be empty"
-        );
-        anyhow::ensure!(!self.topics.is_empty(), "at least one --topic is required");
-        for t in &self.topics {
-            anyhow::ensure!(
-                !t.is_empty()
-                    && t.len() <= 249
-                    && t.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
-                "invalid topic name {t:?}"
-            );
-        }
-        Ok(())
-    }
-}
-
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
-    if k.trim().is_empty() {
-        return Err(format!("empty key in {s:?}"));
-    }
-    Ok((k.trim().to_string(), v.to_string()))
-}
+pub use crate::kafka::KafkaConfig;
 
 /// `tickfan edge`.
 #[derive(Args, Debug, Clone)]
@@ -231,15 +163,5 @@ mod tests {
         c.validate().unwrap();
         c.gateway.http.fd_reserve = 1;
         assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn kafka_options_parse() {
-        assert_eq!(
-            parse_key_value("a.b=c=d").unwrap(),
-            ("a.b".into(), "c=d".into())
-        );
-        assert!(parse_key_value("novalue").is_err());
-        assert!(parse_key_value("=x").is_err());
     }
 }

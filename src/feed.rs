@@ -340,7 +340,7 @@ pub fn producer(
         // Notice partitions added to the topic within seconds, not minutes.
         ("topic.metadata.refresh.interval.ms", "5000"),
         ("client.id", "tickfan-produce"),
-    ]);
+    ])?;
     Ok((c.create_with_context(Counting(counts.clone()))?, counts))
 }
 

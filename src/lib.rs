@@ -20,6 +20,7 @@
 //! | [`partition`] | the Java-compatible murmur2 key partitioner |
 //! | [`codec`] | Avro single-object contract (`schemas/tick.avsc`) and the client JSON |
 //! | [`ingest`] | rdkafka consumer, partition interest, offsets, readiness |
+//! | [`kafka`] | how to reach Kafka: brokers, topics, TLS, SASL, secrets, other librdkafka settings |
 //! | [`fanout`] | sharded registry, last-value cache, per-client outbox |
 //! | [`gateway`] | warp routes, WebSocket sessions, protocol messages |
 //! | [`feed`] | the synthetic feed behind `tickfan produce` and the demo |
@@ -28,7 +29,7 @@
 //! | [`client`] | reference WebSocket client: reconnect with jittered backoff, resubscribe, events |
 //!
 //! Dependency rule: `gateway → fanout ← ingest`; `codec`, `market`,
-//! `partition`, `config`, `telemetry`, `shutdown` are leaves; only [`app`]
+//! `partition`, `kafka`, `config`, `telemetry`, `shutdown` are leaves; only [`app`]
 //! and the binary see everything.
 
 pub mod app;
@@ -39,6 +40,7 @@ pub mod fanout;
 pub mod feed;
 pub mod gateway;
 pub mod ingest;
+pub mod kafka;
 pub mod loadgen;
 pub mod market;
 pub mod partition;

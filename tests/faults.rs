@@ -652,3 +652,60 @@ async fn next_event<T>(rx: &mut tokio::sync::mpsc::Receiver<T>) -> T {
         .expect("event in time")
         .expect("client alive")
 }
+
+/// A cluster that takes connections and never answers (a hung broker, a
+/// firewall that drops replies): the edge stays up and says so (`/healthz`
+/// 200, `/readyz` 503, clients told `stale`), and SIGTERM still ends it
+/// within `--shutdown-grace`. It used to wait for librdkafka's metadata
+/// request to time out (5 s) and for the client's teardown first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_grace_holds_while_kafka_does_not_answer() {
+    const GRACE: Duration = Duration::from_millis(1500);
+    // Connections are held open, unread, by the test until it ends.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let brokers = silent.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        silent.set_nonblocking(false).unwrap();
+        while let Ok((c, _)) = silent.accept() {
+            conns.push(c);
+            if conns.len() >= 4 {
+                break;
+            }
+        }
+        conns
+    });
+    let mut edge = EdgeProcess::spawn_unready(
+        &brokers,
+        "ticks",
+        &["--drain-window", "1s", "--shutdown-grace", "1500ms"],
+        &[],
+    )
+    .await;
+    assert_eq!(http_get(edge.addr, "/readyz").await.0, 503, "not ready");
+    let mut c = Client::connect(edge.addr).await;
+    c.read_until("the feed status", |f| !f.is_empty()).await;
+    assert_eq!(c.statuses(), vec!["stale".to_string()]);
+
+    let sent = tokio::time::Instant::now();
+    edge.signal("-TERM");
+    let status = tokio::time::timeout(DEADLINE, edge.child.wait())
+        .await
+        .expect("the edge exits")
+        .unwrap();
+    let took = sent.elapsed();
+    eprintln!("SIGTERM with Kafka silent: exited after {took:?} (--shutdown-grace {GRACE:?})");
+    assert!(status.success(), "{status:?}");
+    // The grace, and a second for the process to wind down on a busy
+    // machine; the old wait was the 5 s metadata timeout on top.
+    assert!(
+        took < GRACE + Duration::from_secs(1),
+        "SIGTERM took {took:?} with --shutdown-grace {GRACE:?}"
+    );
+    assert!(
+        edge.log().contains("--shutdown-grace over"),
+        "the edge says why it left without Kafka:\n{}",
+        edge.log()
+    );
+    drop(held);
+}

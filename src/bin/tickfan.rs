@@ -23,6 +23,8 @@ struct Cli {
     log_format: telemetry::LogFormat,
 }
 
+// Parsed once at start: boxing the big variant would save nothing worth it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run an edge node: consume ticks from Kafka, serve WebSocket clients.
@@ -54,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     };
     telemetry::init_logging(cli.log_format, exporting);
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cli.command {
             Command::Edge(c) => {
                 c.validate()?;
@@ -74,7 +76,11 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .map(|_| ()),
         }
-    })
+    });
+    // Blocking calls still running (a Kafka metadata request to an
+    // unreachable cluster) must not hold the exit past --shutdown-grace.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }
 
 #[cfg(test)]

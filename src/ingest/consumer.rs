@@ -166,6 +166,64 @@ impl StallBudget {
     }
 }
 
+/// Why the consumer could not hand over records, as the metric's `reason`
+/// (`tickfan_consume_errors_total`): a bounded set of labels.
+pub(crate) fn unreadable_reason(e: &KafkaError) -> &'static str {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::BadCompression | C::NotImplemented | C::UnsupportedCompressionType) => {
+            "compression"
+        }
+        Some(C::BadMessage | C::InvalidMessage | C::InvalidMessageSize | C::InvalidRecord) => {
+            "corrupt"
+        }
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication,
+        ) => "authorization",
+        Some(C::OffsetOutOfRange | C::AutoOffsetReset) => "offset_out_of_range",
+        Some(C::MessageSizeTooLarge) => "too_large",
+        _ => "other",
+    }
+}
+
+/// Consumer errors: every one counted, and logged as a warning when its
+/// reason changes or once a minute while it goes on (with the count since),
+/// so records the edge cannot read are never dropped silently nor flood the
+/// log.
+#[derive(Default)]
+struct Unreadable {
+    last: Option<(&'static str, std::time::Instant)>,
+    since: u64,
+}
+
+impl Unreadable {
+    const REPEAT: Duration = Duration::from_secs(60);
+
+    fn note(&mut self, e: &KafkaError, metrics: &Metrics) {
+        let reason = unreadable_reason(e);
+        metrics.consume_error(reason);
+        self.since += 1;
+        let now = std::time::Instant::now();
+        let due = match self.last {
+            Some((r, at)) => r != reason || now.duration_since(at) >= Self::REPEAT,
+            None => true,
+        };
+        if due {
+            tracing::warn!(
+                error = %e,
+                reason,
+                errors_since_last_warning = self.since,
+                "kafka records could not be read (counted in tickfan_consume_errors_total)"
+            );
+            self.last = Some((reason, now));
+            self.since = 0;
+        }
+    }
+}
+
 /// Instructions from the interest manager.
 #[derive(Debug)]
 pub enum Command {
@@ -306,6 +364,7 @@ impl PollLoop {
 
     fn run(self) {
         let mut stall = StallBudget::new(self.pacing_patience, std::time::Instant::now());
+        let mut unreadable = Unreadable::default();
         let mut parts: HashMap<TopicPartition, PartState> = HashMap::new();
         let mut wake: Vec<Arc<Outbox>> = Vec::new();
         let mut lag_due = std::time::Instant::now();
@@ -334,7 +393,7 @@ impl PollLoop {
                     }
                     Some(Err(KafkaError::PartitionEOF(_))) => {}
                     Some(Err(e)) => {
-                        tracing::debug!(error = %e, "consumer error");
+                        unreadable.note(&e, &self.metrics);
                         break;
                     }
                 }
@@ -662,7 +721,30 @@ impl PollLoop {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{StallBudget, STALL_GRACE};
+    use rdkafka::{error::KafkaError, types::RDKafkaErrorCode as C};
+
+    use super::{unreadable_reason, StallBudget, STALL_GRACE};
+    use crate::telemetry::metrics::CONSUME_ERROR_REASONS;
+
+    #[test]
+    fn consumer_errors_map_onto_the_documented_reasons() {
+        let cases = [
+            (C::UnsupportedCompressionType, "compression"),
+            (C::BadCompression, "compression"),
+            (C::NotImplemented, "compression"),
+            (C::BadMessage, "corrupt"),
+            (C::InvalidRecord, "corrupt"),
+            (C::TopicAuthorizationFailed, "authorization"),
+            (C::OffsetOutOfRange, "offset_out_of_range"),
+            (C::MessageSizeTooLarge, "too_large"),
+            (C::BrokerTransportFailure, "other"),
+        ];
+        for (code, want) in cases {
+            let got = unreadable_reason(&KafkaError::MessageConsumption(code));
+            assert_eq!(got, want, "{code:?}");
+            assert!(CONSUME_ERROR_REASONS.contains(&got), "{got} pre-registered");
+        }
+    }
 
     const MS: Duration = Duration::from_millis(1);
 

@@ -136,6 +136,9 @@ pub struct Status {
     recheck: tokio::sync::Notify,
     /// Partitions currently assigned, with their positions.
     pub partitions: Mutex<BTreeMap<TopicPartition, PartitionView>>,
+    /// The last kind of connection refusal logged (credentials,
+    /// certificates), cleared when the edge is ready again.
+    refusal: Mutex<Option<RDKafkaErrorCode>>,
 }
 
 impl Default for Status {
@@ -145,6 +148,7 @@ impl Default for Status {
             feed: watch::Sender::new(FeedStatus::Stale),
             recheck: tokio::sync::Notify::new(),
             partitions: Mutex::default(),
+            refusal: Mutex::default(),
         }
     }
 }
@@ -162,6 +166,9 @@ impl Status {
 
     fn set_kafka_ready(&self, ready: bool) {
         self.kafka_ready.store(ready, Ordering::Release);
+        if ready {
+            *self.refusal.lock().unwrap() = None;
+        }
         let status = if ready {
             FeedStatus::Live
         } else {
@@ -196,7 +203,7 @@ impl Ingest {
     ) -> anyhow::Result<Ingest> {
         let status = Arc::new(Status::default());
         let consumer: Arc<EdgeConsumer> =
-            Arc::new(consumer_config(kafka).create_with_context(IngestContext {
+            Arc::new(consumer_config(kafka)?.create_with_context(IngestContext {
                 status: status.clone(),
             })?);
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
@@ -261,19 +268,49 @@ impl Ingest {
 pub type EdgeConsumer = BaseConsumer<IngestContext>;
 
 /// Consumer callbacks: turns librdkafka's "all brokers down" into a stale
-/// feed at once, instead of at the next metadata refresh.
+/// feed at once, instead of at the next metadata refresh, and says what is
+/// wrong when the brokers refuse the edge (credentials, certificates).
 pub struct IngestContext {
     status: Arc<Status>,
 }
 
+/// Client errors that mean the edge cannot connect as configured, rather
+/// than a broker being briefly away: logged as warnings, once per change.
+fn is_connection_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::UnsupportedSASLMechanism
+            | RDKafkaErrorCode::IllegalSASLState
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::InvalidArgument
+    )
+}
+
 impl ClientContext for IngestContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             if self.status.kafka_ready() {
                 tracing::warn!(%reason, "all kafka brokers down; feed stale");
             }
             self.status.set_kafka_ready(false);
             self.status.recheck.notify_one();
+        } else if let Some(code) = code.filter(|c| is_connection_refusal(*c)) {
+            // librdkafka retries every few seconds: one warning per kind of
+            // refusal until the edge is ready again.
+            let mut last = self.status.refusal.lock().unwrap();
+            if *last != Some(code) {
+                *last = Some(code);
+                tracing::warn!(
+                    error = %error,
+                    %reason,
+                    "kafka refuses the edge's connection (check --kafka-security-protocol, the SASL credentials and the CA/certificates); edge not ready, retrying"
+                );
+            }
         } else {
             tracing::debug!(error = %error, %reason, "kafka client error");
         }
@@ -282,7 +319,7 @@ impl ClientContext for IngestContext {
 
 impl ConsumerContext for IngestContext {}
 
-fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+fn consumer_config(kafka: &KafkaConfig) -> anyhow::Result<ClientConfig> {
     kafka.client_config(&[
         // Required by librdkafka, unused: partitions are assigned by hand and
         // nothing is committed.

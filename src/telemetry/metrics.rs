@@ -16,6 +16,16 @@ use crate::codec::avro::DecodeError;
 
 type Reason = Vec<(&'static str, &'static str)>;
 
+/// The `reason`s of `consume_errors_total` (see `ingest::consumer`).
+pub const CONSUME_ERROR_REASONS: [&str; 6] = [
+    "compression",
+    "corrupt",
+    "authorization",
+    "offset_out_of_range",
+    "too_large",
+    "other",
+];
+
 /// Every `reason` of `tickfan_sessions_ended_total` (docs/protocol.md lists
 /// what each means).
 pub const SESSION_END_REASONS: [&str; 12] = [
@@ -54,6 +64,10 @@ pub struct Metrics {
     pub drops: Family<Reason, Counter>,
     /// Kafka records rejected, by reason.
     pub decode_errors: Family<Reason, Counter>,
+    /// Consumer errors (records or fetches the edge could not read), by
+    /// reason: compression, corrupt, authorization, offset_out_of_range,
+    /// too_large, other.
+    pub consume_errors: Family<Reason, Counter>,
     /// Partitions currently assigned to this edge's consumer.
     pub assigned_partitions: Gauge,
     /// Ticks queued in all outboxes.
@@ -123,6 +137,7 @@ impl Metrics {
             gaps: Counter::default(),
             drops: Family::default(),
             decode_errors: Family::default(),
+            consume_errors: Family::default(),
             assigned_partitions: Gauge::default(),
             outbox_queued: Gauge::default(),
             protocol_errors: Family::default(),
@@ -180,6 +195,11 @@ impl Metrics {
             "decode_errors",
             "Kafka records rejected, by reason",
             m.decode_errors.clone(),
+        );
+        r.register(
+            "consume_errors",
+            "Kafka consumer errors (records or fetches the edge could not read), by reason",
+            m.consume_errors.clone(),
         );
         r.register(
             "assigned_partitions",
@@ -297,6 +317,9 @@ impl Metrics {
             let _ = m.decode_errors.get_or_create(&vec![("reason", e.reason())]);
         }
         let _ = m.drops.get_or_create(&vec![("reason", "outbox_full")]);
+        for reason in CONSUME_ERROR_REASONS {
+            let _ = m.consume_errors.get_or_create(&vec![("reason", reason)]);
+        }
         Metrics {
             registry: std::sync::Arc::new(r),
             ..m
@@ -317,6 +340,13 @@ impl Metrics {
         self.decode_errors
             .get_or_create(&vec![("reason", e.reason())])
             .inc_by(n);
+    }
+
+    /// Counts one consumer error.
+    pub fn consume_error(&self, reason: &'static str) {
+        self.consume_errors
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
     }
 
     /// Counts ticks with an out-of-order seq.

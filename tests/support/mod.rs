@@ -123,11 +123,7 @@ impl Edge {
     pub async fn spawn(brokers: &str, topic: &str, tweak: impl FnOnce(&mut EdgeConfig)) -> Edge {
         let mut config: EdgeConfig = defaults();
         config.listen = "127.0.0.1:0".parse().unwrap();
-        config.kafka = KafkaConfig {
-            brokers: brokers.into(),
-            topics: vec![topic.into()],
-            options: vec![],
-        };
+        config.kafka = KafkaConfig::plain(brokers, topic);
         config.ingest.metadata_refresh = Duration::from_millis(500);
         config.gateway.drain_window = Duration::from_millis(200);
         config.gateway.shutdown_grace = Duration::from_secs(5);
@@ -526,11 +522,7 @@ pub struct Feed {
 
 impl Feed {
     pub fn new(brokers: &str, topic: &str) -> Feed {
-        let kafka = KafkaConfig {
-            brokers: brokers.into(),
-            topics: vec![topic.into()],
-            options: vec![],
-        };
+        let kafka = KafkaConfig::plain(brokers, topic);
         let (producer, counts) = feed::producer(&kafka, 1).expect("producer");
         Feed {
             producer: std::sync::Arc::new(producer),
@@ -722,6 +714,51 @@ impl EdgeProcess {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> EdgeProcess {
+        let p = EdgeProcess::start(brokers, topic, extra, envs);
+        let addr = p.addr;
+        eventually("edge process ready", || async move {
+            if TcpStream::connect(addr).await.is_ok() && http_get(addr, "/readyz").await.0 == 200 {
+                Some(())
+            } else {
+                None
+            }
+        })
+        .await;
+        p
+    }
+
+    /// An edge that may never be ready (Kafka unreachable or refusing it):
+    /// waits until it answers `/healthz`.
+    pub async fn spawn_unready(
+        brokers: &str,
+        topic: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> EdgeProcess {
+        let p = EdgeProcess::start(brokers, topic, extra, envs);
+        let addr = p.addr;
+        eventually("edge process alive", || async move {
+            if TcpStream::connect(addr).await.is_ok() && http_get(addr, "/healthz").await.0 == 200 {
+                Some(())
+            } else {
+                None
+            }
+        })
+        .await;
+        p
+    }
+
+    /// The edge's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("edge-{}.log", self.addr.port()))
+    }
+
+    fn start(brokers: &str, topic: &str, extra: &[&str], envs: &[(&str, &str)]) -> EdgeProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -749,16 +786,7 @@ impl EdgeProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn tickfan edge");
-        let p = EdgeProcess { child, addr };
-        eventually("edge process ready", || async move {
-            if TcpStream::connect(addr).await.is_ok() && http_get(addr, "/readyz").await.0 == 200 {
-                Some(())
-            } else {
-                None
-            }
-        })
-        .await;
-        p
+        EdgeProcess { child, addr }
     }
 
     /// The edge's WebSocket URL.

@@ -118,10 +118,144 @@ key = key in the Secret, path = file name under jwt.mountPath.
 {{- end }}
 
 {{/*
+Kafka secret files to mount: a list of volumes as JSON, each
+{name, mountPath, sources: [{secret, items: [{key, path, env}]}]}.
+key = key in the Secret, path = file name under mountPath, env = the
+TICKFAN_* variable that gets the file's path (put in the ConfigMap). The
+Secrets are always existing ones (the chart creates none for Kafka). The TLS
+volume projects two Secrets when the CA is in tls.caSecret (Strimzi).
+*/}}
+{{- define "tickfan.kafkaVolumes" -}}
+{{- $k := .Values.kafka }}
+{{- $vols := list }}
+{{- $caSecret := $k.tls.caSecret | default $k.tls.existingSecret }}
+{{- $caItems := list }}
+{{- if and $caSecret $k.tls.caKey }}
+{{- $caItems = list (dict "key" $k.tls.caKey "path" "ca.crt" "env" "TICKFAN_KAFKA_CA") }}
+{{- end }}
+{{- $userItems := list }}
+{{- if and $k.tls.existingSecret $k.tls.certKey $k.tls.keyKey }}
+{{- $userItems = list (dict "key" $k.tls.certKey "path" "tls.crt" "env" "TICKFAN_KAFKA_CERT") (dict "key" $k.tls.keyKey "path" "tls.key" "env" "TICKFAN_KAFKA_KEY") }}
+{{- with $k.tls.keyPasswordKey }}
+{{- $userItems = append $userItems (dict "key" . "path" "key-password" "env" "TICKFAN_KAFKA_KEY_PASSWORD_FILE") }}
+{{- end }}
+{{- end }}
+{{- if and $caItems $userItems (eq $caSecret $k.tls.existingSecret) }}
+{{- $userItems = concat $caItems $userItems }}
+{{- $caItems = list }}
+{{- end }}
+{{- $tls := list }}
+{{- if $caItems }}
+{{- $tls = append $tls (dict "secret" $caSecret "items" $caItems) }}
+{{- end }}
+{{- if $userItems }}
+{{- $tls = append $tls (dict "secret" $k.tls.existingSecret "items" $userItems) }}
+{{- end }}
+{{- if $tls }}
+{{- $vols = append $vols (dict "name" "kafka-tls" "mountPath" "/etc/tickfan/kafka-tls" "sources" $tls) }}
+{{- end }}
+{{- if and (has $k.sasl.mechanism (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512")) $k.sasl.existingSecret }}
+{{- $vols = append $vols (dict "name" "kafka-sasl" "mountPath" "/etc/tickfan/kafka-sasl" "sources" (list (dict "secret" $k.sasl.existingSecret "items" (list (dict "key" $k.sasl.passwordKey "path" "password" "env" "TICKFAN_KAFKA_SASL_PASSWORD_FILE"))))) }}
+{{- end }}
+{{- if and (eq $k.sasl.mechanism "OAUTHBEARER") $k.oauth.existingSecret }}
+{{- $vols = append $vols (dict "name" "kafka-oauth" "mountPath" "/etc/tickfan/kafka-oauth" "sources" (list (dict "secret" $k.oauth.existingSecret "items" (list (dict "key" $k.oauth.clientSecretKey "path" "client-secret" "env" "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET_FILE"))))) }}
+{{- end }}
+{{- toJson $vols }}
+{{- end }}
+
+{{/*
+kafka.options as TICKFAN_KAFKA: key=value pairs joined with commas, keys
+sorted; whole numbers printed as integers (not 1e+06).
+*/}}
+{{- define "tickfan.kafkaOptions" -}}
+{{- $pairs := list }}
+{{- range $key, $v := .Values.kafka.options }}
+{{- $s := toString $v }}
+{{- if and (kindIs "float64" $v) (eq $v (float64 (int64 $v))) }}
+{{- $s = int64 $v | toString }}
+{{- end }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $s) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/*
+Kafka checks (security protocol, SASL, TLS, options); the binary makes the
+same ones at startup, these fail at render time instead.
+*/}}
+{{- define "tickfan.validateKafka" -}}
+{{- $k := .Values.kafka }}
+{{- $proto := $k.securityProtocol }}
+{{- $sasl := hasPrefix "SASL_" $proto }}
+{{- $tlsProto := has $proto (list "SSL" "SASL_SSL") }}
+{{- $mech := $k.sasl.mechanism }}
+{{- if and $sasl (not $mech) }}
+{{- fail (printf "kafka.securityProtocol is %s: set kafka.sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)" $proto) }}
+{{- end }}
+{{- if and $mech (not $sasl) }}
+{{- fail (printf "kafka.sasl.mechanism is %s but kafka.securityProtocol is %s: SASL needs SASL_SSL (or SASL_PLAINTEXT)" $mech $proto) }}
+{{- end }}
+{{- if has $mech (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512") }}
+{{- $missing := list }}
+{{- if not $k.sasl.username }}{{ $missing = append $missing "kafka.sasl.username" }}{{ end }}
+{{- if not $k.sasl.existingSecret }}{{ $missing = append $missing "kafka.sasl.existingSecret (a Secret whose key kafka.sasl.passwordKey holds the password)" }}{{ end }}
+{{- if $missing }}
+{{- fail (printf "kafka.sasl.mechanism %s needs %s" $mech (join " and " $missing)) }}
+{{- end }}
+{{- else if or $k.sasl.username $k.sasl.existingSecret }}
+{{- fail (printf "kafka.sasl.username and kafka.sasl.existingSecret are for kafka.sasl.mechanism PLAIN or SCRAM-SHA-256/512 (it is %s)" (ternary $mech "unset" (not (empty $mech)))) }}
+{{- end }}
+{{- if eq $mech "OAUTHBEARER" }}
+{{- $missing := list }}
+{{- if not $k.oauth.tokenEndpoint }}{{ $missing = append $missing "kafka.oauth.tokenEndpoint" }}{{ end }}
+{{- if not $k.oauth.clientId }}{{ $missing = append $missing "kafka.oauth.clientId" }}{{ end }}
+{{- if not $k.oauth.existingSecret }}{{ $missing = append $missing "kafka.oauth.existingSecret (a Secret whose key kafka.oauth.clientSecretKey holds the client secret)" }}{{ end }}
+{{- if $missing }}
+{{- fail (printf "kafka.sasl.mechanism OAUTHBEARER needs %s" (join " and " $missing)) }}
+{{- end }}
+{{- else if or $k.oauth.tokenEndpoint $k.oauth.clientId $k.oauth.existingSecret $k.oauth.scope }}
+{{- fail (printf "kafka.oauth.* is for kafka.sasl.mechanism OAUTHBEARER (it is %s)" (ternary $mech "unset" (not (empty $mech)))) }}
+{{- end }}
+{{- $t := $k.tls }}
+{{- if and $t.certKey (not $t.keyKey) }}
+{{- fail "kafka.tls.certKey is set without kafka.tls.keyKey: mutual TLS needs both the client certificate and its key" }}
+{{- end }}
+{{- if and $t.keyKey (not $t.certKey) }}
+{{- fail "kafka.tls.keyKey is set without kafka.tls.certKey: mutual TLS needs both the client certificate and its key" }}
+{{- end }}
+{{- if and $t.keyPasswordKey (not $t.keyKey) }}
+{{- fail "kafka.tls.keyPasswordKey is the passphrase of the client key: set kafka.tls.certKey and kafka.tls.keyKey too" }}
+{{- end }}
+{{- if and (or $t.certKey $t.keyKey) (not $t.existingSecret) }}
+{{- fail "kafka.tls.certKey/keyKey name keys of kafka.tls.existingSecret: set kafka.tls.existingSecret" }}
+{{- end }}
+{{- if and $t.caKey (ne $t.caKey "ca.crt") (not (or $t.caSecret $t.existingSecret)) }}
+{{- fail (printf "kafka.tls.caKey (%s) names a key of kafka.tls.caSecret or kafka.tls.existingSecret: set one of them (or leave caKey at ca.crt or \"\" for the system CAs)" $t.caKey) }}
+{{- end }}
+{{- if and $t.caSecret (not $t.caKey) }}
+{{- fail "kafka.tls.caSecret is set but kafka.tls.caKey is empty: name the key holding the CA (e.g. ca.crt)" }}
+{{- end }}
+{{- if and (or $t.existingSecret $t.caSecret) (not $tlsProto) }}
+{{- fail (printf "kafka.tls.existingSecret/caSecret are set but kafka.securityProtocol is %s: TLS files are used only with SSL or SASL_SSL" $proto) }}
+{{- end }}
+{{- $secretKeys := list "sasl.password" "ssl.key.password" "sasl.oauthbearer.client.secret" "ssl.keystore.password" "ssl.key.pem" "ssl.certificate.pem" "sasl.oauthbearer.config" "ssl_key" }}
+{{- $chartKeys := list "bootstrap.servers" "metadata.broker.list" "security.protocol" "sasl.mechanism" "sasl.mechanisms" "sasl.username" "ssl.ca.location" "ssl.ca.pem" "ssl.certificate.location" "ssl.key.location" }}
+{{- range $key, $_ := $k.options }}
+{{- if or (has $key $secretKeys) (contains "password" $key) (contains "secret" $key) (contains "jaas" $key) }}
+{{- fail (printf "kafka.options.%s is a secret: it would be stored in the ConfigMap (and tickfan refuses it in TICKFAN_KAFKA); use kafka.sasl/tls/oauth with an existingSecret" $key) }}
+{{- end }}
+{{- if or (has $key $chartKeys) (hasPrefix "sasl.oauthbearer." $key) }}
+{{- fail (printf "kafka.options.%s is set by the chart from kafka.brokers/securityProtocol/sasl/tls/oauth: set that value instead" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Cross-field checks JSON Schema (draft-07) cannot express. Included by the
 Deployment so `helm template`/`install` fail early with a clear message.
 */}}
 {{- define "tickfan.validate" -}}
+{{- include "tickfan.validateKafka" . }}
 {{- $d := .Values.drain }}
 {{- if le ($d.shutdownGraceSeconds | int) ($d.drainWindowSeconds | int) }}
 {{- fail (printf "drain.shutdownGraceSeconds (%v) must exceed drain.drainWindowSeconds (%v): tickfan refuses to start otherwise" $d.shutdownGraceSeconds $d.drainWindowSeconds) }}
@@ -147,9 +281,11 @@ Deployment so `helm template`/`install` fail early with a clear message.
 {{- if and .Values.adminPort (eq (.Values.adminPort | int) (.Values.containerPort | int)) }}
 {{- fail (printf "adminPort (%v) must differ from containerPort (%v)" .Values.adminPort .Values.containerPort) }}
 {{- end }}
-{{- $reserved := list "TICKFAN_LISTEN" "TICKFAN_ADMIN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" "TICKFAN_TRACE_ROOT_SAMPLE" "TICKFAN_WRITE_TIMEOUT" "TICKFAN_MAX_CONNECTIONS_PER_IP" "TICKFAN_AUTH_FAILURE_RATE_PER_IP" "TICKFAN_AUTH_FAILURE_BURST_PER_IP" "TICKFAN_MAX_UNKNOWN_SYMBOLS" "TICKFAN_MAX_SUBSCRIPTIONS" "TICKFAN_SYMBOL_RATE" "TICKFAN_SYMBOL_BURST" "TICKFAN_CLIENT_FRAME_RATE" "TICKFAN_CLIENT_BYTE_RATE" "TICKFAN_MAX_FRAGMENTS" "TICKFAN_MAX_HTTP_CONNECTIONS" "TICKFAN_HTTP_WRITE_TIMEOUT" "TICKFAN_FD_RESERVE" "TICKFAN_PACING_PATIENCE" }}
+{{- $reserved := list "TICKFAN_LISTEN" "TICKFAN_ADMIN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" "TICKFAN_TRACE_ROOT_SAMPLE" "TICKFAN_WRITE_TIMEOUT" "TICKFAN_MAX_CONNECTIONS_PER_IP" "TICKFAN_AUTH_FAILURE_RATE_PER_IP" "TICKFAN_AUTH_FAILURE_BURST_PER_IP" "TICKFAN_MAX_UNKNOWN_SYMBOLS" "TICKFAN_MAX_SUBSCRIPTIONS" "TICKFAN_SYMBOL_RATE" "TICKFAN_SYMBOL_BURST" "TICKFAN_CLIENT_FRAME_RATE" "TICKFAN_CLIENT_BYTE_RATE" "TICKFAN_MAX_FRAGMENTS" "TICKFAN_MAX_HTTP_CONNECTIONS" "TICKFAN_HTTP_WRITE_TIMEOUT" "TICKFAN_FD_RESERVE" "TICKFAN_PACING_PATIENCE" "TICKFAN_KAFKA" "TICKFAN_KAFKA_SECURITY_PROTOCOL" "TICKFAN_KAFKA_SASL_MECHANISM" "TICKFAN_KAFKA_SASL_USERNAME" "TICKFAN_KAFKA_SASL_PASSWORD" "TICKFAN_KAFKA_SASL_PASSWORD_FILE" "TICKFAN_KAFKA_CA" "TICKFAN_KAFKA_CERT" "TICKFAN_KAFKA_KEY" "TICKFAN_KAFKA_KEY_PASSWORD" "TICKFAN_KAFKA_KEY_PASSWORD_FILE" "TICKFAN_KAFKA_OAUTH_TOKEN_ENDPOINT" "TICKFAN_KAFKA_OAUTH_CLIENT_ID" "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET" "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET_FILE" "TICKFAN_KAFKA_OAUTH_SCOPE" }}
 {{- range $key, $_ := .Values.config }}
-{{- if has $key $reserved }}
+{{- if and (hasPrefix "TICKFAN_KAFKA" $key) (has $key $reserved) }}
+{{- fail (printf "config.%s is managed by the chart's kafka.* values (kafka.securityProtocol, sasl, tls, oauth; other librdkafka settings in kafka.options; secrets from existing Secrets only); set those instead" $key) }}
+{{- else if has $key $reserved }}
 {{- fail (printf "config.%s is managed by a dedicated value of this chart (see values.yaml); set that instead" $key) }}
 {{- end }}
 {{- end }}
