@@ -138,7 +138,7 @@ pub struct Status {
     pub partitions: Mutex<BTreeMap<TopicPartition, PartitionView>>,
     /// The last kind of connection refusal logged (credentials,
     /// certificates), cleared when the edge is ready again.
-    refusal: Mutex<Option<RDKafkaErrorCode>>,
+    refusal: Mutex<Option<&'static str>>,
 }
 
 impl Default for Status {
@@ -205,6 +205,7 @@ impl Ingest {
         let consumer: Arc<EdgeConsumer> =
             Arc::new(consumer_config(kafka)?.create_with_context(IngestContext {
                 status: status.clone(),
+                refusals: metrics.kafka_refusals.clone(),
             })?);
         let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
         let (counts_tx, counts_rx) = tokio::sync::watch::channel(Arc::new(HashMap::new()));
@@ -272,22 +273,34 @@ pub type EdgeConsumer = BaseConsumer<IngestContext>;
 /// wrong when the brokers refuse the edge (credentials, certificates).
 pub struct IngestContext {
     status: Arc<Status>,
+    /// `tickfan_kafka_refusals_total`: every refusal, logged or not.
+    refusals: prometheus_client::metrics::counter::Counter,
 }
 
 /// Client errors that mean the edge cannot connect as configured, rather
-/// than a broker being briefly away: logged as warnings, once per change.
-fn is_connection_refusal(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::Authentication
-            | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::SSL
-            | RDKafkaErrorCode::UnsupportedSASLMechanism
-            | RDKafkaErrorCode::IllegalSASLState
-            | RDKafkaErrorCode::TopicAuthorizationFailed
-            | RDKafkaErrorCode::ClusterAuthorizationFailed
-            | RDKafkaErrorCode::InvalidArgument
-    )
+/// than a broker being briefly away, by kind: logged as warnings, once per
+/// change of kind (librdkafka reports one TLS failure under two codes).
+fn refusal_kind(code: RDKafkaErrorCode, reason: &str) -> Option<&'static str> {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::Authentication
+        | C::SaslAuthenticationFailed
+        | C::UnsupportedSASLMechanism
+        | C::IllegalSASLState => Some("authentication"),
+        C::SSL => Some("tls"),
+        C::BrokerTransportFailure if is_tls_rejection(reason) => Some("tls"),
+        C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => Some("authorization"),
+        C::InvalidArgument => Some("configuration"),
+        _ => None,
+    }
+}
+
+/// A transport failure that is the broker's TLS refusing the edge (its
+/// client certificate expired, revoked or unknown: a TLS alert), not a
+/// broker being away.
+fn is_tls_rejection(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("ssl") && (r.contains("alert") || r.contains("certificate"))
 }
 
 impl ClientContext for IngestContext {
@@ -299,13 +312,15 @@ impl ClientContext for IngestContext {
             }
             self.status.set_kafka_ready(false);
             self.status.recheck.notify_one();
-        } else if let Some(code) = code.filter(|c| is_connection_refusal(*c)) {
-            // librdkafka retries every few seconds: one warning per kind of
-            // refusal until the edge is ready again.
+        } else if let Some(kind) = code.and_then(|c| refusal_kind(c, reason)) {
+            // librdkafka retries every few seconds: each refusal is counted,
+            // one warning per kind of refusal until the edge is ready again.
+            self.refusals.inc();
             let mut last = self.status.refusal.lock().unwrap();
-            if *last != Some(code) {
-                *last = Some(code);
+            if *last != Some(kind) {
+                *last = Some(kind);
                 tracing::warn!(
+                    kind,
                     error = %error,
                     %reason,
                     "kafka refuses the edge's connection (check --kafka-security-protocol, the SASL credentials and the CA/certificates); edge not ready, retrying"
@@ -339,4 +354,20 @@ fn consumer_config(kafka: &KafkaConfig) -> anyhow::Result<ClientConfig> {
         ("fetch.min.bytes", "1048576"),
         ("client.id", "tickfan-edge"),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tls_rejection;
+
+    #[test]
+    fn tls_alerts_are_refusals_and_a_broker_going_away_is_not() {
+        // What librdkafka 2.12 says when a broker rejects an expired client
+        // certificate, and when a broker is down or restarting.
+        assert!(is_tls_rejection("ssl://127.0.0.1:9095/bootstrap: Receive failed: ssl/record/rec_layer_s3.c:918:ssl3_read_bytes error:0A000416:SSL routines::ssl/tls alert certificate unknown: SSL alert number 46 (after 2ms in state APIVERSION_QUERY)"));
+        assert!(!is_tls_rejection("127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)"));
+        assert!(!is_tls_rejection(
+            "ssl://127.0.0.1:9094/1: Disconnected (after 5012ms in state UP)"
+        ));
+    }
 }

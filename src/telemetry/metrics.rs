@@ -68,6 +68,9 @@ pub struct Metrics {
     /// reason: compression, corrupt, authorization, offset_out_of_range,
     /// too_large, other.
     pub consume_errors: Family<Reason, Counter>,
+    /// Times Kafka refused the edge's connection (authentication, TLS,
+    /// authorization), each retry counted.
+    pub kafka_refusals: Counter,
     /// Partitions currently assigned to this edge's consumer.
     pub assigned_partitions: Gauge,
     /// Ticks queued in all outboxes.
@@ -138,6 +141,7 @@ impl Metrics {
             drops: Family::default(),
             decode_errors: Family::default(),
             consume_errors: Family::default(),
+            kafka_refusals: Counter::default(),
             assigned_partitions: Gauge::default(),
             outbox_queued: Gauge::default(),
             protocol_errors: Family::default(),
@@ -200,6 +204,11 @@ impl Metrics {
             "consume_errors",
             "Kafka consumer errors (records or fetches the edge could not read), by reason",
             m.consume_errors.clone(),
+        );
+        r.register(
+            "kafka_refusals",
+            "Times Kafka refused the edge's connection (authentication, TLS, authorization), each retry counted",
+            m.kafka_refusals.clone(),
         );
         r.register(
             "assigned_partitions",
