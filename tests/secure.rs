@@ -582,6 +582,10 @@ async fn a_wrong_password_an_untrusted_ca_or_an_expired_certificate_leave_the_ed
                     "reconnect.backoff.ms=100",
                     "--kafka",
                     "reconnect.backoff.max.ms=500",
+                    "--drain-window",
+                    "1s",
+                    "--shutdown-grace",
+                    "2s",
                 ],
             ]
             .concat(),
@@ -628,9 +632,30 @@ async fn a_wrong_password_an_untrusted_ca_or_an_expired_certificate_leave_the_ed
         for text in [&log, &metrics] {
             assert!(!text.contains(WRONG), "{name}: the password shows");
         }
+        // Nor on the command line, for `ps` to show.
+        let pid = edge.child.id().unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(WRONG),
+            "{name}: the password is in the command line"
+        );
         eprintln!(
             "{name}: up, not ready, stale; logged: {}",
             log.lines().find(|l| l.contains(REFUSED)).unwrap_or("")
+        );
+        // SIGTERM ends it within --shutdown-grace, refused as it is.
+        let mut edge = edge;
+        let sent = tokio::time::Instant::now();
+        edge.signal("-TERM");
+        let status = tokio::time::timeout(DEADLINE, edge.child.wait())
+            .await
+            .expect("the edge exits")
+            .unwrap();
+        assert!(status.success(), "{name}: {status:?}");
+        let took = sent.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "{name}: SIGTERM took {took:?} with --shutdown-grace 2s"
         );
     }
     // Fixed (the right secret mounted and the pod restarted): it connects.
