@@ -709,3 +709,61 @@ async fn shutdown_grace_holds_while_kafka_does_not_answer() {
     );
     drop(held);
 }
+
+/// Fetches the brokers answer with an error (here: the edge not authorized
+/// for the topic, injected into the mock cluster's Fetch responses) are
+/// counted by reason and the partition goes on from where it was once they
+/// stop: every tick arrives, none is skipped silently. Mock cluster only: a
+/// real broker would need ACLs flipped under the edge.
+#[cfg(not(real_kafka))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_errors_are_counted_by_reason_and_lose_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
+    edge.ready().await;
+    let mut c = Client::connect(edge.addr).await;
+    c.subscribe(&["AAPL"]).await;
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    feed.ticks("AAPL", 5).await;
+    feed.flush().await;
+    c.read_until("the first ticks", |_| true).await;
+    let Broker::Mock(mock) = &broker else {
+        unreachable!("mock only")
+    };
+    mock.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
+    );
+    let last = feed.ticks("AAPL", 20).await;
+    feed.flush().await;
+    eventually("the fetch errors counted", || async {
+        (edge
+            .metric("tickfan_consume_errors_total{reason=\"authorization\"}")
+            .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    c.read_until("every tick after the errors", |_| true).await;
+    let end = tokio::time::Instant::now() + DEADLINE;
+    while c.last_seq("AAPL") < Some(last) {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "ticks after the fetch errors"
+        );
+        c.read().await;
+    }
+    let seqs: Vec<i64> = c.ticks("AAPL").iter().map(|t| t.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every tick, once, in order"
+    );
+    assert!(c.gaps("AAPL").is_empty());
+    let n = edge
+        .metric("tickfan_consume_errors_total{reason=\"authorization\"}")
+        .await;
+    eprintln!("{n} fetch errors counted as authorization; all {last} ticks delivered");
+}
