@@ -17,54 +17,6 @@ use std::{
 use support::*;
 use tokio_util::sync::CancellationToken;
 
-/// Produces ticks of `symbols` round-robin at about `rate` per second until
-/// cancelled; returns the last seq per symbol once everything is delivered.
-fn steady_feed(
-    brokers: String,
-    topic: String,
-    symbols: Vec<String>,
-    rate: u64,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
-    let sent = Arc::new(AtomicU64::new(0));
-    steady(Feed::new(&brokers, &topic), symbols, rate, sent, stop)
-}
-
-/// As [`steady_feed`], counting the ticks sent in `sent`.
-fn steady(
-    mut feed: Feed,
-    symbols: Vec<String>,
-    rate: u64,
-    sent: Arc<AtomicU64>,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
-    tokio::spawn(async move {
-        let mut last = BTreeMap::new();
-        let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-        let mut i = 0;
-        while !stop.is_cancelled() {
-            pace.tick().await;
-            let s = &symbols[i % symbols.len()];
-            last.insert(s.clone(), feed.ticks(s, 1).await);
-            sent.fetch_add(1, Ordering::Relaxed);
-            i += 1;
-        }
-        feed.flush().await;
-        last
-    })
-}
-
-async fn read_to(client: &mut Client, last: &BTreeMap<String, i64>) {
-    for (s, &seq) in last {
-        let s2 = s.clone();
-        client
-            .read_until(&format!("{s} up to {seq}"), move |f| {
-                f.iter().any(|x| matches!(x, Frame::Tick { symbol, seq: q, .. } if *symbol == s2 && *q == seq))
-            })
-            .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_edges_each_deliver_everything_to_their_clients() {
     let broker = Broker::start();
@@ -119,18 +71,6 @@ async fn two_edges_each_deliver_everything_to_their_clients() {
     }
     a.stop().await;
     b.stop().await;
-}
-
-/// The partitions, sorted and distinct, that hold `syms` in a topic of
-/// `partitions` partitions.
-fn partitions_of(syms: &[String], partitions: i32) -> Vec<i32> {
-    let mut p: Vec<i32> = syms
-        .iter()
-        .map(|s| tickfan::partition::partition_for(s.as_bytes(), partitions))
-        .collect();
-    p.sort();
-    p.dedup();
-    p
 }
 
 /// Reads until each symbol's last seq has arrived, as a tick or inside a gap
@@ -459,69 +399,6 @@ async fn edge_started_before_kafka_becomes_ready_when_it_appears() {
     }
 }
 
-/// Real Kafka only: librdkafka's mock cluster does not implement
-/// CreatePartitions (see build.rs).
-#[cfg(real_kafka)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_added_at_runtime_keep_every_symbol_flowing() {
-    let broker = Broker::start();
-    let topic = broker.topic(2).await;
-    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
-        c.ingest.metadata_refresh = Duration::from_millis(300)
-    })
-    .await;
-    edge.ready().await;
-    let syms: Vec<String> = (0..8).map(|i| format!("GROW{i}")).collect();
-    let refs: Vec<&str> = syms.iter().map(String::as_str).collect();
-    let mut c = Client::connect(edge.addr).await;
-    c.subscribe(&refs).await;
-    let stop = CancellationToken::new();
-    let producer = steady_feed(
-        broker.bootstrap(),
-        topic.clone(),
-        syms.clone(),
-        300,
-        stop.clone(),
-    );
-    c.read_until("ticks before the change", |f| f.len() > 30)
-        .await;
-
-    broker.add_partitions(&topic, 6).await;
-    // The edge notices, recomputes symbol → partition and assigns the new
-    // partitions that hold subscribed symbols.
-    let moved: Vec<i32> = partitions_of(&syms, 6)
-        .into_iter()
-        .filter(|p| *p >= 2)
-        .collect();
-    assert!(!moved.is_empty(), "some symbols move to new partitions");
-    eventually("new partitions assigned", || async {
-        let now = edge.partitions().await;
-        moved.iter().all(|p| now.contains(p)).then_some(())
-    })
-    .await;
-    // Keep producing until the producer has written to the new partitions.
-    eventually("producer writes to new partitions", || async {
-        let mut any = false;
-        for p in &moved {
-            any |= edge.next_offset(*p).await.unwrap_or(0) > 5;
-        }
-        any.then_some(())
-    })
-    .await;
-    stop.cancel();
-    let last = producer.await.unwrap();
-    read_to(&mut c, &last).await;
-    for s in &syms {
-        // Kafka orders records within a partition only: a symbol's last ticks
-        // in its old partition and first in its new one may reach the edge in
-        // either order. The edge never reorders or duplicates; a hole that
-        // results is announced.
-        assert_contiguous_or_announced(&c.frames, s);
-        assert_eq!(c.last_seq(s), Some(last[s]));
-    }
-    edge.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
     use tickfan::client::{self, Event};
@@ -713,13 +590,13 @@ async fn shutdown_grace_holds_while_kafka_does_not_answer() {
 /// Fetches the brokers answer with an error (here: the edge not authorized
 /// for the topic, injected into the mock cluster's Fetch responses) are
 /// counted by reason and the partition goes on from where it was once they
-/// stop: every tick arrives, none is skipped silently. Mock cluster only: a
-/// real broker would need ACLs flipped under the edge.
-#[cfg(not(real_kafka))]
+/// stop: every tick arrives, none is skipped silently. On a mock cluster of
+/// its own in both passes (errors are injected there; a real broker would
+/// need ACLs flipped under the edge).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_errors_are_counted_by_reason_and_lose_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let broker = Broker::start();
+    let broker = Broker::mock();
     let topic = broker.topic(1).await;
     let edge = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
     edge.ready().await;

@@ -5,7 +5,16 @@
 
 #![allow(dead_code)]
 
-use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures_util::{SinkExt, StreamExt};
 use rdkafka::{
@@ -64,6 +73,24 @@ impl Broker {
             Ok(b) if !b.trim().is_empty() => Broker::Real(b),
             _ => Broker::Mock(MockCluster::new(1).expect("mock cluster")),
         }
+    }
+
+    /// The real broker named by `TICKFAN_TEST_BROKERS`, for the tests that
+    /// need one (`tests/secure.rs`, `tests/real_kafka.rs`).
+    pub fn real() -> Broker {
+        match std::env::var("TICKFAN_TEST_BROKERS") {
+            Ok(b) if !b.trim().is_empty() => Broker::Real(b),
+            _ => panic!(
+                "this test needs a real broker: scripts/kafka.sh up, then \
+                 TICKFAN_TEST_BROKERS=127.0.0.1:9092 cargo test --test secure --test real_kafka"
+            ),
+        }
+    }
+
+    /// A fresh embedded mock cluster, whatever `TICKFAN_TEST_BROKERS` says
+    /// (for tests that inject faults only the mock cluster can).
+    pub fn mock() -> Broker {
+        Broker::Mock(MockCluster::new(1).expect("mock cluster"))
     }
 
     pub fn bootstrap(&self) -> String {
@@ -803,4 +830,66 @@ impl EdgeProcess {
             .unwrap()
             .success());
     }
+}
+
+// ---- steady feeds and readers shared by tests/faults.rs and tests/real_kafka.rs
+
+/// Produces ticks of `symbols` round-robin at about `rate` per second until
+/// cancelled; returns the last seq per symbol once everything is delivered.
+pub fn steady_feed(
+    brokers: String,
+    topic: String,
+    symbols: Vec<String>,
+    rate: u64,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
+    let sent = Arc::new(AtomicU64::new(0));
+    steady(Feed::new(&brokers, &topic), symbols, rate, sent, stop)
+}
+
+/// As [`steady_feed`], counting the ticks sent in `sent`.
+pub fn steady(
+    mut feed: Feed,
+    symbols: Vec<String>,
+    rate: u64,
+    sent: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<BTreeMap<String, i64>> {
+    tokio::spawn(async move {
+        let mut last = BTreeMap::new();
+        let mut pace = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+        let mut i = 0;
+        while !stop.is_cancelled() {
+            pace.tick().await;
+            let s = &symbols[i % symbols.len()];
+            last.insert(s.clone(), feed.ticks(s, 1).await);
+            sent.fetch_add(1, Ordering::Relaxed);
+            i += 1;
+        }
+        feed.flush().await;
+        last
+    })
+}
+
+pub async fn read_to(client: &mut Client, last: &BTreeMap<String, i64>) {
+    for (s, &seq) in last {
+        let s2 = s.clone();
+        client
+            .read_until(&format!("{s} up to {seq}"), move |f| {
+                f.iter().any(|x| matches!(x, Frame::Tick { symbol, seq: q, .. } if *symbol == s2 && *q == seq))
+            })
+            .await;
+    }
+}
+
+/// The partitions, sorted and distinct, that hold `syms` in a topic of
+/// `partitions` partitions.
+pub fn partitions_of(syms: &[String], partitions: i32) -> Vec<i32> {
+    let mut p: Vec<i32> = syms
+        .iter()
+        .map(|s| tickfan::partition::partition_for(s.as_bytes(), partitions))
+        .collect();
+    p.sort();
+    p.dedup();
+    p
 }
