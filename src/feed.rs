@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use opentelemetry::{Context, KeyValue};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     codec::avro::TickCodec,
-    config::KafkaConfig,
+    kafka::KafkaConfig,
     market::{Symbol, Tick},
     telemetry::otel,
 };
@@ -274,13 +274,8 @@ fn avro_long_len(n: usize) -> usize {
     (u64::BITS - zigzag.leading_zeros()).max(1).div_ceil(7) as usize
 }
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+/// Microseconds since the Unix epoch, now (the clock ticks are stamped with).
+pub use crate::market::now_micros;
 
 /// Delivery outcomes, counted by librdkafka's delivery callback, and the
 /// last client-level error (broker down, ...).

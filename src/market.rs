@@ -116,3 +116,12 @@ mod tests {
         assert_eq!(Symbol::parse("a\"b"), Err(SymbolError::BadChar));
     }
 }
+
+/// Microseconds since the Unix epoch, now: the clock of a tick's `ts`
+/// (feeds stamp ticks with it; the edge measures latency against it).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -15,8 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    door::{self, Door},
-    server::BoxError,
+    door::{self, BoxError, Door},
     Shared,
 };
 

@@ -50,9 +50,12 @@ use super::{
     deadline::{Socket, WriteDeadline},
     fds,
     lean::{self, Why},
-    server::Body,
     Shared,
 };
+
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Response body of every route.
+pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, BoxError>;
 
 /// Plain-HTTP limits, descriptors, and the admin listener.
 #[derive(clap::Args, Debug, Clone)]

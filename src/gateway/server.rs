@@ -11,7 +11,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -26,13 +26,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     auth,
-    door::{Door, Port},
+    door::{Body, BoxError, Door, Port},
     session, Shared,
 };
-
-pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Response body of every route.
-pub type Body = BoxBody<Bytes, BoxError>;
 
 fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(

@@ -444,7 +444,7 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool
     let m = &shared.metrics;
     m.outbox_depth.observe(d.entries.len() as f64);
     if d.oldest_ts > 0 {
-        let lag_us = crate::feed::now_micros() - d.oldest_ts;
+        let lag_us = crate::market::now_micros() - d.oldest_ts;
         m.e2e_latency.observe(lag_us.max(0) as f64 / 1e6);
     }
     m.gaps.inc_by(gaps);

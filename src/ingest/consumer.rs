@@ -562,7 +562,7 @@ impl PollLoop {
         // Feed handler to edge: the tick's own timestamp to now.
         parent.set_attribute(KeyValue::new(
             "tickfan.ingest_age_us",
-            crate::feed::now_micros().saturating_sub(tick.ts),
+            crate::market::now_micros().saturating_sub(tick.ts),
         ));
         let tracer = &self.traces.as_ref().expect("traced").tracer;
         let mut span = tracer.start_with_context("fanout", cx);

@@ -35,8 +35,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::KafkaConfig,
     fanout::{FeedStatus, Registry},
+    kafka::KafkaConfig,
     telemetry::Metrics,
 };
 
