@@ -1,0 +1,277 @@
+//! One client's connection: connecting (with the reference client's retry
+//! policy), subscribing, and reading tick frames into the [`Shared`] counts.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::{net::TcpStream, time::Instant};
+use tokio_tungstenite::{
+    tungstenite::{self, Message},
+    WebSocketStream,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::shared::Shared;
+use crate::{client, feed::now_micros};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Where one client connects, and from which source address.
+pub(super) struct Target {
+    pub(super) url: String,
+    pub(super) from: Option<IpAddr>,
+}
+
+/// Why one connection attempt failed.
+enum Failure {
+    /// The handshake got an HTTP answer other than 101.
+    Rejected {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    Other(String),
+}
+
+async fn tcp(t: &Target) -> anyhow::Result<TcpStream> {
+    let uri: http::Uri = t.url.parse()?;
+    let addr = tokio::net::lookup_host((
+        uri.host().unwrap_or("127.0.0.1"),
+        uri.port_u16().unwrap_or(80),
+    ))
+    .await?
+    .next()
+    .ok_or_else(|| anyhow::anyhow!("no address for {}", t.url))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(ip) = t.from {
+        socket.bind(std::net::SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// One connection attempt: TCP, then the WebSocket handshake.
+async fn handshake(t: &Target) -> Result<Ws, Failure> {
+    let stream = tcp(t)
+        .await
+        .map_err(|e| Failure::Other(format!("connect {}: {e:#}", t.url)))?;
+    match tokio_tungstenite::client_async(t.url.as_str(), stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(r)) => Err(Failure::Rejected {
+            status: r.status().as_u16(),
+            retry_after: client::retry_after(&r),
+        }),
+        Err(e) => Err(Failure::Other(format!("handshake with {}: {e}", t.url))),
+    }
+}
+
+/// Connects, retrying as the reference client does: full-jitter exponential
+/// backoff ([`client::backoff_delay`] with [`client::Config`]'s defaults),
+/// and at least `Retry-After`. Counts into the storm when `storm`. `None`
+/// when stopped first.
+async fn connect(
+    target: &Target,
+    shared: &Shared,
+    stop: &CancellationToken,
+    storm: bool,
+) -> Option<Ws> {
+    let policy = client::Config::default();
+    let mut attempt = 0u32;
+    loop {
+        let tried = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            r = tokio::time::timeout(client::CONNECT_TIMEOUT, handshake(target)) => {
+                r.unwrap_or_else(|_| Err(Failure::Other(format!("connect {}: timed out", target.url))))
+            }
+        };
+        let floor = match tried {
+            Ok(ws) => {
+                if storm {
+                    shared.storm.admitted();
+                }
+                return Some(ws);
+            }
+            Err(Failure::Rejected {
+                status,
+                retry_after,
+            }) => {
+                if storm {
+                    let mut rejected = shared.storm.rejected.lock().unwrap();
+                    *rejected.entry(status).or_default() += 1;
+                }
+                *shared.last_error.lock().unwrap() =
+                    Some(format!("handshake with {}: HTTP {status}", target.url));
+                retry_after
+            }
+            Err(Failure::Other(reason)) => {
+                if storm {
+                    shared.storm.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                *shared.last_error.lock().unwrap() = Some(reason);
+                None
+            }
+        };
+        let (base, cap) = (policy.backoff_base, policy.backoff_cap);
+        let delay = client::backoff_delay(attempt, base, cap, &mut rand::rng());
+        let delay = delay.max(floor.unwrap_or_default());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn subscribe(ws: &mut Ws, symbols: &[String]) -> Result<(), tungstenite::Error> {
+    for chunk in symbols.chunks(client::SUBSCRIBE_CHUNK) {
+        let req = serde_json::json!({"op": "subscribe", "symbols": chunk}).to_string();
+        ws.send(Message::text(req)).await?;
+    }
+    Ok(())
+}
+
+/// Resolves when the storm starts; never without one.
+async fn storm_started(storm: Option<&CancellationToken>) {
+    match storm {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    ticks: Vec<WireTick>,
+}
+
+#[derive(Deserialize)]
+struct WireTick {
+    ts: i64,
+    /// Snapshots carry the `ts` of an older tick: not a latency sample.
+    #[serde(default)]
+    snapshot: bool,
+}
+
+/// One client: connects, subscribes, reads until stopped; returns the ticks
+/// it received.
+pub(super) async fn run_client(
+    start_delay: Duration,
+    target: Target,
+    symbols: Vec<String>,
+    stall: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    mut storm: Option<CancellationToken>,
+) -> anyhow::Result<u64> {
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(0),
+        _ = tokio::time::sleep(start_delay) => {}
+    }
+    let Some(mut ws) = connect(&target, &shared, &stop, false).await else {
+        return Ok(0);
+    };
+    subscribe(&mut ws, &symbols).await?;
+    shared.counters.connected.fetch_add(1, Ordering::Relaxed);
+    let mut mine = 0u64;
+    // Storm: when this client closed its connection, until its first tick
+    // frame after reconnecting.
+    let mut closed_at: Option<Instant> = None;
+    loop {
+        if stall.load(Ordering::Relaxed) {
+            // A stalled client: keep the socket, read nothing.
+            stop.cancelled().await;
+            return Ok(mine);
+        }
+        let msg = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(mine),
+            _ = storm_started(storm.as_ref()) => None,
+            m = ws.next() => match m { Some(m) => Some(m?), None => return Ok(mine) },
+        };
+        let Some(msg) = msg else {
+            storm = None;
+            match storm_reconnect(ws, &target, &symbols, &shared, &stop).await? {
+                Some((again, closed)) => (ws, closed_at) = (again, Some(closed)),
+                None => return Ok(mine),
+            }
+            continue;
+        };
+        let Message::Text(text) = msg else { continue };
+        mine += count_frame(&shared, &text, &mut closed_at);
+    }
+}
+
+/// The storm: close now, reconnect at once (retrying), resubscribe. The new
+/// connection and when the old one closed; `None` when stopped first.
+async fn storm_reconnect(
+    mut ws: Ws,
+    target: &Target,
+    symbols: &[String],
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<(Ws, Instant)>> {
+    let closed = Instant::now();
+    let _ = tokio::time::timeout(client::CLOSE_TIMEOUT, ws.close(None)).await;
+    ws = match connect(target, shared, stop, true).await {
+        Some(ws) => ws,
+        None => return Ok(None),
+    };
+    subscribe(&mut ws, symbols).await?;
+    shared.storm.reconnected.fetch_add(1, Ordering::Relaxed);
+    Ok(Some((ws, closed)))
+}
+
+/// Counts one text frame: its bytes; a tick frame's ticks, their latency
+/// while measuring, and (after a storm reconnect, `closed_at`) how long the
+/// client took to be back; a gap notice. Returns the ticks it carried.
+fn count_frame(shared: &Shared, text: &str, closed_at: &mut Option<Instant>) -> u64 {
+    let now = now_micros();
+    let Ok(frame) = serde_json::from_str::<Frame>(text) else {
+        return 0;
+    };
+    let c = &shared.counters;
+    c.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
+    match frame.kind.as_str() {
+        "ticks" => {
+            let n = frame.ticks.len() as u64;
+            c.ticks.fetch_add(n, Ordering::Relaxed);
+            c.frames.fetch_add(1, Ordering::Relaxed);
+            if let Some(at) = closed_at.take() {
+                let took = at.elapsed().as_micros() as u64;
+                shared.storm.times.lock().unwrap().0.saturating_record(took);
+                shared.storm.back.fetch_add(1, Ordering::Relaxed);
+            }
+            if shared.measuring.load(Ordering::Relaxed) {
+                let mut w = shared.window.lock().unwrap();
+                let mut s = shared.second.lock().unwrap();
+                for t in frame.ticks.iter().filter(|t| !t.snapshot) {
+                    let lat = (now - t.ts).max(1) as u64;
+                    let _ = w.record(lat);
+                    let _ = s.record(lat);
+                }
+            }
+            n
+        }
+        "gap" => {
+            c.gaps.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+        _ => 0,
+    }
+}
