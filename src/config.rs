@@ -1,13 +1,14 @@
-//! Root configuration. Each part of the edge owns its `Config` (flags and
-//! `TICKFAN_*` environment variables, documented on each field); this module
-//! aggregates them per subcommand and validates before any port is bound.
+//! The edge's configuration. Each part of the edge owns its `Config` (flags
+//! and `TICKFAN_*` environment variables, documented on each field); this
+//! module aggregates them for `tickfan edge` and validates before any port
+//! is bound. The rig's commands keep theirs beside them (`feed::ProduceConfig`,
+//! `demo::DemoConfig`); nothing here depends on the rig.
 
 use std::net::SocketAddr;
 
 use clap::Args;
 
 use crate::{
-    feed,
     gateway::{self, admission, auth},
     ingest,
     telemetry::otel,
@@ -54,7 +55,10 @@ impl EdgeConfig {
 
 /// `--admin-listen` must not be the public address (port 0 picks a free
 /// port for each, so it may repeat).
-fn distinct_admin_listener(listen: SocketAddr, gateway: &gateway::Config) -> anyhow::Result<()> {
+pub(crate) fn distinct_admin_listener(
+    listen: SocketAddr,
+    gateway: &gateway::Config,
+) -> anyhow::Result<()> {
     if let Some(admin) = gateway.http.admin_listen {
         anyhow::ensure!(
             admin.port() == 0 || admin.port() != listen.port(),
@@ -62,73 +66,6 @@ fn distinct_admin_listener(listen: SocketAddr, gateway: &gateway::Config) -> any
         );
     }
     Ok(())
-}
-
-/// `tickfan produce`.
-#[derive(Args, Debug, Clone)]
-pub struct ProduceConfig {
-    #[command(flatten)]
-    pub kafka: KafkaConfig,
-
-    #[command(flatten)]
-    pub feed: feed::Config,
-
-    #[command(flatten)]
-    pub otel: otel::Config,
-}
-
-impl ProduceConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.kafka.validate()?;
-        anyhow::ensure!(
-            self.kafka.topics.len() == 1,
-            "produce writes to exactly one --topic"
-        );
-        self.feed.validate()
-    }
-}
-
-/// `tickfan demo`.
-#[derive(Args, Debug, Clone)]
-pub struct DemoConfig {
-    /// Address to serve the page, HTTP and WebSocket on.
-    #[arg(long, env = "TICKFAN_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Partitions of the demo topic in the embedded mock cluster.
-    #[arg(long, env = "TICKFAN_DEMO_PARTITIONS", default_value_t = 8)]
-    pub partitions: i32,
-
-    #[command(flatten)]
-    pub feed: feed::Config,
-
-    #[command(flatten)]
-    pub ingest: ingest::Config,
-
-    #[command(flatten)]
-    pub gateway: gateway::Config,
-
-    #[command(flatten)]
-    pub admission: admission::Config,
-
-    /// Off unless a key is given.
-    #[command(flatten)]
-    pub auth: auth::Config,
-
-    #[command(flatten)]
-    pub otel: otel::Config,
-}
-
-impl DemoConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.partitions >= 1, "--partitions must be >= 1");
-        self.feed.validate()?;
-        self.ingest.validate()?;
-        self.gateway.validate()?;
-        distinct_admin_listener(self.listen, &self.gateway)?;
-        self.admission.validate()?;
-        self.auth.validate()
-    }
 }
 
 /// Default values of a flag group, as if no flag were given (environment
@@ -149,8 +86,6 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         defaults::<EdgeConfig>().validate().unwrap();
-        defaults::<ProduceConfig>().validate().unwrap();
-        defaults::<DemoConfig>().validate().unwrap();
     }
 
     #[test]

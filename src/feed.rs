@@ -101,6 +101,30 @@ impl Config {
     }
 }
 
+/// `tickfan produce`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProduceConfig {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+
+    #[command(flatten)]
+    pub feed: Config,
+
+    #[command(flatten)]
+    pub otel: otel::Config,
+}
+
+impl ProduceConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.kafka.validate()?;
+        anyhow::ensure!(
+            self.kafka.topics.len() == 1,
+            "produce writes to exactly one --topic"
+        );
+        self.feed.validate()
+    }
+}
+
 /// `--symbols`: a count or an explicit list.
 #[derive(Debug, Clone)]
 pub enum SymbolSpec {

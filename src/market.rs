@@ -98,6 +98,15 @@ pub struct Tick {
     pub attrs: BTreeMap<String, String>,
 }
 
+/// Microseconds since the Unix epoch, now: the clock of a tick's `ts`
+/// (feeds stamp ticks with it; the edge measures latency against it).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,13 +124,4 @@ mod tests {
         assert_eq!(Symbol::parse("ÄPL"), Err(SymbolError::BadChar));
         assert_eq!(Symbol::parse("a\"b"), Err(SymbolError::BadChar));
     }
-}
-
-/// Microseconds since the Unix epoch, now: the clock of a tick's `ts`
-/// (feeds stamp ticks with it; the edge measures latency against it).
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }

@@ -1,7 +1,7 @@
 //! The `tickfan` command: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
-use tickfan::{app, config, feed, gateway, shutdown, telemetry};
+use tickfan::{app, config, gateway, shutdown, telemetry};
 
 /// Kafka-backed WebSocket fan-out for market data.
 ///
@@ -30,11 +30,14 @@ enum Command {
     /// Run an edge node: consume ticks from Kafka, serve WebSocket clients.
     Edge(config::EdgeConfig),
     /// Run the synthetic feed: write ticks to a Kafka topic.
-    Produce(config::ProduceConfig),
+    #[cfg(feature = "rig")]
+    Produce(tickfan::feed::ProduceConfig),
     /// Run everything in-process on librdkafka's embedded mock cluster and
     /// serve a live ticker page.
-    Demo(config::DemoConfig),
+    #[cfg(feature = "rig")]
+    Demo(tickfan::demo::DemoConfig),
     /// Load-test edges: N WebSocket clients, a scenario, latency and cost.
+    #[cfg(feature = "rig")]
     Loadgen(tickfan::loadgen::Config),
 }
 
@@ -51,7 +54,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let exporting = match &cli.command {
         Command::Edge(c) => c.otel.otlp_endpoint.is_some(),
+        #[cfg(feature = "rig")]
         Command::Demo(c) => c.otel.otlp_endpoint.is_some(),
+        #[cfg(feature = "rig")]
         Command::Produce(_) | Command::Loadgen(_) => false,
     };
     telemetry::init_logging(cli.log_format, exporting);
@@ -64,14 +69,17 @@ fn main() -> anyhow::Result<()> {
                 let listener = gateway::bind(c.listen, &c.gateway)?;
                 app::run_edge(c, listener, shutdown::on_signal()).await
             }
+            #[cfg(feature = "rig")]
             Command::Produce(c) => {
                 c.validate()?;
-                feed::run(c.kafka, c.feed, c.otel, shutdown::on_signal()).await
+                tickfan::feed::run(c.kafka, c.feed, c.otel, shutdown::on_signal()).await
             }
+            #[cfg(feature = "rig")]
             Command::Demo(c) => {
                 app::raise_fd_limit(&c.gateway, &c.admission);
-                app::run_demo(c, shutdown::on_signal()).await
+                tickfan::demo::run_demo(c, shutdown::on_signal()).await
             }
+            #[cfg(feature = "rig")]
             Command::Loadgen(c) => tickfan::loadgen::run(c, shutdown::on_signal())
                 .await
                 .map(|_| ()),
@@ -92,10 +100,11 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 
-    /// The README's configuration reference names every flag and variable.
+    /// The configuration reference (docs/configuration.md) names every flag
+    /// and variable.
     #[test]
     fn readme_documents_every_option() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/configuration.md");
         let cli = super::Cli::command();
         let top = std::iter::once(&cli);
         for sub in top.chain(cli.get_subcommands()) {
@@ -106,12 +115,15 @@ mod tests {
                 }
                 assert!(
                     readme.contains(&format!("`--{long}`")),
-                    "README lacks `--{long}` ({})",
+                    "configuration.md lacks `--{long}` ({})",
                     sub.get_name()
                 );
                 if let Some(env) = arg.get_env() {
                     let env = env.to_string_lossy();
-                    assert!(readme.contains(&format!("`{env}`")), "README lacks `{env}`");
+                    assert!(
+                        readme.contains(&format!("`{env}`")),
+                        "configuration.md lacks `{env}`"
+                    );
                 }
             }
         }

@@ -1,0 +1,140 @@
+//! `tickfan demo`: librdkafka's embedded mock cluster, a topic, the
+//! synthetic feed and an edge serving the ticker page, in one process. Part
+//! of the rig (feature `rig`): the edge never depends on it.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use rdkafka::mocking::MockCluster;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::run_edge,
+    config::{distinct_admin_listener, EdgeConfig},
+    feed,
+    gateway::{self, admission, auth},
+    ingest,
+    kafka::KafkaConfig,
+    telemetry::otel,
+};
+
+/// `tickfan demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DemoConfig {
+    /// Address to serve the page, HTTP and WebSocket on.
+    #[arg(long, env = "TICKFAN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Partitions of the demo topic in the embedded mock cluster.
+    #[arg(long, env = "TICKFAN_DEMO_PARTITIONS", default_value_t = 8)]
+    pub partitions: i32,
+
+    #[command(flatten)]
+    pub feed: feed::Config,
+
+    #[command(flatten)]
+    pub ingest: ingest::Config,
+
+    #[command(flatten)]
+    pub gateway: gateway::Config,
+
+    #[command(flatten)]
+    pub admission: admission::Config,
+
+    /// Off unless a key is given.
+    #[command(flatten)]
+    pub auth: auth::Config,
+
+    #[command(flatten)]
+    pub otel: otel::Config,
+}
+
+impl DemoConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.partitions >= 1, "--partitions must be >= 1");
+        self.feed.validate()?;
+        self.ingest.validate()?;
+        self.gateway.validate()?;
+        distinct_admin_listener(self.listen, &self.gateway)?;
+        self.admission.validate()?;
+        self.auth.validate()
+    }
+}
+
+/// Header filler per demo record (see `feed::Config::mock_pad`): 12 KiB
+/// message sets keep each 5 MB mock partition log at ~400 entries instead of
+/// ~37,000, but never more than 16 MiB/s of filler in all (at high rates the
+/// producer batches several ticks per message set anyway). Measured with the
+/// default demo and 10 clients on all 50 symbols (BENCHMARKS.md, "The demo's
+/// mock cluster"): ~35% of a core and a steady p99 of 5 ms, against a full
+/// core and a p99 of 81 s after four minutes without it.
+fn demo_mock_pad(rate: f64) -> usize {
+    const MAX: usize = 12 * 1024;
+    const BUDGET: f64 = 16.0 * 1024.0 * 1024.0;
+    ((BUDGET / rate.max(1.0)) as usize).min(MAX)
+}
+
+/// Runs the embedded demo: librdkafka's mock cluster, a topic, the synthetic
+/// feed and an edge serving the ticker page, until `shutdown` fires.
+pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let mock = MockCluster::new(1)?;
+    let topic = "ticks";
+    mock.create_topic(topic, config.partitions, 1)?;
+    let kafka = KafkaConfig::plain(mock.bootstrap_servers(), topic);
+    let mut gateway = config.gateway.clone();
+    gateway.page = true;
+    let edge = EdgeConfig {
+        listen: config.listen,
+        kafka: kafka.clone(),
+        ingest: config.ingest.clone(),
+        gateway,
+        admission: config.admission.clone(),
+        auth: config.auth.clone(),
+        otel: config.otel.clone(),
+    };
+    edge.validate()?;
+    let listener = gateway::bind(config.listen, &edge.gateway)?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    println!("tickfan demo");
+    println!("  ticker page:     http://{host}:{}/", addr.port());
+    println!(
+        "  kafka bootstrap: {} (embedded mock cluster; topic {topic:?}, {} partitions)",
+        kafka.brokers, config.partitions
+    );
+    println!("  try:             kcat -b {} -L", kafka.brokers);
+    println!("Press Ctrl-C to stop.");
+    let mut feed_config = config.feed.clone();
+    // Keeps the mock broker's log walk short (see `feed::Config::mock_pad`).
+    feed_config.mock_pad = demo_mock_pad(config.feed.rate);
+    let feed = tokio::spawn(feed::run(
+        kafka,
+        feed_config,
+        config.otel.clone(),
+        shutdown.clone(),
+    ));
+    run_edge(edge, listener, shutdown).await?;
+    feed.await??;
+    drop(mock);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn demo_pad_is_capped_in_size_and_in_bandwidth() {
+        use super::demo_mock_pad;
+        assert_eq!(demo_mock_pad(1000.0), 12 * 1024);
+        assert_eq!(demo_mock_pad(10.0), 12 * 1024);
+        for rate in [2_000.0, 20_000.0, 1_000_000.0] {
+            let pad = demo_mock_pad(rate);
+            assert!(pad as f64 * rate <= 16.0 * 1024.0 * 1024.0, "{rate}: {pad}");
+        }
+        assert_eq!(demo_mock_pad(20_000.0), 838);
+    }
+}
