@@ -1,5 +1,9 @@
 //! The one place that wires ingest → fan-out → gateway and owns shutdown
 //! order: stop accepting and close sessions, then stop consuming.
+//!
+//! It never handles a record, a tick or a frame itself: that work stays in
+//! `ingest`, `fanout` and `gateway`, which this module only builds, starts
+//! and stops.
 
 use std::sync::Arc;
 

@@ -28,6 +28,9 @@
 //! * Cancelling the shutdown token stops the task at once, wherever it is; an
 //!   open connection is closed with code 1000. After a close frame from the
 //!   edge, the task waits at most [`CLOSE_TIMEOUT`] for the edge to end TCP.
+//!
+//! It never imports the edge: it knows it only through the protocol on the
+//! wire, as any client does.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

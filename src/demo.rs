@@ -1,6 +1,9 @@
 //! `tickfan demo`: librdkafka's embedded mock cluster, a topic, the
 //! synthetic feed and an edge serving the ticker page, in one process. Part
 //! of the rig (feature `rig`): the edge never depends on it.
+//!
+//! It never changes how the edge runs: it starts the same
+//! [`crate::app::run_edge`], pointed at the mock cluster.
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,9 @@
 //! A synthetic feed handler: random-walk prices with bid/ask for a set of
 //! symbols with Zipf-skewed popularity, written to Kafka as the tick contract
 //! at an evenly paced rate. Used by `tickfan produce`, the demo and tests.
+//!
+//! It never reads from Kafka and never uses the edge's ingest, fan-out or
+//! gateway: it only writes records.
 
 use std::{
     collections::BTreeMap,

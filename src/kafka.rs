@@ -14,6 +14,9 @@
 //! of the machine sees them in `ps`), and are never kept in this struct, so
 //! neither `Debug` nor a log line can show them. `--kafka KEY=VALUE` refuses
 //! those keys for the same reason.
+//!
+//! It never creates a consumer or producer: [`KafkaConfig::client_config`]
+//! hands a librdkafka `ClientConfig` to the code that does.
 
 use std::path::{Path, PathBuf};
 

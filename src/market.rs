@@ -1,5 +1,8 @@
 //! Domain types with no I/O: [`Symbol`], [`Tick`], and the symbol rules that
 //! the client protocol and the feed share.
+//!
+//! It never does I/O and imports no other module of the crate, so every
+//! module may use it.
 
 use std::{borrow::Borrow, collections::BTreeMap, fmt, sync::Arc};
 

@@ -6,6 +6,9 @@
 //! Hand-written because it is 30 lines, must match Kafka bit for bit, and the
 //! crates that offer it are unmaintained; the tests pin it to Kafka's own
 //! vectors and, in the integration suite, to librdkafka's placement.
+//!
+//! It never talks to Kafka: it is a pure function of a key's bytes and a
+//! partition count.
 
 /// Kafka's murmur2 (seed `0x9747b28c`), as `org.apache.kafka.common.utils.Utils.murmur2`.
 pub fn murmur2(data: &[u8]) -> i32 {

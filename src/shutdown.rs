@@ -1,5 +1,8 @@
 //! Shutdown: a signal future that cancels the root token on SIGINT/SIGTERM,
 //! and exits at once on a second signal.
+//!
+//! It never stops anything itself: what stops, and in what order, is
+//! [`crate::app`]'s, which watches the token.
 
 use tokio_util::sync::CancellationToken;
 

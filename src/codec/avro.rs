@@ -25,6 +25,9 @@
 //! so an encoding is deterministic. [`TickCodec::new`] checks that the
 //! compiled-in schemas have exactly this shape; the tests check the result
 //! against apache-avro decoding with the whole version 2 schema.
+//!
+//! It never touches Kafka: it turns a record's value into a [`Tick`] and
+//! back, and the consumer and the feed move the bytes.
 
 use std::collections::BTreeMap;
 

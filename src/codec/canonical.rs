@@ -30,6 +30,8 @@
 //!
 //! Schemas that Java refuses to parse (a `type` that is not a string in a
 //! schema object, a quoted `size`, an unknown name) are [`InvalidSchema`].
+//!
+//! It never sees a tick: it works on schema JSON only.
 
 use std::collections::HashSet;
 use std::fmt::Write;

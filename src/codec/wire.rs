@@ -1,6 +1,9 @@
 //! The client wire form of a tick: one JSON object, encoded once per tick and
 //! shared (as [`Bytes`]) by every subscriber. Frames are built by
 //! concatenating these pre-encoded objects; nothing is formatted per client.
+//!
+//! It never parses what clients send (that is `gateway::protocol`) and never
+//! writes to a socket.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,9 @@
 //! Fan-out: the sharded symbol registry with its last-value cache, and the
 //! bounded per-client outbox. Knows nothing of Kafka or WebSockets; it tells
 //! whoever listens when the set of wanted symbols changes.
+//!
+//! It never blocks on a socket and never drops a tick silently: a full outbox
+//! drops its oldest tick and records the gap.
 
 pub mod outbox;
 pub mod registry;

@@ -10,6 +10,9 @@
 //! from it. An outbox whose writer did not take in that time is *lagging*: it
 //! no longer holds the ingest back, and drops oldest as always, until its
 //! writer has brought it down to a quarter of its capacity.
+//!
+//! It never does I/O, and a push never waits for the writer to take: when
+//! full, it drops the oldest entry and records the gap.
 
 use std::{
     collections::{HashMap, VecDeque},

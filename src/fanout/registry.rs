@@ -4,6 +4,10 @@
 //! subscriber's snapshot and the live ticks that follow it are ordered by that
 //! lock: a tick is either already in the cache (and so in the snapshot) or is
 //! pushed to the new subscriber after it, never both and never neither.
+//!
+//! It never does I/O and never talks to Kafka: publishers hand it encoded
+//! ticks, and writers take them from their outboxes once the caller wakes
+//! them ([`wake_all`]).
 
 use std::{
     collections::HashMap,

@@ -16,6 +16,9 @@
 //! forged tokens cannot lock valid clients out. Behind a proxy, the client IP
 //! is taken from `X-Forwarded-For` only when the TCP peer is a configured
 //! trusted proxy.
+//!
+//! It never verifies a token and never touches a connection: it decides from
+//! addresses, counts and clocks, and the server sends the answer.
 
 use std::{
     collections::HashMap,

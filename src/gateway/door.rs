@@ -7,7 +7,7 @@
 //! * **a cap on connections in the HTTP phase** (`--max-http-connections`),
 //!   separate from the WebSocket sessions' `--max-connections`: over it, a
 //!   connection gets a canned `503` with `Retry-After` and is closed;
-//! * **a write deadline** (`--http-write-timeout`, [`WriteDeadline`]): once
+//! * **a write deadline** (`--http-write-timeout`, `WriteDeadline`): once
 //!   writing a response blocks, the rest of it must be written within the
 //!   deadline, or the connection is reset;
 //! * **a small send buffer** ([`HTTP_SEND_BUFFER`]) until the upgrade: a
@@ -24,7 +24,10 @@
 //!   otherwise.
 //!
 //! Answers without hyper (the canned `503`s and the probes on the reserve)
-//! are "lean" ([`super::lean`]): at most [`LEAN_MAX`] in flight per listener.
+//! are "lean" (`gateway::lean`): at most [`LEAN_MAX`] in flight per listener.
+//!
+//! It never runs a WebSocket session: once a connection is upgraded it
+//! belongs to [`super::session`].
 
 use std::{
     convert::Infallible,

@@ -15,6 +15,9 @@
 //!   When `accept` fails for want of descriptors, the spare is closed, one
 //!   pending connection is accepted into its place and answered the same
 //!   way, and the spare is reopened as soon as a descriptor is free.
+//!
+//! It never answers a connection itself: it says whether one landed in the
+//! reserve, and the door decides what it gets.
 
 use std::{fs::File, os::fd::RawFd};
 

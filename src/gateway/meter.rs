@@ -17,6 +17,9 @@
 //!
 //! Budgets are GCRA limiters (governor) on tokio's clock, so tests with a
 //! paused clock control them.
+//!
+//! It never closes a connection itself: it fails the read or reports the
+//! stall, and the session decides.
 
 use std::{
     io,

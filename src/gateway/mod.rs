@@ -16,6 +16,9 @@
 //!
 //! Every connection passes the [`door`] (HTTP-phase cap, write deadline,
 //! descriptor reserve) before it is served.
+//!
+//! It never talks to Kafka: ticks reach it only through the [`crate::fanout`]
+//! registry and the clients' outboxes.
 
 pub mod admin;
 pub mod admission;
@@ -23,6 +26,7 @@ pub mod auth;
 mod deadline;
 pub mod door;
 pub mod fds;
+mod handshake;
 mod lean;
 pub mod meter;
 pub mod protocol;

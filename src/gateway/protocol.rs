@@ -1,6 +1,9 @@
 //! The client protocol's messages (see docs/protocol.md): parsing what
 //! clients send, encoding what the edge answers. Tick frames are built in
 //! [`crate::codec::wire`] from pre-encoded ticks.
+//!
+//! It never touches a socket or the registry: the session applies what it
+//! parses and sends what it encodes.
 
 use serde::Serialize;
 use serde_json::Value;

@@ -14,6 +14,9 @@
 //! Generic over the connection (any `AsyncRead + AsyncWrite`), so it is
 //! tested over in-memory pipes with tokio's paused clock as well as over real
 //! sockets.
+//!
+//! It never decodes a record or encodes a tick: its frames are built from the
+//! pre-encoded bytes its outbox holds.
 
 use std::{
     borrow::Cow,

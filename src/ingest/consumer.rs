@@ -13,10 +13,14 @@
 //! after an outage the edge takes it at the pace its reading clients drain
 //! instead of overflowing their outboxes; a writer that takes nothing within
 //! the patience is marked lagging and not waited for (see `fanout::outbox`).
-//! Waits that end that way draw on an edge-wide [`StallBudget`], so clients
+//! Waits that end that way draw on an edge-wide `StallBudget`, so clients
 //! that stop reading, however many and however they take turns, cannot hold
 //! the ingest for more than one patience at once and a tenth of the time
 //! after that.
+//!
+//! Per-tick tracing is [`super::traces`]'s. The loop never blocks on a
+//! client's socket: it queues ticks on outboxes, and waits for writers only
+//! within the pacing patience and the stall budget.
 
 use std::{
     collections::HashMap,
@@ -29,7 +33,11 @@ use rdkafka::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{PartitionView, Status, TopicPartition};
+pub use super::traces::Traces;
+use super::{
+    traces::{end_trace, end_undecodable},
+    PartitionView, Status, TopicPartition,
+};
 use crate::{
     codec::{
         avro::{DecodeError, TickCodec},
@@ -39,23 +47,6 @@ use crate::{
     partition::partition_for,
     telemetry::Metrics,
 };
-
-/// Ends a traced record's spans: `fanout` with what the hand-off did, then
-/// `process`.
-fn end_trace(
-    cx: opentelemetry::Context,
-    mut fanout: opentelemetry_sdk::trace::Span,
-    p: &crate::fanout::Published,
-) {
-    use opentelemetry::{
-        trace::{Span, TraceContextExt},
-        KeyValue,
-    };
-    fanout.set_attribute(KeyValue::new("tickfan.subscribers", p.queued as i64));
-    fanout.set_attribute(KeyValue::new("tickfan.dropped", p.dropped as i64));
-    fanout.end();
-    cx.span().end();
-}
 
 /// How often `ingest_lag_records` is refreshed.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
@@ -280,81 +271,6 @@ pub struct PollLoop {
     pub shutdown: CancellationToken,
 }
 
-/// Per-tick tracing on the ingest thread: a `process <topic>` span (kind
-/// consumer) per traced record, continuing its `traceparent` header, with a
-/// `fanout` child around the hand-off to the subscribers' outboxes.
-pub struct Traces {
-    tracer: opentelemetry_sdk::trace::SdkTracer,
-    /// Fraction of records without a `traceparent` that start a trace here.
-    root_sample: f64,
-    /// `process <topic>` span names, built once per topic.
-    names: HashMap<Arc<str>, std::borrow::Cow<'static, str>>,
-}
-
-impl Traces {
-    pub fn new(
-        tracer: opentelemetry_sdk::trace::SdkTracer,
-        root_sample: f64,
-        topics: &[Arc<str>],
-    ) -> Traces {
-        Traces {
-            tracer,
-            root_sample,
-            names: topics
-                .iter()
-                .map(|t| (t.clone(), format!("process {t}").into()))
-                .collect(),
-        }
-    }
-
-    /// Starts the record's `process` span when it is traced: its
-    /// `traceparent` says sampled, or it has none and the root sample draws
-    /// it. An unsampled or malformed `traceparent` is not traced.
-    fn start(
-        &self,
-        msg: &rdkafka::message::BorrowedMessage<'_>,
-        topic: &Arc<str>,
-        started: std::time::SystemTime,
-    ) -> Option<opentelemetry::Context> {
-        use opentelemetry::{
-            trace::{SpanKind, TraceContextExt, Tracer},
-            KeyValue,
-        };
-        use rand::Rng;
-        let parent = match msg.headers() {
-            Some(h) => crate::telemetry::otel::extract(h),
-            None => opentelemetry::Context::new(),
-        };
-        let sc = parent.span().span_context().clone();
-        let traced = if sc.is_valid() {
-            sc.is_sampled()
-        } else {
-            self.root_sample > 0.0 && rand::rng().random::<f64>() < self.root_sample
-        };
-        if !traced {
-            return None;
-        }
-        let name = self.names.get(topic).cloned().unwrap_or_default();
-        let span = self
-            .tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Consumer)
-            .with_start_time(started)
-            .with_attributes([
-                KeyValue::new("messaging.system", "kafka"),
-                KeyValue::new("messaging.operation.type", "process"),
-                KeyValue::new("messaging.destination.name", topic.to_string()),
-                KeyValue::new(
-                    "messaging.destination.partition.id",
-                    msg.partition().to_string(),
-                ),
-                KeyValue::new("messaging.kafka.offset", msg.offset()),
-            ])
-            .start_with_context(&self.tracer, &parent);
-        Some(parent.with_span(span))
-    }
-}
-
 impl PollLoop {
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
@@ -463,10 +379,7 @@ impl PollLoop {
                     .position(|x| *x == e)
                     .expect("listed")] += 1;
                 if let Some(cx) = trace {
-                    use opentelemetry::trace::{Status, TraceContextExt};
-                    let span = cx.span();
-                    span.set_status(Status::error(format!("decode: {}", e.reason())));
-                    span.end();
+                    end_undecodable(cx, &e);
                 }
                 self.maybe_finish_replay(&tp, offset, parts, counts, wake);
                 return;
@@ -478,7 +391,10 @@ impl PollLoop {
             self.registry.remember(&tick.symbol, tick.seq, bytes);
             self.maybe_finish_replay(&tp, offset, parts, counts, wake);
         } else {
-            let fanout = trace.as_ref().map(|cx| self.start_fanout(cx, &tick));
+            let fanout = trace
+                .as_ref()
+                .zip(self.traces.as_ref())
+                .map(|(cx, t)| t.start_fanout(cx, &tick));
             let p = self
                 .registry
                 .publish_at(&tick.symbol, tick.seq, bytes, tick.ts, wake);
@@ -536,41 +452,6 @@ impl PollLoop {
         self.metrics
             .ingest_paced_seconds
             .inc_by(start.elapsed().as_secs_f64());
-    }
-
-    /// The `fanout` child span of a traced record, with the tick's identity
-    /// on the parent.
-    fn start_fanout(
-        &self,
-        cx: &opentelemetry::Context,
-        tick: &crate::market::Tick,
-    ) -> opentelemetry_sdk::trace::Span {
-        use opentelemetry::{
-            trace::{Span, TraceContextExt, Tracer},
-            KeyValue,
-        };
-        let parent = cx.span();
-        parent.set_attribute(KeyValue::new(
-            "messaging.kafka.message.key",
-            tick.symbol.as_str().to_string(),
-        ));
-        parent.set_attribute(KeyValue::new(
-            "tickfan.symbol",
-            tick.symbol.as_str().to_string(),
-        ));
-        parent.set_attribute(KeyValue::new("tickfan.seq", tick.seq));
-        // Feed handler to edge: the tick's own timestamp to now.
-        parent.set_attribute(KeyValue::new(
-            "tickfan.ingest_age_us",
-            crate::market::now_micros().saturating_sub(tick.ts),
-        ));
-        let tracer = &self.traces.as_ref().expect("traced").tracer;
-        let mut span = tracer.start_with_context("fanout", cx);
-        span.set_attribute(KeyValue::new(
-            "tickfan.symbol",
-            tick.symbol.as_str().to_string(),
-        ));
-        span
     }
 
     fn maybe_finish_replay(

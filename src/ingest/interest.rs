@@ -11,6 +11,9 @@
 //! short rewind before the end (to rebuild snapshots) and knows where replay
 //! ends and live begins. A partition no longer wanted is released after the
 //! linger unless it is wanted again before.
+//!
+//! It never reads a record: it only decides what the poll loop fetches,
+//! through [`Command`]s.
 
 use std::{
     collections::{HashMap, HashSet},

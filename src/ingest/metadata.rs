@@ -1,6 +1,9 @@
 //! Watches topic metadata: marks the edge ready once every configured topic
 //! exists, and publishes partition counts (so a partition added to a topic is
 //! noticed within one refresh).
+//!
+//! It never assigns or releases a partition: it reports partition counts, and
+//! [`super::interest`] decides.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

@@ -6,14 +6,20 @@
 //! * [`consumer`] is the poll loop: it drains a batch of records, decodes each
 //!   once, encodes each once, hands it to the fan-out and wakes every touched
 //!   writer once per batch.
+//! * [`traces`] is the poll loop's per-tick tracing: a `process <topic>` span
+//!   per traced record and its `fanout` child.
 //! * [`metadata`] watches topic metadata: readiness and partition counts.
 //!
 //! There is no consumer group: each edge assigns partitions by hand, so every
 //! edge sees every record of the partitions it wants.
+//!
+//! It never writes to a client: records reach subscribers only through the
+//! fan-out registry (`Registry::publish_at`); and it never commits an offset.
 
 pub mod consumer;
 pub mod interest;
 pub mod metadata;
+pub mod traces;
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -24,6 +24,9 @@
 //! format, base64); it logs to stderr only. Worker I runs the clients whose
 //! index i has i % P == I; subscriptions, slow clients and source addresses
 //! are computed over all clients, so they are the same for any P.
+//!
+//! It never reaches into an edge: it measures edges over WebSocket, as any
+//! client does, and reads their cost from /proc.
 
 mod config;
 mod conn;

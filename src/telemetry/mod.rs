@@ -1,6 +1,10 @@
 //! Logging, metrics and traces. Metric names live in [`metrics`],
 //! OpenTelemetry export in [`otel`]; log output is set up once by
 //! [`init_logging`].
+//!
+//! It never reads or changes the edge's state: the other modules report to
+//! it, and it uses no other part of the edge but the codec's error kinds (as
+//! metric labels).
 
 pub mod metrics;
 pub mod otel;

@@ -1,0 +1,319 @@
+//! The `/ws` handshake answer: the request checked, the client admitted and
+//! authenticated, then `101` and the session, or a refusal (an HTTP error, or
+//! in band as `101` and a close frame).
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{frame::CloseFrame, Role, WebSocketConfig},
+    },
+    WebSocketStream,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{auth, door::Body, session, Shared};
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+fn json_error(status: StatusCode, error: &str) -> Response<Body> {
+    let mut r = full(status, serde_json::json!({ "error": error }).to_string());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Answers a `/ws` request: validate the handshake, admit, authenticate,
+/// then switch protocols and run the session.
+///
+/// Answered here by hand (hyper and tungstenite) rather than with warp's
+/// `ws()` filter, which the plain routes keep using: warp's `Ws` does not
+/// expose tungstenite's read and write buffer sizes (128 KiB per connection
+/// by default; here `--read-buffer-bytes` and `--write-buffer-bytes`), nor
+/// lets a filter answer 429/503/401 (or their in-band `101` and close frame)
+/// before the upgrade as cheaply.
+pub(super) fn upgrade(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    drain: CancellationToken,
+) -> Response<Body> {
+    if req.method() != http::Method::GET {
+        return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let h = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad request: expected a WebSocket upgrade",
+        );
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        let mut r = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad request: missing Sec-WebSocket-Key",
+        );
+    };
+    let answer = Answer {
+        accept_key: key,
+        in_band: refusals_in_band(req.uri().query()),
+        subprotocol: auth::offers_subprotocol(h),
+        max_message: shared.config.max_message_bytes,
+    };
+    if drain.is_cancelled() {
+        shared.metrics.admission_rejected("draining");
+        let refusal = Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            close: CLOSE_TRY_AGAIN_LATER,
+            error: "edge draining; connect to another",
+            retry_after: Some(1),
+        };
+        return answer.refuse(&mut req, refusal);
+    }
+    let ip = shared.admission.client_ip(peer, h);
+    let token = shared
+        .verifier
+        .as_ref()
+        .and_then(|_| auth::token_from_request(h, req.uri().query()));
+    let refuse = |req: &mut Request<Incoming>, rejected: super::admission::Rejected| {
+        shared.metrics.admission_rejected(rejected.label());
+        let status = match rejected {
+            super::admission::Rejected::ConnectionCap => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        };
+        let refusal = Refusal {
+            status,
+            close: CLOSE_TRY_AGAIN_LATER,
+            error: rejected.message(),
+            retry_after: Some(rejected.retry_after_secs()),
+        };
+        answer.refuse(req, refusal)
+    };
+    // Per-IP checks, then the token, and only then the edge-wide budgets: a
+    // forged token spends its own address's budgets, never what valid
+    // clients need.
+    if let Err(rejected) = shared.admission.screen(ip) {
+        return refuse(&mut req, rejected);
+    }
+    let grant = match &shared.verifier {
+        None => None,
+        Some(v) => {
+            let verified = token
+                .ok_or(auth::AuthError::Missing)
+                .and_then(|token| v.verify(&token));
+            match verified {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    shared.metrics.auth_failure(e.label());
+                    shared.admission.auth_failed(ip);
+                    let refusal = Refusal {
+                        status: StatusCode::UNAUTHORIZED,
+                        close: CLOSE_UNAUTHORIZED,
+                        error: e.reason(),
+                        retry_after: None,
+                    };
+                    return answer.refuse(&mut req, refusal);
+                }
+            }
+        }
+    };
+    let permit = match shared.admission.admit(ip) {
+        Ok(p) => p,
+        Err(rejected) => return refuse(&mut req, rejected),
+    };
+    shared.metrics.admissions.inc();
+    let announce = answer.in_band;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    // The connection's lifecycle span: debug level, so it costs nothing per
+    // connection (memory included) unless RUST_LOG asks for it.
+    let span = tracing::debug_span!("session", %peer, ip = %ip);
+    let session = async move {
+        let _permit = permit;
+        tracing::debug!("upgraded");
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                session::run(TokioIo::new(upgraded), shared, drain, grant, announce).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    };
+    sessions.spawn(tracing::Instrument::instrument(session, span));
+    answer.accept()
+}
+
+/// Close code of a refusal delivered in band for a 429 or 503: "Try Again
+/// Later" (RFC 6455 registry).
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// Close code of a refusal delivered in band for a 401.
+const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// Most in-band refusals in flight at once; past it, refusals are plain
+/// HTTP answers again, so a storm of rejected browsers cannot pile up
+/// upgraded sockets.
+const IN_BAND_MAX: usize = 1024;
+/// How long an in-band refusal may take (upgrade, close frame, the peer's
+/// close reply) before its socket is dropped.
+const IN_BAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+static IN_BAND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A refused handshake.
+struct Refusal {
+    status: StatusCode,
+    /// Close code when delivered in band.
+    close: u16,
+    error: &'static str,
+    /// Seconds, for 429 and 503.
+    retry_after: Option<u64>,
+}
+
+/// `reject=close` in the query: the client (a browser, which cannot read a
+/// refused handshake's status or headers) wants refusals as a close frame
+/// after the upgrade.
+fn refusals_in_band(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == "reject=close"))
+}
+
+/// How a valid WebSocket handshake is answered, admitted or refused.
+struct Answer {
+    /// `Sec-WebSocket-Accept`.
+    accept_key: String,
+    /// The client asked for refusals in band (`reject=close`).
+    in_band: bool,
+    /// The client offered [`auth::SUBPROTOCOL`]: every `101` selects it.
+    subprotocol: bool,
+    /// A refused socket reads (and discards) what the client sends before
+    /// its close reply, as a session would: a larger message would reset the
+    /// connection and could lose the close frame.
+    max_message: usize,
+}
+
+impl Answer {
+    /// Answers a refused handshake: an HTTP error with `Retry-After` or
+    /// `WWW-Authenticate`; or, when the client asked for it and fewer than
+    /// [`IN_BAND_MAX`] are in flight, `101` and at once a close frame with
+    /// `refusal.close` and the JSON reason `{"error":..,"retry_after_ms":..}`.
+    /// An in-band refusal never becomes a session: no permit, no subscription,
+    /// gone within [`IN_BAND_TIMEOUT`].
+    fn refuse(&self, req: &mut Request<Incoming>, refusal: Refusal) -> Response<Body> {
+        use std::sync::atomic::Ordering;
+        let max_message = self.max_message;
+        let slot = self.in_band
+            && IN_BAND
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < IN_BAND_MAX).then_some(n + 1)
+                })
+                .is_ok();
+        if !slot {
+            let mut r = json_error(refusal.status, refusal.error);
+            if let Some(secs) = refusal.retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            if refusal.status == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            return r;
+        }
+        let mut reason = serde_json::json!({ "error": refusal.error });
+        if let Some(secs) = refusal.retry_after {
+            reason["retry_after_ms"] = (secs * 1000).into();
+        }
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            struct Slot;
+            impl Drop for Slot {
+                fn drop(&mut self) {
+                    IN_BAND.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            let _slot = Slot;
+            let _ = tokio::time::timeout(IN_BAND_TIMEOUT, async move {
+                let Ok(upgraded) = on_upgrade.await else {
+                    return;
+                };
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(512)
+                    .write_buffer_size(0)
+                    .max_message_size(Some(max_message))
+                    .max_frame_size(Some(max_message));
+                let mut ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                let frame = CloseFrame {
+                    code: refusal.close.into(),
+                    reason: reason.to_string().into(),
+                };
+                if ws.close(Some(frame)).await.is_ok() {
+                    // Until the peer's close reply ends the stream, so the frame
+                    // is not lost to a reset.
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+                }
+            })
+            .await;
+        });
+        self.accept()
+    }
+
+    /// The `101`; selecting [`auth::SUBPROTOCOL`] when the client offered it.
+    fn accept(&self) -> Response<Body> {
+        let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+        let hs = r.headers_mut();
+        if self.subprotocol {
+            hs.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(auth::SUBPROTOCOL),
+            );
+        }
+        hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        hs.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&self.accept_key).expect("base64 is a valid header"),
+        );
+        r
+    }
+}
