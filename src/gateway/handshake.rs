@@ -55,46 +55,13 @@ pub(super) fn upgrade(
     sessions: TaskTracker,
     drain: CancellationToken,
 ) -> Response<Body> {
-    if req.method() != http::Method::GET {
-        return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    }
+    let accept_key = match check_handshake(&req) {
+        Ok(key) => key,
+        Err(bad) => return *bad,
+    };
     let h = req.headers();
-    let has = |name: header::HeaderName, token: &str| {
-        h.get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad request: expected a WebSocket upgrade",
-        );
-    }
-    if h.get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v != "13")
-    {
-        let mut r = json_error(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version",
-        );
-        r.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return r;
-    }
-    let Some(key) = h
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad request: missing Sec-WebSocket-Key",
-        );
-    };
     let answer = Answer {
-        accept_key: key,
+        accept_key,
         in_band: refusals_in_band(req.uri().query()),
         subprotocol: auth::offers_subprotocol(h),
         max_message: shared.config.max_message_bytes,
@@ -114,51 +81,19 @@ pub(super) fn upgrade(
         .verifier
         .as_ref()
         .and_then(|_| auth::token_from_request(h, req.uri().query()));
-    let refuse = |req: &mut Request<Incoming>, rejected: super::admission::Rejected| {
-        shared.metrics.admission_rejected(rejected.label());
-        let status = match rejected {
-            super::admission::Rejected::ConnectionCap => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::TOO_MANY_REQUESTS,
-        };
-        let refusal = Refusal {
-            status,
-            close: CLOSE_TRY_AGAIN_LATER,
-            error: rejected.message(),
-            retry_after: Some(rejected.retry_after_secs()),
-        };
-        answer.refuse(req, refusal)
-    };
     // Per-IP checks, then the token, and only then the edge-wide budgets: a
     // forged token spends its own address's budgets, never what valid
     // clients need.
     if let Err(rejected) = shared.admission.screen(ip) {
-        return refuse(&mut req, rejected);
+        return answer.refuse(&mut req, rejection(&shared, rejected));
     }
-    let grant = match &shared.verifier {
-        None => None,
-        Some(v) => {
-            let verified = token
-                .ok_or(auth::AuthError::Missing)
-                .and_then(|token| v.verify(&token));
-            match verified {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    shared.metrics.auth_failure(e.label());
-                    shared.admission.auth_failed(ip);
-                    let refusal = Refusal {
-                        status: StatusCode::UNAUTHORIZED,
-                        close: CLOSE_UNAUTHORIZED,
-                        error: e.reason(),
-                        retry_after: None,
-                    };
-                    return answer.refuse(&mut req, refusal);
-                }
-            }
-        }
+    let grant = match authenticate(&shared, ip, token) {
+        Ok(grant) => grant,
+        Err(refusal) => return answer.refuse(&mut req, refusal),
     };
     let permit = match shared.admission.admit(ip) {
         Ok(p) => p,
-        Err(rejected) => return refuse(&mut req, rejected),
+        Err(rejected) => return answer.refuse(&mut req, rejection(&shared, rejected)),
     };
     shared.metrics.admissions.inc();
     let announce = answer.in_band;
@@ -178,6 +113,97 @@ pub(super) fn upgrade(
     };
     sessions.spawn(tracing::Instrument::instrument(session, span));
     answer.accept()
+}
+
+/// The request is a WebSocket handshake this edge speaks (GET, `Upgrade:
+/// websocket`, version 13, a key): its `Sec-WebSocket-Accept` value, or the
+/// plain-HTTP answer that says what is wrong (boxed: the error path is the
+/// rare one).
+fn check_handshake(req: &Request<Incoming>) -> Result<String, Box<Response<Body>>> {
+    if req.method() != http::Method::GET {
+        return Err(Box::new(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        )));
+    }
+    let h = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err(Box::new(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad request: expected a WebSocket upgrade",
+        )));
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        let mut r = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(Box::new(r));
+    }
+    h.get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .ok_or_else(|| {
+            Box::new(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad request: missing Sec-WebSocket-Key",
+            ))
+        })
+}
+
+/// An admission refusal (counted), as the answer the client gets: 503 when
+/// the edge is full, 429 otherwise, with `Retry-After`.
+fn rejection(shared: &Shared, rejected: super::admission::Rejected) -> Refusal {
+    shared.metrics.admission_rejected(rejected.label());
+    let status = match rejected {
+        super::admission::Rejected::ConnectionCap => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::TOO_MANY_REQUESTS,
+    };
+    Refusal {
+        status,
+        close: CLOSE_TRY_AGAIN_LATER,
+        error: rejected.message(),
+        retry_after: Some(rejected.retry_after_secs()),
+    }
+}
+
+/// The token's grant when auth is on (`None` when it is off), or the 401
+/// refusal; a failure is counted and charged to the address's own budget.
+fn authenticate(
+    shared: &Shared,
+    ip: std::net::IpAddr,
+    token: Option<String>,
+) -> Result<Option<auth::Grant>, Refusal> {
+    let Some(v) = &shared.verifier else {
+        return Ok(None);
+    };
+    match token
+        .ok_or(auth::AuthError::Missing)
+        .and_then(|token| v.verify(&token))
+    {
+        Ok(g) => Ok(Some(g)),
+        Err(e) => {
+            shared.metrics.auth_failure(e.label());
+            shared.admission.auth_failed(ip);
+            Err(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                close: CLOSE_UNAUTHORIZED,
+                error: e.reason(),
+                retry_after: None,
+            })
+        }
+    }
 }
 
 /// Close code of a refusal delivered in band for a 429 or 503: "Try Again
