@@ -17,6 +17,7 @@
 //! |---|---|
 //! | [`app`] | wires ingest → fanout → gateway; owns shutdown order |
 //! | [`config`] | `tickfan edge`'s config, aggregated from each module's flags; validation |
+//! | [`config_file`] | `--config FILE`: TOML settings as the flags' defaults (flags > env > file > defaults) |
 //! | [`kafka`] | how to reach Kafka: brokers, topics, TLS, SASL, secrets, other librdkafka settings |
 //! | [`ingest`] | rdkafka consumer, partition interest, offsets, readiness, pacing |
 //! | [`codec`] | Avro single-object contract (`schemas/tick.avsc`) and the client JSON |
@@ -46,6 +47,7 @@
 pub mod app;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod fanout;
 pub mod gateway;
 pub mod ingest;

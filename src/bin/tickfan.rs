@@ -1,6 +1,6 @@
 //! The `tickfan` command: parses arguments and calls the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tickfan::{app, config, gateway, shutdown, telemetry};
 
 /// Kafka-backed WebSocket fan-out for market data.
@@ -17,6 +17,11 @@ use tickfan::{app, config, gateway, shutdown, telemetry};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// TOML file of settings for the command, keyed by the flags' long names
+    /// (`pacing-patience = "1s"`); flags and TICKFAN_* variables win over it.
+    #[arg(long, global = true, env = "TICKFAN_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 
     /// Log line format on stderr (`RUST_LOG` sets the level).
     #[arg(long, global = true, env = "TICKFAN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
@@ -51,7 +56,12 @@ enum Command {
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cmd = tickfan::config_file::apply_from_args(Cli::command(), &args).unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        std::process::exit(2)
+    });
+    let cli = Cli::from_arg_matches(&cmd.get_matches_from(args)).unwrap_or_else(|e| e.exit());
     let exporting = match &cli.command {
         Command::Edge(c) => c.otel.otlp_endpoint.is_some(),
         #[cfg(feature = "rig")]
@@ -98,6 +108,46 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The example file of docs/configuration.md applies to `tickfan edge`
+    /// as written, and its settings arrive in the edge's config.
+    #[test]
+    fn the_documented_config_file_configures_an_edge() {
+        use clap::FromArgMatches;
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
+        let example = &doc[start..start + doc[start..].find("```").unwrap()];
+        let cmd = tickfan::config_file::apply(super::Cli::command(), "edge", "example", example)
+            .expect("the documented file applies");
+        let cli =
+            super::Cli::from_arg_matches(&cmd.try_get_matches_from(["tickfan", "edge"]).unwrap())
+                .unwrap();
+        let super::Command::Edge(c) = cli.command else {
+            panic!("edge")
+        };
+        assert_eq!(c.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+        assert_eq!(c.kafka.topics, ["ticks", "quotes"]);
+        assert_eq!(c.ingest.pacing_patience, std::time::Duration::from_secs(1));
+        assert_eq!(c.admission.max_connections_per_ip, 500);
+        assert!(c.gateway.page);
+        assert_eq!(
+            c.kafka.options,
+            [("client.rack".to_string(), "eu-west-1a".to_string())]
+        );
+        assert_eq!(cli.log_format, tickfan::telemetry::LogFormat::Json);
+        // A flag still wins.
+        let cli = super::Cli::from_arg_matches(
+            &tickfan::config_file::apply(super::Cli::command(), "edge", "example", example)
+                .unwrap()
+                .try_get_matches_from(["tickfan", "edge", "--topic", "other"])
+                .unwrap(),
+        )
+        .unwrap();
+        let super::Command::Edge(c) = cli.command else {
+            panic!("edge")
+        };
+        assert_eq!(c.kafka.topics, ["other"]);
     }
 
     /// The configuration reference (docs/configuration.md) names every flag
