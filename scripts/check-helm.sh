@@ -395,6 +395,27 @@ try:
 except helm.HelmError as e:
     check(False, f"variant limits render: {e}")
 
+try:
+    objs = objects(render({"configFile": 'release-linger = "60s"\nmax-connections = 20000\n'}))
+    cms = {o["metadata"]["name"]: o["data"] for o in by_kind(objs, "ConfigMap")}
+    dep = by_kind(objs, "Deployment")[0]
+    pod = dep["spec"]["template"]
+    c0 = pod["spec"]["containers"][0]
+    vols = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    check(cms["tf-tickfan"]["TICKFAN_CONFIG"] == "/etc/tickfan/config/tickfan.toml"
+          and cms["tf-tickfan-settings"]["tickfan.toml"].startswith('release-linger = "60s"\nmax-connections = 20000')
+          and vols["settings"]["configMap"]["name"] == "tf-tickfan-settings"
+          and any(m["name"] == "settings" and m["mountPath"] == "/etc/tickfan/config" and m.get("readOnly")
+                  for m in c0.get("volumeMounts", []))
+          and "checksum/settings" in pod["metadata"]["annotations"],
+          "variant: configFile is its own ConfigMap, mounted read-only, named by TICKFAN_CONFIG, rolled on change")
+    objs = objects(render({}))
+    check(not any(o["metadata"]["name"].endswith("-settings") for o in by_kind(objs, "ConfigMap"))
+          and "TICKFAN_CONFIG" not in by_kind(objs, "ConfigMap")[0]["data"],
+          "default: no settings file, no TICKFAN_CONFIG")
+except helm.HelmError as e:
+    check(False, f"variant configFile render: {e}")
+
 # ---------------------------------------------------------------- must-fail
 print("== bad values must be rejected")
 # each case: (values, text the error must contain, so it fails for the right reason)
@@ -407,6 +428,8 @@ bad = {
     "config key not TICKFAN_* (schema)": ({"config": {"FOO": "1"}}, "does not match pattern"),
     "config overrides a managed key": ({"config": {"TICKFAN_LISTEN": "0.0.0.0:9"}}, "config.TICKFAN_LISTEN is managed"),
     "config overrides a limit": ({"config": {"TICKFAN_WRITE_TIMEOUT": "5s"}}, "config.TICKFAN_WRITE_TIMEOUT is managed"),
+    "config sets TICKFAN_CONFIG (use configFile)": ({"config": {"TICKFAN_CONFIG": "/x.toml"}}, "config.TICKFAN_CONFIG is managed"),
+    "configFile not a string (schema)": ({"configFile": {"release-linger": "60s"}}, "/configFile"),
     "limits.writeTimeout without a unit (schema)": ({"limits": {"writeTimeout": "20"}}, "does not match pattern"),
     "jwt.secret shorter than 32 bytes": ({"jwt": {"secret": "short"}}, "/jwt/secret"),
     "jwt.publicKey with jwt.jwks": ({"jwt": {"publicKey": "-----BEGIN PUBLIC KEY-----\nx\n", "jwks": "{}"}}, "mutually exclusive"),
