@@ -110,6 +110,25 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 
+    /// The compose stack's settings file (compose/edge.toml) applies to
+    /// `tickfan edge` as it is mounted.
+    #[test]
+    fn the_compose_settings_file_configures_an_edge() {
+        use clap::FromArgMatches;
+        let file = include_str!("../../compose/edge.toml");
+        let cmd =
+            tickfan::config_file::apply(super::Cli::command(), "edge", "compose/edge.toml", file)
+                .expect("compose/edge.toml applies");
+        let cli =
+            super::Cli::from_arg_matches(&cmd.try_get_matches_from(["tickfan", "edge"]).unwrap())
+                .unwrap();
+        let super::Command::Edge(c) = cli.command else {
+            panic!("edge")
+        };
+        assert_eq!(c.gateway.write_timeout, std::time::Duration::from_secs(20));
+        c.validate().expect("a valid edge");
+    }
+
     /// The example file of docs/configuration.md applies to `tickfan edge`
     /// as written, and its settings arrive in the edge's config.
     #[test]
