@@ -216,17 +216,6 @@ fn rss_mib(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-/// `/metrics` sample of a running edge (exact series text).
-async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("metric {series} missing"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Flags opening admission for many test clients from one address.
 const OPEN_ADMISSION: [&str; 6] = [
     "--connect-rate-per-ip",
@@ -356,13 +345,13 @@ async fn clients_that_stop_reading_are_closed_by_the_write_timeout() {
             let mut peak = rss_peak.lock().unwrap();
             *peak = peak.max(rss);
         }
-        (metric(edge.addr, "tickfan_connections").await == 1.0).then_some(())
+        (metric_at(edge.addr, "tickfan_connections").await == 1.0).then_some(())
     })
     .await;
     let rss_peak = rss_peak.into_inner().unwrap();
     let took = start.elapsed();
     assert_eq!(
-        metric(
+        metric_at(
             edge.addr,
             "tickfan_sessions_ended_total{reason=\"write_timeout\"}"
         )
@@ -439,7 +428,7 @@ async fn huge_and_repeated_symbol_requests_cost_a_bounded_amount_of_cpu() {
     }
     let cpu = cpu_secs(pid) - cpu_before;
     assert_eq!(
-        metric(edge.addr, "tickfan_subscriptions").await,
+        metric_at(edge.addr, "tickfan_subscriptions").await,
         2.0,
         "the bystander's two, nothing of the attack"
     );
@@ -674,7 +663,7 @@ async fn frame_floods_and_broken_frames_are_closed_with_their_codes() {
         ("protocol_error", 1.0),
     ] {
         let series = format!("tickfan_sessions_ended_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(edge.addr, &series).await, n, "{reason}");
+        assert_eq!(metric_at(edge.addr, &series).await, n, "{reason}");
     }
     assert!(
         cpu < wall * 0.5 + 1.0,

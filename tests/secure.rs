@@ -450,17 +450,6 @@ async fn kcat(s: &Secure, topic: &str, symbol: &str, n: i64, codec: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A `/metrics` sample of an edge process (exact series text).
-async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
-    let (_, body) = http_get(addr, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("metric {series} missing"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_in_every_codec_from_kcat_and_produce_reach_websocket_clients() {
     let broker = Broker::real();
@@ -510,7 +499,7 @@ async fn records_in_every_codec_from_kcat_and_produce_reach_websocket_clients() 
     read_all(&mut c, "every codec", &all, total).await;
     for reason in tickfan::telemetry::metrics::CONSUME_ERROR_REASONS {
         let series = format!("tickfan_consume_errors_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(edge.addr, &series).await, 0.0, "{series}");
+        assert_eq!(metric_at(edge.addr, &series).await, 0.0, "{series}");
     }
     eprintln!("gzip, snappy, lz4, zstd from kcat and tickfan produce: {total} ticks delivered");
 }
@@ -615,7 +604,7 @@ async fn a_wrong_password_an_untrusted_ca_or_an_expired_certificate_leave_the_ed
         }
         // ...once, while librdkafka retries (each refusal is counted).
         eventually(&format!("{name}: refused again on retry"), || async {
-            (metric(edge.addr, "tickfan_kafka_refusals_total").await >= 2.0).then_some(())
+            (metric_at(edge.addr, "tickfan_kafka_refusals_total").await >= 2.0).then_some(())
         })
         .await;
         let log = edge.log();

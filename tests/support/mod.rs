@@ -231,6 +231,26 @@ impl Edge {
     }
 }
 
+/// Waits until `addr` answers `path` with 200.
+async fn answers_200(addr: SocketAddr, path: &str) {
+    eventually(&format!("edge answers {path}"), || async move {
+        (TcpStream::connect(addr).await.is_ok() && http_get(addr, path).await.0 == 200)
+            .then_some(())
+    })
+    .await;
+}
+
+/// One `/metrics` sample of the edge at `addr` (exact series text).
+pub async fn metric_at(addr: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("metric {series} missing"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Minimal HTTP/1.1 GET over a real socket: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http(addr, "GET", path).await
@@ -742,15 +762,7 @@ impl EdgeProcess {
         envs: &[(&str, &str)],
     ) -> EdgeProcess {
         let p = EdgeProcess::start(brokers, topic, extra, envs);
-        let addr = p.addr;
-        eventually("edge process ready", || async move {
-            if TcpStream::connect(addr).await.is_ok() && http_get(addr, "/readyz").await.0 == 200 {
-                Some(())
-            } else {
-                None
-            }
-        })
-        .await;
+        answers_200(p.addr, "/readyz").await;
         p
     }
 
@@ -763,15 +775,7 @@ impl EdgeProcess {
         envs: &[(&str, &str)],
     ) -> EdgeProcess {
         let p = EdgeProcess::start(brokers, topic, extra, envs);
-        let addr = p.addr;
-        eventually("edge process alive", || async move {
-            if TcpStream::connect(addr).await.is_ok() && http_get(addr, "/healthz").await.0 == 200 {
-                Some(())
-            } else {
-                None
-            }
-        })
-        .await;
+        answers_200(p.addr, "/healthz").await;
         p
     }
 
