@@ -46,6 +46,7 @@ impl EdgeConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.kafka.validate()?;
         self.ingest.validate()?;
+        self.ingest.validate_mappings(&self.kafka.topics)?;
         self.gateway.validate()?;
         distinct_admin_listener(self.listen, &self.gateway)?;
         self.admission.validate()?;

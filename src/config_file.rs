@@ -78,7 +78,12 @@ pub fn apply(cmd: Command, sub: &str, origin: &str, text: &str) -> anyhow::Resul
             .map(|s| line_of(text, s.start))
             .unwrap_or(1);
         let at = |why: String| anyhow::anyhow!("{origin}:{line}: {why}");
-        let values = values(item).map_err(&at)?;
+        let values = if key == "mapping" {
+            mapping_values(item)
+        } else {
+            values(item)
+        }
+        .map_err(&at)?;
         let arg = subcmd
             .get_arguments()
             .chain(cmd.get_arguments())
@@ -156,6 +161,30 @@ fn values(item: &Item) -> Result<Vec<String>, String> {
         ),
         Item::None => Err("no value".into()),
     }
+}
+
+/// `[mapping.TOPIC]` tables (or `mapping = ["TOPIC:k=v,..."]`): each table
+/// becomes the `--mapping` value `TOPIC:key=value,...`, a list (`forward`)
+/// joined by `|`.
+fn mapping_values(item: &Item) -> Result<Vec<String>, String> {
+    let Item::Table(topics) = item else {
+        return values(item);
+    };
+    let mut out = Vec::new();
+    for (topic, t) in topics.iter() {
+        let table = match t {
+            Item::Table(t) => t.clone(),
+            Item::Value(Value::InlineTable(t)) => t.clone().into_table(),
+            _ => return Err(format!("[mapping.{topic}] must be a table of key = value")),
+        };
+        let mut parts = Vec::new();
+        for (k, v) in table.iter() {
+            let vals = values(v).map_err(|e| format!("mapping.{topic}.{k}: {e}"))?;
+            parts.push(format!("{k}={}", vals.join("|")));
+        }
+        out.push(format!("{topic}:{}", parts.join(",")));
+    }
+    Ok(out)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -155,6 +155,25 @@ mod tests {
             [("client.rack".to_string(), "eu-west-1a".to_string())]
         );
         assert_eq!(cli.log_format, tickfan::telemetry::LogFormat::Json);
+        let [m] = &c.ingest.mappings[..] else {
+            panic!("one mapping: {:?}", c.ingest.mappings)
+        };
+        assert_eq!(m.topic, "quotes");
+        assert_eq!(m.format, tickfan::codec::mapping::Format::Avro);
+        assert_eq!(
+            m.forward,
+            tickfan::codec::mapping::Forward::Fields(vec![
+                vec!["venue_code".to_string()],
+                vec!["flags".to_string()]
+            ])
+        );
+        assert_eq!(
+            c.ingest.registry.schema_registry.as_deref(),
+            Some("https://registry:8081")
+        );
+        c.ingest
+            .validate_mappings(&c.kafka.topics)
+            .expect("the documented mapping fits the documented topics");
         // A flag still wins.
         let cli = super::Cli::from_arg_matches(
             &tickfan::config_file::apply(super::Cli::command(), "edge", "example", example)

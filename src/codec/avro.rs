@@ -89,16 +89,40 @@ pub enum DecodeError {
     /// longer than [`MAX_ATTR_KEY_BYTES`]).
     #[error("invalid field value")]
     InvalidField,
+    /// A topic mapped with `format=avro`: the value does not start with the
+    /// Confluent wire format's zero byte and schema id.
+    #[error("not the Confluent wire format")]
+    NotConfluent,
+    /// The Schema Registry has no schema of the record's id (or not an Avro
+    /// one).
+    #[error("unknown schema id")]
+    UnknownSchema,
+    /// The topic's mapping cannot be resolved against the record's writer
+    /// schema (a mapped field it lacks, or of a type that does not fit).
+    #[error("mapping does not fit the writer schema")]
+    Unresolvable,
+    /// A record without a value its mapping requires (symbol, price, or a
+    /// mapped seq or timestamp), or null there.
+    #[error("mapped field missing")]
+    MissingField,
+    /// A topic mapped with `format=json`: the value is not a JSON object.
+    #[error("not a JSON object")]
+    NotJson,
 }
 
 impl DecodeError {
     /// Every variant, for pre-registering metric labels.
-    pub const ALL: [DecodeError; 5] = [
+    pub const ALL: [DecodeError; 10] = [
         DecodeError::NotSingleObject,
         DecodeError::UnknownFingerprint,
         DecodeError::Malformed,
         DecodeError::Oversized,
         DecodeError::InvalidField,
+        DecodeError::NotConfluent,
+        DecodeError::UnknownSchema,
+        DecodeError::Unresolvable,
+        DecodeError::MissingField,
+        DecodeError::NotJson,
     ];
 
     /// Stable snake_case name, used as the `reason` label.
@@ -109,6 +133,11 @@ impl DecodeError {
             DecodeError::Malformed => "malformed",
             DecodeError::Oversized => "oversized",
             DecodeError::InvalidField => "invalid_field",
+            DecodeError::NotConfluent => "not_confluent",
+            DecodeError::UnknownSchema => "unknown_schema",
+            DecodeError::Unresolvable => "unresolvable",
+            DecodeError::MissingField => "missing_field",
+            DecodeError::NotJson => "not_json",
         }
     }
 }

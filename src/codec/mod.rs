@@ -7,4 +7,5 @@
 
 pub mod avro;
 pub mod canonical;
+pub mod mapping;
 pub mod wire;

@@ -15,12 +15,12 @@ use crate::market::Tick;
 #[derive(Serialize)]
 struct WireTick<'a> {
     symbol: &'a str,
-    price: f64,
-    size: f64,
+    price: Num<'a>,
+    size: Num<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    bid: Option<f64>,
+    bid: Option<Num<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    ask: Option<f64>,
+    ask: Option<Num<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     venue: Option<&'a str>,
     ts: i64,
@@ -29,17 +29,100 @@ struct WireTick<'a> {
     attrs: &'a BTreeMap<String, String>,
 }
 
+/// The decimal text of a tick's numbers that came as decimals (an Avro
+/// `decimal`, a JSON string), written to clients as that text, so a price of
+/// `0.1` or of 19 significant digits reaches them as the feed wrote it, not
+/// as the nearest double. Each text is a valid JSON number
+/// ([`is_json_number`]); the tick's `f64` fields hold the same values,
+/// rounded, for whatever computes with them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exact {
+    pub price: Option<Box<str>>,
+    pub size: Option<Box<str>>,
+    pub bid: Option<Box<str>>,
+    pub ask: Option<Box<str>>,
+}
+
+/// A number as clients get it: a double, or decimal text written as is.
+enum Num<'a> {
+    F(f64),
+    Text(&'a str),
+}
+
+impl Num<'_> {
+    fn of<'a>(x: f64, text: Option<&'a str>) -> Num<'a> {
+        match text {
+            Some(t) => Num::Text(t),
+            None => Num::F(x),
+        }
+    }
+}
+
+impl Serialize for Num<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Num::F(x) => s.serialize_f64(*x),
+            Num::Text(t) => {
+                // Checked when the `Exact` was built; RawValue checks again.
+                let raw: &serde_json::value::RawValue =
+                    serde_json::from_str(t).map_err(serde::ser::Error::custom)?;
+                raw.serialize(s)
+            }
+        }
+    }
+}
+
+/// Whether `s` is a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`).
+pub fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    let int_start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && b[int_start] == b'0') {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
 /// Encodes a tick as its client JSON object, e.g.
 /// `{"symbol":"AAPL","price":189.25,"size":300.0,"bid":189.24,"ts":1764270000123456,"seq":42}`,
 /// with `"attrs":{"k":"v",...}` (sorted by key) after `seq` when the tick has
 /// attributes.
 pub fn encode_tick(tick: &Tick) -> Bytes {
+    encode_tick_exact(tick, None)
+}
+
+/// [`encode_tick`], with the numbers `exact` holds written as its text.
+pub fn encode_tick_exact(tick: &Tick, exact: Option<&Exact>) -> Bytes {
+    let text = |f: fn(&Exact) -> &Option<Box<str>>| exact.and_then(|e| f(e).as_deref());
     let wire = WireTick {
         symbol: tick.symbol.as_str(),
-        price: tick.price,
-        size: tick.size,
-        bid: tick.bid,
-        ask: tick.ask,
+        price: Num::of(tick.price, text(|e| &e.price)),
+        size: Num::of(tick.size, text(|e| &e.size)),
+        bid: tick.bid.map(|x| Num::of(x, text(|e| &e.bid))),
+        ask: tick.ask.map(|x| Num::of(x, text(|e| &e.ask))),
         venue: tick.venue.as_deref(),
         ts: tick.ts,
         seq: tick.seq,
@@ -136,5 +219,45 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&snapshot_of(&encoded)).unwrap();
         assert_eq!(v["attrs"]["cond"], "@F \"\u{1}");
         assert_eq!(v["snapshot"], true);
+    }
+
+    #[test]
+    fn exact_numbers_are_written_as_their_decimal_text() {
+        let mut t = tick(7);
+        t.price = 0.1 + 0.2;
+        let exact = Exact {
+            price: Some("0.3".into()),
+            bid: Some("1234567890.123456789".into()),
+            ..Exact::default()
+        };
+        assert_eq!(
+            &encode_tick_exact(&t, Some(&exact))[..],
+            br#"{"symbol":"AAPL","price":0.3,"size":300.0,"bid":1234567890.123456789,"ts":1764270000123456,"seq":7}"#
+        );
+        // Without the text, the double as serde_json writes it.
+        assert!(std::str::from_utf8(&encode_tick(&t))
+            .unwrap()
+            .contains("0.30000000000000004"));
+    }
+
+    #[test]
+    fn json_numbers_are_recognised() {
+        for ok in [
+            "0",
+            "-0",
+            "12",
+            "1.50",
+            "-0.001",
+            "1e5",
+            "2.5E-3",
+            "123456789012345678901234567890",
+        ] {
+            assert!(is_json_number(ok), "{ok}");
+        }
+        for bad in [
+            "", "-", "01", "1.", ".5", "1e", "+1", "NaN", "1_0", "1.2.3", " 1", "0x10",
+        ] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
     }
 }

@@ -223,17 +223,21 @@ impl Registry {
         live: Bytes,
         wake: &mut Vec<Arc<Outbox>>,
     ) -> Published {
-        self.publish_at(symbol, seq, live, 0, wake)
+        self.publish_at(symbol, seq, live, 0, true, wake)
     }
 
     /// [`Registry::publish`] of a tick stamped `ts` (µs since the epoch),
-    /// which writers use for the end-to-end latency metric.
+    /// which writers use for the end-to-end latency metric. `dense`: the
+    /// symbol's seqs go up by one, so a skip is ticks lost upstream (a
+    /// `gap` notice); not so for seqs numbered from Kafka offsets, which
+    /// skip the other symbols' records of the partition.
     pub fn publish_at(
         &self,
         symbol: &Symbol,
         seq: Seq,
         live: Bytes,
         ts: i64,
+        dense: bool,
         wake: &mut Vec<Arc<Outbox>>,
     ) -> Published {
         let mut out = Published::default();
@@ -241,7 +245,7 @@ impl Registry {
         let entry = shard.entry(symbol.clone()).or_default();
         let mut hole = None;
         if let Some(last) = &entry.last {
-            out.seq = if seq == last.seq + 1 {
+            out.seq = if seq == last.seq + 1 || (!dense && seq > last.seq) {
                 SeqCheck::InOrder
             } else if seq > last.seq {
                 hole = Some((last.seq + 1, seq - 1));

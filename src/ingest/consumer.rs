@@ -33,6 +33,7 @@ use rdkafka::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::schemas::{NoRegistry, Schemas};
 pub use super::traces::Traces;
 use super::{
     traces::{end_trace, end_undecodable},
@@ -40,7 +41,8 @@ use super::{
 };
 use crate::{
     codec::{
-        avro::{DecodeError, TickCodec},
+        avro::DecodeError,
+        mapping::{Record, Skip, TopicReader, WriterSchemas},
         wire,
     },
     fanout::{wake_all, Outbox, Registry, SeqCheck},
@@ -236,6 +238,9 @@ pub enum Command {
 
 struct PartState {
     next_offset: i64,
+    /// Set while the record at `next_offset` waits for its writer schema
+    /// (the partition is unassigned meanwhile).
+    awaiting: Option<u32>,
     /// Set while replaying the rewind: the first live offset.
     live_from: Option<i64>,
     /// Partition count of the topic when this partition was assigned.
@@ -262,7 +267,10 @@ pub struct PollLoop {
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
     pub status: Arc<Status>,
-    pub codec: TickCodec,
+    /// How each of `topics` is read, in the same order.
+    pub readers: std::cell::RefCell<Vec<TopicReader>>,
+    /// Writer schemas, when a topic is mapped with `format=avro`.
+    pub schemas: Option<Arc<Schemas>>,
     pub batch_max: usize,
     /// Longest wait for a half-full outbox's writer (zero: no pacing).
     pub pacing_patience: Duration,
@@ -291,6 +299,9 @@ impl PollLoop {
             }
             while let Ok(cmd) = self.commands.try_recv() {
                 self.apply(cmd, &mut parts, &mut wake);
+            }
+            if self.metrics.partitions_awaiting_schema.get() > 0 {
+                self.resume_awaiting(&mut parts);
             }
             // One span per poll batch; debug level, so free unless enabled.
             let batch = tracing::debug_span!("ingest_batch", records = tracing::field::Empty);
@@ -343,9 +354,10 @@ impl PollLoop {
         wake: &mut Vec<Arc<Outbox>>,
     ) {
         // The configured topic's name, shared: no allocation per record.
-        let Some(topic) = self.topics.iter().find(|t| ***t == *msg.topic()) else {
+        let Some(index) = self.topics.iter().position(|t| **t == *msg.topic()) else {
             return;
         };
+        let topic = &self.topics[index];
         let tp = TopicPartition {
             topic: topic.clone(),
             partition: msg.partition(),
@@ -354,6 +366,9 @@ impl PollLoop {
         let Some(st) = parts.get_mut(&tp) else {
             return;
         };
+        if st.awaiting.is_some() {
+            return; // fetched before the partition stopped; read again later
+        }
         let offset = msg.offset();
         if offset < st.next_offset {
             return; // already processed (never expected; guards the no-duplicate promise)
@@ -371,9 +386,36 @@ impl PollLoop {
             Some(t) if !replay => t.start(msg, topic, std::time::SystemTime::now()),
             _ => None,
         };
-        let tick = match self.codec.decode(msg.payload().unwrap_or_default()) {
-            Ok(t) => t,
-            Err(e) => {
+        let record = Record {
+            key: msg.key(),
+            value: msg.payload().unwrap_or_default(),
+            offset,
+            timestamp_ms: msg.timestamp().to_millis(),
+        };
+        let schemas: &dyn WriterSchemas = match &self.schemas {
+            Some(s) => s.as_ref(),
+            None => &NoRegistry,
+        };
+        let decoded = self.readers.borrow_mut()[index].decode(&record, schemas);
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(Skip::NeedSchema(id)) => {
+                // Hold the partition at this record until its schema is in.
+                st.next_offset = offset;
+                st.awaiting = Some(id);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&tp.topic, tp.partition);
+                if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "unassign failed");
+                }
+                self.metrics.partitions_awaiting_schema.inc();
+                if let Some(s) = &self.schemas {
+                    s.request(id);
+                }
+                tracing::debug!(topic = %tp.topic, partition = tp.partition, offset, schema_id = id, "partition waits for a writer schema");
+                return;
+            }
+            Err(Skip::Bad(e)) => {
                 counts.errors[DecodeError::ALL
                     .iter()
                     .position(|x| *x == e)
@@ -385,8 +427,9 @@ impl PollLoop {
                 return;
             }
         };
+        let tick = &decoded.tick;
         counts.consumed += 1;
-        let bytes = wire::encode_tick(&tick);
+        let bytes = wire::encode_tick_exact(tick, decoded.exact.as_ref());
         if replay {
             self.registry.remember(&tick.symbol, tick.seq, bytes);
             self.maybe_finish_replay(&tp, offset, parts, counts, wake);
@@ -394,10 +437,15 @@ impl PollLoop {
             let fanout = trace
                 .as_ref()
                 .zip(self.traces.as_ref())
-                .map(|(cx, t)| t.start_fanout(cx, &tick));
-            let p = self
-                .registry
-                .publish_at(&tick.symbol, tick.seq, bytes, tick.ts, wake);
+                .map(|(cx, t)| t.start_fanout(cx, tick));
+            let p = self.registry.publish_at(
+                &tick.symbol,
+                tick.seq,
+                bytes,
+                tick.ts,
+                decoded.dense,
+                wake,
+            );
             if let (Some(cx), Some(fanout)) = (trace, fanout) {
                 end_trace(cx, fanout, &p);
             }
@@ -516,6 +564,7 @@ impl PollLoop {
                     tp.clone(),
                     PartState {
                         next_offset: start,
+                        awaiting: None,
                         live_from: warming.then_some(live_from),
                         partitions,
                     },
@@ -537,10 +586,16 @@ impl PollLoop {
                 }
             }
             Command::Release { tp, still_assigned } => {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&tp.topic, tp.partition);
-                if let Err(e) = self.consumer.incremental_unassign(&tpl) {
-                    tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "unassign failed");
+                let awaiting = parts.get(&tp).is_some_and(|st| st.awaiting.is_some());
+                if awaiting {
+                    // Already unassigned while it waited for a schema.
+                    self.metrics.partitions_awaiting_schema.dec();
+                } else {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&tp.topic, tp.partition);
+                    if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+                        tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "unassign failed");
+                    }
                 }
                 let Some(st) = parts.remove(&tp) else { return };
                 self.status.partitions.lock().unwrap().remove(&tp);
@@ -554,6 +609,33 @@ impl PollLoop {
                         })
                 });
             }
+        }
+    }
+
+    /// Assigns again, at the record that waited, every partition whose
+    /// writer schema is now known (or known not to exist).
+    fn resume_awaiting(&self, parts: &mut HashMap<TopicPartition, PartState>) {
+        let Some(schemas) = &self.schemas else { return };
+        for (tp, st) in parts.iter_mut() {
+            let Some(id) = st.awaiting else { continue };
+            if matches!(schemas.lookup(id), crate::codec::mapping::Lookup::Pending) {
+                schemas.request(id);
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            if tpl
+                .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(st.next_offset))
+                .is_err()
+            {
+                continue;
+            }
+            if let Err(e) = self.consumer.incremental_assign(&tpl) {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "assign after a schema fetch failed; retrying");
+                continue;
+            }
+            st.awaiting = None;
+            self.metrics.partitions_awaiting_schema.dec();
+            tracing::debug!(topic = %tp.topic, partition = tp.partition, offset = st.next_offset, schema_id = id, "partition goes on after its writer schema came");
         }
     }
 

@@ -19,6 +19,7 @@
 pub mod consumer;
 pub mod interest;
 pub mod metadata;
+pub mod schemas;
 pub mod traces;
 
 use std::{
@@ -41,6 +42,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    codec::mapping::{Format, Mapping, TopicReader},
     fanout::{FeedStatus, Registry},
     kafka::KafkaConfig,
     telemetry::Metrics,
@@ -91,6 +93,21 @@ pub struct Config {
     /// traced, continuing the producer's trace.
     #[arg(long, env = "TICKFAN_TRACE_ROOT_SAMPLE", default_value_t = 0.0, value_parser = crate::telemetry::otel::parse_ratio)]
     pub trace_root_sample: f64,
+
+    /// A topic's record shape, `TOPIC:key=value,...` (repeatable; one per
+    /// topic): `format=avro|json|tickfan`, where the symbol, price, size,
+    /// bid, ask, venue, ts and seq are, which fields are forwarded. Topics
+    /// without one carry tickfan's own `schemas/tick.avsc`. See
+    /// docs/mapping.md.
+    #[arg(long = "mapping", env = "TICKFAN_MAPPING", value_delimiter = ';', value_parser = parse_mapping)]
+    pub mappings: Vec<Mapping>,
+
+    #[command(flatten)]
+    pub registry: schemas::RegistryConfig,
+}
+
+fn parse_mapping(s: &str) -> Result<Mapping, String> {
+    s.parse()
 }
 
 impl Config {
@@ -110,6 +127,45 @@ impl Config {
             "--metadata-refresh must be > 0"
         );
         Ok(())
+    }
+
+    /// Checks the mappings against the topics and the registry.
+    pub fn validate_mappings(&self, topics: &[String]) -> anyhow::Result<()> {
+        self.registry.validate()?;
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.mappings {
+            anyhow::ensure!(
+                topics.contains(&m.topic),
+                "--mapping {m}: {} is not a --topic",
+                m.topic
+            );
+            anyhow::ensure!(
+                seen.insert(m.topic.as_str()),
+                "--mapping: topic {} is mapped twice",
+                m.topic
+            );
+            anyhow::ensure!(
+                m.format != Format::Avro || self.registry.schema_registry.is_some(),
+                "--mapping {m}: format=avro needs --schema-registry"
+            );
+        }
+        Ok(())
+    }
+
+    /// The reader of each of `topics`, in order.
+    pub fn readers(&self, topics: &[String]) -> Vec<TopicReader> {
+        topics
+            .iter()
+            .map(|t| {
+                let m = self
+                    .mappings
+                    .iter()
+                    .find(|m| &m.topic == t)
+                    .cloned()
+                    .unwrap_or_else(|| Mapping::tickfan(t));
+                TopicReader::new(m, self.max_record_bytes)
+            })
+            .collect()
     }
 }
 
@@ -226,7 +282,16 @@ impl Ingest {
             registry: registry.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
-            codec: crate::codec::avro::TickCodec::new(config.max_record_bytes),
+            readers: std::cell::RefCell::new(config.readers(&kafka.topics)),
+            schemas: if config.mappings.iter().any(|m| m.format == Format::Avro) {
+                Some(schemas::Schemas::start(
+                    &config.registry,
+                    metrics.clone(),
+                    shutdown.clone(),
+                )?)
+            } else {
+                None
+            },
             batch_max: config.batch_max,
             pacing_patience: config.pacing_patience,
             shutdown: shutdown.clone(),

@@ -26,6 +26,16 @@ pub const CONSUME_ERROR_REASONS: [&str; 6] = [
     "other",
 ];
 
+/// The `result`s of `tickfan_schema_fetches_total` (see `ingest::schemas`).
+pub const SCHEMA_FETCH_RESULTS: [&str; 6] = [
+    "ok",
+    "not_found",
+    "unreachable",
+    "refused",
+    "server_error",
+    "bad_answer",
+];
+
 /// Every `reason` of `tickfan_sessions_ended_total` (docs/protocol.md lists
 /// what each means).
 pub const SESSION_END_REASONS: [&str; 12] = [
@@ -111,6 +121,10 @@ pub struct Metrics {
     /// Outboxes the ingest stopped waiting for because their writer took
     /// nothing within the pacing patience (each time it happens).
     pub lagging_clients: Counter,
+    /// Schema Registry lookups, by result (`SCHEMA_FETCH_RESULTS`).
+    pub schema_fetches: Family<Reason, Counter>,
+    /// Partitions holding at a record whose writer schema is being fetched.
+    pub partitions_awaiting_schema: Gauge,
     /// From a tick's `ts` to the socket write of the frame carrying it, in
     /// seconds: one sample per write, for the oldest tick written.
     pub e2e_latency: Histogram,
@@ -157,6 +171,8 @@ impl Metrics {
             ingest_paced_seconds: Counter::default(),
             ingest_stalled_seconds: Counter::default(),
             lagging_clients: Counter::default(),
+            schema_fetches: Family::default(),
+            partitions_awaiting_schema: Gauge::default(),
             // 0.1 ms .. ~6.5 s
             e2e_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
             // 1 .. 1024 ticks (the default outbox capacity)
@@ -326,6 +342,19 @@ impl Metrics {
             let _ = m.decode_errors.get_or_create(&vec![("reason", e.reason())]);
         }
         let _ = m.drops.get_or_create(&vec![("reason", "outbox_full")]);
+        r.register(
+            "schema_fetches",
+            "Schema Registry lookups of writer schemas, by result",
+            m.schema_fetches.clone(),
+        );
+        r.register(
+            "partitions_awaiting_schema",
+            "Partitions holding at a record until its writer schema is fetched",
+            m.partitions_awaiting_schema.clone(),
+        );
+        for result in SCHEMA_FETCH_RESULTS {
+            let _ = m.schema_fetches.get_or_create(&vec![("result", result)]);
+        }
         for reason in CONSUME_ERROR_REASONS {
             let _ = m.consume_errors.get_or_create(&vec![("reason", reason)]);
         }
@@ -352,6 +381,13 @@ impl Metrics {
     }
 
     /// Counts one consumer error.
+    /// Counts one Schema Registry lookup by its result.
+    pub fn schema_fetch(&self, result: &'static str) {
+        self.schema_fetches
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+
     pub fn consume_error(&self, reason: &'static str) {
         self.consume_errors
             .get_or_create(&vec![("reason", reason)])

@@ -323,6 +323,8 @@ pub enum Frame {
 pub struct Client {
     ws: WebSocketStream<TcpStream>,
     pub frames: Vec<Frame>,
+    /// Every text message, as sent (to check numbers written as text).
+    pub texts: Vec<String>,
 }
 
 impl Client {
@@ -344,6 +346,7 @@ impl Client {
         Client {
             ws,
             frames: Vec::new(),
+            texts: Vec::new(),
         }
     }
 
@@ -356,6 +359,7 @@ impl Client {
         Client {
             ws,
             frames: Vec::new(),
+            texts: Vec::new(),
         }
     }
 
@@ -381,6 +385,7 @@ impl Client {
                 .frames
                 .push(Frame::Close(c.map(|CloseFrame { code, .. }| code.into()))),
             Some(Ok(Message::Text(t))) => {
+                self.texts.push(t.to_string());
                 let v: Value = serde_json::from_str(&t).expect("edge sends JSON");
                 match v["type"].as_str() {
                     Some("ticks") => {

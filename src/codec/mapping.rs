@@ -1,0 +1,1440 @@
+//! A topic's record shape: how a Kafka record (its key, and a value in
+//! tickfan's own contract, the Confluent Avro wire format, or JSON) becomes
+//! the tick clients get.
+//!
+//! A [`Mapping`] is written `TOPIC:key=value,...` (`--mapping`, or a
+//! `[mapping.TOPIC]` table in the configuration file):
+//!
+//! ```text
+//! quotes:format=avro,symbol=instrument.ticker,price=px,size=qty,ts=event_time:millis,forward=venue_code|flags
+//! ```
+//!
+//! * `format`: `tickfan` (the default: `schemas/tick.avsc` in Avro
+//!   single-object encoding, [`super::avro`]; nothing else may be set),
+//!   `avro` (the Confluent wire format: byte 0, a 4-byte big-endian schema
+//!   id, the datum; writer schemas come from a Schema Registry) or `json`.
+//! * `symbol`: `key` (the record key as UTF-8) or a field path; default the
+//!   field `symbol`.
+//! * `price` (default `price`), `size`, `bid`, `ask`, `venue`: field paths;
+//!   `size`, `bid`, `ask` and `venue` default to fields of those names when
+//!   the record has them. Numbers may be Avro `int`, `long`, `float`,
+//!   `double`, `decimal` (bytes or fixed), or a string holding a decimal
+//!   number; decimals reach clients as their decimal text, not rounded.
+//! * `ts`: a field path, with `:micros`, `:millis`, `:nanos`, `:seconds` or
+//!   `:iso8601` (default: an Avro timestamp's own unit, else micros for a
+//!   number and ISO-8601 for a string); without a `ts` field the Kafka
+//!   record's timestamp.
+//! * `seq`: a field path holding a per-symbol sequence number, or `offset`
+//!   (the default unless the record has a `seq` field): the record's Kafka
+//!   offset + 1. Offsets rise for every symbol of a partition, so such seqs
+//!   rise but skip; the edge does not read a skip as lost ticks.
+//! * `forward`: `*` (every other top-level field), or fields separated by
+//!   `|`, sent as the tick's `attrs` (strings; records and arrays as JSON).
+//!
+//! A field path is field names separated by `.`; an Avro union of `null`
+//! and one type is followed through (`null` is a missing value).
+//!
+//! For Avro, a mapping is resolved once per writer schema ([`Compiled`]),
+//! by field name: a field added by a later schema version is ignored unless
+//! mapped; one removed (it had a default) reads as missing, which is
+//! allowed for everything but `symbol` and `price`; `int` reads as `long`
+//! and `float` as `double`. A writer schema the mapping cannot be resolved
+//! against (no `price` field, a price that is a record...) is
+//! [`DecodeError::Unresolvable`] for each of its records.
+//!
+//! It never does I/O: writer schemas come through [`WriterSchemas`], which
+//! the ingest fills from the registry.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    str::FromStr,
+    sync::Arc,
+};
+
+use apache_avro::{from_avro_datum, schema::Name, types::Value, Schema};
+
+use super::{
+    avro::{DecodeError, TickCodec, MAX_ATTRS, MAX_ATTR_KEY_BYTES},
+    wire::{is_json_number, Exact},
+};
+use crate::market::{Symbol, Tick};
+
+/// How a topic's record values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// tickfan's contract, `schemas/tick.avsc`, single-object encoding.
+    Tickfan,
+    /// The Confluent wire format with a Schema Registry.
+    Avro,
+    /// A JSON object.
+    Json,
+}
+
+/// Field names from the top of the record.
+pub type FieldPath = Vec<String>;
+
+/// Where a tick's symbol comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SymbolFrom {
+    Key,
+    Field(FieldPath),
+}
+
+/// The unit of a timestamp field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// The Avro logical type's; micros for other numbers, ISO-8601 for text.
+    Auto,
+    Seconds,
+    Millis,
+    Micros,
+    Nanos,
+    Iso8601,
+}
+
+/// Where a tick's seq comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqFrom {
+    /// The record's Kafka offset + 1.
+    Offset,
+    Field(FieldPath),
+}
+
+/// Which other fields are forwarded as `attrs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forward {
+    Nothing,
+    /// Every top-level field not mapped to a tick field.
+    All,
+    Fields(Vec<FieldPath>),
+}
+
+/// One topic's mapping. See the module documentation for the syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub topic: String,
+    pub format: Format,
+    pub symbol: SymbolFrom,
+    pub price: FieldPath,
+    /// `None`: the field of the tick's name, when the record has one.
+    pub size: Option<FieldPath>,
+    pub bid: Option<FieldPath>,
+    pub ask: Option<FieldPath>,
+    pub venue: Option<FieldPath>,
+    pub ts: Option<(FieldPath, TimeUnit)>,
+    /// `None`: a `seq` field when the record has one, else the offset.
+    pub seq: Option<SeqFrom>,
+    pub forward: Forward,
+}
+
+impl Mapping {
+    /// tickfan's own contract for `topic`: what a topic without a mapping is.
+    pub fn tickfan(topic: &str) -> Mapping {
+        Mapping {
+            topic: topic.to_string(),
+            format: Format::Tickfan,
+            symbol: SymbolFrom::Field(path("symbol")),
+            price: path("price"),
+            size: None,
+            bid: None,
+            ask: None,
+            venue: None,
+            ts: None,
+            seq: None,
+            forward: Forward::Nothing,
+        }
+    }
+}
+
+fn path(s: &str) -> FieldPath {
+    s.split('.').map(str::to_string).collect()
+}
+
+fn parse_path(s: &str) -> Result<FieldPath, String> {
+    let p = path(s);
+    if p.iter().any(|seg| {
+        seg.is_empty()
+            || !seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }) {
+        return Err(format!(
+            "{s:?} is not a field path (field names of A-Z a-z 0-9 _ - separated by .)"
+        ));
+    }
+    Ok(p)
+}
+
+impl FromStr for Mapping {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mapping, String> {
+        let (topic, rest) = s
+            .split_once(':')
+            .ok_or("a mapping is TOPIC:key=value,... (e.g. quotes:format=json,symbol=key)")?;
+        let topic = topic.trim();
+        if topic.is_empty() {
+            return Err("a mapping needs a topic before ':'".into());
+        }
+        let mut m = Mapping::tickfan(topic);
+        let mut format = None;
+        let mut others = Vec::new();
+        for item in rest.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?}: expected key=value"))?;
+            let (k, v) = (k.trim(), v.trim());
+            match k {
+                "format" => {
+                    format = Some(match v {
+                        "tickfan" => Format::Tickfan,
+                        "avro" => Format::Avro,
+                        "json" => Format::Json,
+                        _ => return Err(format!("format {v:?}: expected tickfan, avro or json")),
+                    })
+                }
+                "symbol" if v == "key" => m.symbol = SymbolFrom::Key,
+                "symbol" => m.symbol = SymbolFrom::Field(parse_path(v)?),
+                "price" => m.price = parse_path(v)?,
+                "size" => m.size = Some(parse_path(v)?),
+                "bid" => m.bid = Some(parse_path(v)?),
+                "ask" => m.ask = Some(parse_path(v)?),
+                "venue" => m.venue = Some(parse_path(v)?),
+                "ts" => {
+                    let (p, unit) = match v.rsplit_once(':') {
+                        Some((p, u)) => (
+                            p,
+                            match u {
+                                "seconds" => TimeUnit::Seconds,
+                                "millis" => TimeUnit::Millis,
+                                "micros" => TimeUnit::Micros,
+                                "nanos" => TimeUnit::Nanos,
+                                "iso8601" => TimeUnit::Iso8601,
+                                _ => return Err(format!(
+                                    "ts unit {u:?}: expected seconds, millis, micros, nanos or iso8601"
+                                )),
+                            },
+                        ),
+                        None => (v, TimeUnit::Auto),
+                    };
+                    m.ts = Some((parse_path(p)?, unit));
+                }
+                "seq" if v == "offset" => m.seq = Some(SeqFrom::Offset),
+                "seq" => m.seq = Some(SeqFrom::Field(parse_path(v)?)),
+                "forward" if v == "*" => m.forward = Forward::All,
+                "forward" => {
+                    m.forward = Forward::Fields(
+                        v.split('|')
+                            .map(|f| parse_path(f.trim()))
+                            .collect::<Result<_, _>>()?,
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown mapping key {k:?} (format, symbol, price, size, bid, ask, venue, ts, seq, forward)"
+                    ))
+                }
+            }
+            if k != "format" {
+                others.push(k.to_string());
+            }
+        }
+        m.format = format.unwrap_or(Format::Tickfan);
+        if m.format == Format::Tickfan && !others.is_empty() {
+            return Err(format!(
+                "format tickfan is tickfan's own contract and takes no {} (set format=avro or format=json)",
+                others.join(", ")
+            ));
+        }
+        if let Forward::Fields(f) = &m.forward {
+            if f.len() > MAX_ATTRS {
+                return Err(format!("forward names more than {MAX_ATTRS} fields"));
+            }
+        }
+        Ok(m)
+    }
+}
+
+impl fmt::Display for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let format = match self.format {
+            Format::Tickfan => "tickfan",
+            Format::Avro => "avro",
+            Format::Json => "json",
+        };
+        write!(f, "{}:format={format}", self.topic)
+    }
+}
+
+/// What a record is, besides its value.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub offset: i64,
+    /// The Kafka record timestamp, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A record read as a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub tick: Tick,
+    /// Numbers to write as decimal text.
+    pub exact: Option<Exact>,
+    /// Whether seqs of a symbol go up by one (a feed's own numbering), so a
+    /// skip means lost ticks; `false` for offset-numbered ticks.
+    pub dense: bool,
+}
+
+/// Why a record was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Not a tick: counted by reason, and skipped.
+    Bad(DecodeError),
+    /// Its writer schema is not known yet: the record must wait for it.
+    NeedSchema(u32),
+}
+
+impl From<DecodeError> for Skip {
+    fn from(e: DecodeError) -> Skip {
+        Skip::Bad(e)
+    }
+}
+
+/// A writer schema by Schema Registry id.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(Arc<Schema>),
+    /// The registry says there is no such schema (or it is not Avro).
+    Missing,
+    /// Not fetched yet (or the registry is not answering).
+    Pending,
+}
+
+/// Where writer schemas come from.
+pub trait WriterSchemas {
+    fn lookup(&self, id: u32) -> Lookup;
+}
+
+/// Writer schemas compiled against this many ids at most per topic; more
+/// and the oldest half is forgotten (and compiled again if seen again).
+const MAX_COMPILED: usize = 1024;
+
+/// Reads one topic's records. Build once per topic; `decode` is the hot
+/// path.
+pub struct TopicReader {
+    mapping: Arc<Mapping>,
+    kind: Kind,
+}
+
+enum Kind {
+    Tickfan(TickCodec),
+    Avro {
+        compiled: HashMap<u32, Result<Arc<Compiled>, DecodeError>>,
+        max_record_bytes: usize,
+    },
+    Json {
+        max_record_bytes: usize,
+    },
+}
+
+impl TopicReader {
+    pub fn new(mapping: Mapping, max_record_bytes: usize) -> TopicReader {
+        let kind = match mapping.format {
+            Format::Tickfan => Kind::Tickfan(TickCodec::new(max_record_bytes)),
+            Format::Avro => Kind::Avro {
+                compiled: HashMap::new(),
+                max_record_bytes,
+            },
+            Format::Json => Kind::Json { max_record_bytes },
+        };
+        TopicReader {
+            mapping: Arc::new(mapping),
+            kind,
+        }
+    }
+
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// Reads one record.
+    pub fn decode(
+        &mut self,
+        rec: &Record<'_>,
+        schemas: &dyn WriterSchemas,
+    ) -> Result<Decoded, Skip> {
+        match &mut self.kind {
+            Kind::Tickfan(codec) => Ok(Decoded {
+                tick: codec.decode(rec.value)?,
+                exact: None,
+                dense: true,
+            }),
+            Kind::Avro {
+                compiled,
+                max_record_bytes,
+            } => {
+                if rec.value.len() > *max_record_bytes {
+                    return Err(DecodeError::Oversized.into());
+                }
+                let (id, datum) = confluent_frame(rec.value)?;
+                let c = match compiled.get(&id) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = match schemas.lookup(id) {
+                            Lookup::Pending => return Err(Skip::NeedSchema(id)),
+                            Lookup::Missing => Err(DecodeError::UnknownSchema),
+                            Lookup::Found(s) => Compiled::new(&self.mapping, s).map(Arc::new),
+                        };
+                        if compiled.len() >= MAX_COMPILED {
+                            let drop: Vec<u32> =
+                                compiled.keys().take(MAX_COMPILED / 2).copied().collect();
+                            for k in drop {
+                                compiled.remove(&k);
+                            }
+                        }
+                        // A missing schema is asked again when next seen.
+                        if c.as_ref().err() != Some(&DecodeError::UnknownSchema) {
+                            compiled.insert(id, c.clone());
+                        }
+                        c
+                    }
+                }?;
+                c.decode(rec, datum)
+            }
+            Kind::Json { max_record_bytes } => {
+                if rec.value.len() > *max_record_bytes {
+                    return Err(DecodeError::Oversized.into());
+                }
+                let v: serde_json::Value =
+                    serde_json::from_slice(rec.value).map_err(|_| DecodeError::NotJson)?;
+                if !v.is_object() {
+                    return Err(DecodeError::NotJson.into());
+                }
+                decode_json(&self.mapping, rec, &v).map_err(Skip::Bad)
+            }
+        }
+    }
+}
+
+/// The schema id and datum of a Confluent wire format value.
+pub fn confluent_frame(value: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    match value {
+        [0, a, b, c, d, datum @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        _ => Err(DecodeError::NotConfluent),
+    }
+}
+
+/// How a mapped value is read from an Avro record: the field positions
+/// from the top, and what the last one holds.
+#[derive(Debug, Clone)]
+struct Access {
+    steps: Vec<usize>,
+    leaf: Leaf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Leaf {
+    Int,
+    Long,
+    Float,
+    Double,
+    Decimal {
+        scale: usize,
+    },
+    String,
+    Enum,
+    Boolean,
+    TimestampMillis,
+    TimestampMicros,
+    TimestampNanos,
+    /// Anything else: only forwarded (as JSON).
+    Other,
+}
+
+impl Leaf {
+    fn is_number(self) -> bool {
+        matches!(
+            self,
+            Leaf::Int
+                | Leaf::Long
+                | Leaf::Float
+                | Leaf::Double
+                | Leaf::Decimal { .. }
+                | Leaf::String
+        )
+    }
+}
+
+/// A mapping resolved against one writer schema.
+pub struct Compiled {
+    writer: Arc<Schema>,
+    symbol: Option<Access>,
+    price: Access,
+    size: Option<Access>,
+    bid: Option<Access>,
+    ask: Option<Access>,
+    venue: Option<Access>,
+    ts: Option<(Access, TimeUnit)>,
+    seq: Option<Access>,
+    forward: Vec<(String, Access)>,
+}
+
+impl Compiled {
+    fn new(mapping: &Arc<Mapping>, writer: Arc<Schema>) -> Result<Compiled, DecodeError> {
+        let names: HashMap<Name, Schema> =
+            match apache_avro::schema::ResolvedSchema::try_from(&*writer) {
+                Ok(r) => r
+                    .get_names()
+                    .iter()
+                    .map(|(n, s)| (n.clone(), (*s).clone()))
+                    .collect(),
+                Err(_) => return Err(DecodeError::Unresolvable),
+            };
+        let cx = Resolver {
+            root: &writer,
+            names: &names,
+        };
+        let m = mapping.as_ref();
+        let required = |p: &FieldPath, ok: fn(Leaf) -> bool| -> Result<Access, DecodeError> {
+            cx.access(p)
+                .filter(|a| ok(a.leaf))
+                .ok_or(DecodeError::Unresolvable)
+        };
+        // Optional: absent is fine (a field removed with its default), a
+        // field of the wrong type is not.
+        let optional = |p: Option<&FieldPath>,
+                        default: &str,
+                        ok: fn(Leaf) -> bool|
+         -> Result<Option<Access>, DecodeError> {
+            let explicit = p.is_some();
+            let p = p.cloned().unwrap_or_else(|| path(default));
+            match cx.access(&p) {
+                Some(a) if ok(a.leaf) => Ok(Some(a)),
+                Some(_) if explicit => Err(DecodeError::Unresolvable),
+                _ => Ok(None),
+            }
+        };
+        let text = |l: Leaf| matches!(l, Leaf::String | Leaf::Enum);
+        let symbol = match &m.symbol {
+            SymbolFrom::Key => None,
+            SymbolFrom::Field(p) => Some(required(p, text)?),
+        };
+        let time = |l: Leaf| {
+            matches!(
+                l,
+                Leaf::Int
+                    | Leaf::Long
+                    | Leaf::String
+                    | Leaf::TimestampMillis
+                    | Leaf::TimestampMicros
+                    | Leaf::TimestampNanos
+            )
+        };
+        let ts = match &m.ts {
+            Some((p, unit)) => Some((required(p, time)?, *unit)),
+            None => optional(None, "ts", time)?.map(|a| (a, TimeUnit::Auto)),
+        };
+        let integer = |l: Leaf| matches!(l, Leaf::Int | Leaf::Long);
+        let seq = match &m.seq {
+            Some(SeqFrom::Offset) => None,
+            Some(SeqFrom::Field(p)) => Some(required(p, integer)?),
+            None => optional(None, "seq", integer)?,
+        };
+        let mut c = Compiled {
+            symbol,
+            price: required(&m.price, Leaf::is_number)?,
+            size: optional(m.size.as_ref(), "size", Leaf::is_number)?,
+            bid: optional(m.bid.as_ref(), "bid", Leaf::is_number)?,
+            ask: optional(m.ask.as_ref(), "ask", Leaf::is_number)?,
+            venue: optional(m.venue.as_ref(), "venue", text)?,
+            ts,
+            seq,
+            forward: Vec::new(),
+            writer: writer.clone(),
+        };
+        c.forward = match &m.forward {
+            Forward::Nothing => Vec::new(),
+            Forward::Fields(fields) => fields
+                .iter()
+                // A forwarded field the writer does not have is not sent.
+                .filter_map(|p| cx.access(p).map(|a| (p.join("."), a)))
+                .collect(),
+            Forward::All => {
+                let Schema::Record(r) = &*writer else {
+                    return Err(DecodeError::Unresolvable);
+                };
+                let used: Vec<&[usize]> = [
+                    c.symbol.as_ref(),
+                    Some(&c.price),
+                    c.size.as_ref(),
+                    c.bid.as_ref(),
+                    c.ask.as_ref(),
+                    c.venue.as_ref(),
+                    c.ts.as_ref().map(|(a, _)| a),
+                    c.seq.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|a| &a.steps[..])
+                .collect();
+                r.fields
+                    .iter()
+                    .filter(|f| !used.iter().any(|s| s.first() == Some(&f.position)))
+                    .filter_map(|f| {
+                        cx.access(std::slice::from_ref(&f.name))
+                            .map(|a| (f.name.clone(), a))
+                    })
+                    .take(MAX_ATTRS)
+                    .collect()
+            }
+        };
+        Ok(c)
+    }
+
+    fn decode(&self, rec: &Record<'_>, datum: &[u8]) -> Result<Decoded, Skip> {
+        let mut reader = Tracked {
+            rest: datum,
+            ran_out: false,
+        };
+        let value =
+            from_avro_datum(&self.writer, &mut reader, None).map_err(|_| DecodeError::Malformed)?;
+        if !reader.rest.is_empty() || reader.ran_out {
+            return Err(DecodeError::Malformed.into());
+        }
+        let get = |a: &Access| -> Option<&Value> {
+            let mut v = &value;
+            for &i in &a.steps {
+                v = unwrap_union(v)?;
+                let Value::Record(fields) = v else {
+                    return None;
+                };
+                v = &fields.get(i)?.1;
+            }
+            unwrap_union(v)
+        };
+        let mut exact = Exact::default();
+        let number =
+            |a: &Access, slot: &mut Option<Box<str>>| -> Result<Option<f64>, DecodeError> {
+                let Some(v) = get(a) else { return Ok(None) };
+                avro_number(v, a.leaf, slot).map(Some)
+            };
+        let symbol = match &self.symbol {
+            None => key_symbol(rec)?,
+            Some(a) => match get(a) {
+                Some(Value::String(s)) => {
+                    Symbol::parse(s).map_err(|_| DecodeError::InvalidField)?
+                }
+                Some(Value::Enum(_, s)) => {
+                    Symbol::parse(s).map_err(|_| DecodeError::InvalidField)?
+                }
+                _ => return Err(DecodeError::MissingField.into()),
+            },
+        };
+        let price = number(&self.price, &mut exact.price)?.ok_or(DecodeError::MissingField)?;
+        let opt = |a: &Option<Access>, slot: &mut Option<Box<str>>| match a {
+            Some(a) => number(a, slot),
+            None => Ok(None),
+        };
+        let size = opt(&self.size, &mut exact.size)?.unwrap_or(0.0);
+        let bid = opt(&self.bid, &mut exact.bid)?;
+        let ask = opt(&self.ask, &mut exact.ask)?;
+        let venue = match self.venue.as_ref().and_then(get) {
+            Some(Value::String(s) | Value::Enum(_, s)) => Some(s.clone()),
+            _ => None,
+        };
+        let ts = match &self.ts {
+            Some((a, unit)) => match get(a) {
+                Some(v) => avro_time(v, *unit)?,
+                None => record_time(rec),
+            },
+            None => record_time(rec),
+        };
+        let (seq, dense) = match &self.seq {
+            Some(a) => match get(a) {
+                Some(Value::Int(n)) => (i64::from(*n), true),
+                Some(Value::Long(n)) => (*n, true),
+                _ => return Err(DecodeError::MissingField.into()),
+            },
+            None => (rec.offset + 1, false),
+        };
+        let mut attrs = BTreeMap::new();
+        for (name, a) in &self.forward {
+            if let Some(v) = get(a) {
+                if let Some(s) = avro_text(v, a.leaf) {
+                    attrs.insert(name.clone(), s);
+                }
+            }
+        }
+        finish(
+            symbol, price, size, bid, ask, venue, ts, seq, attrs, exact, dense,
+        )
+    }
+}
+
+/// The datum, read by apache-avro, noting whether it ever ran out: a
+/// truncated string decodes as `null` instead of an error in apache-avro
+/// 0.21 (`decode.rs`, `Schema::String`), so running out is checked here.
+struct Tracked<'a> {
+    rest: &'a [u8],
+    ran_out: bool,
+}
+
+impl std::io::Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.rest.is_empty() && !buf.is_empty() {
+            self.ran_out = true;
+            return Ok(0);
+        }
+        self.rest.read(buf)
+    }
+}
+
+struct Resolver<'a> {
+    root: &'a Schema,
+    names: &'a HashMap<Name, Schema>,
+}
+
+impl Resolver<'_> {
+    /// `s`, with a named reference replaced by what it names and a union of
+    /// `null` and one type by that type.
+    fn plain<'s>(&'s self, mut s: &'s Schema) -> Option<&'s Schema> {
+        for _ in 0..16 {
+            match s {
+                Schema::Ref { name } => {
+                    s = self.names.get(name).or_else(|| {
+                        self.names
+                            .iter()
+                            .find(|(n, _)| n.name == name.name)
+                            .map(|(_, s)| s)
+                    })?;
+                }
+                Schema::Union(u) => {
+                    let mut non_null = u.variants().iter().filter(|v| **v != Schema::Null);
+                    let one = non_null.next()?;
+                    if non_null.next().is_some() {
+                        return Some(s);
+                    }
+                    s = one;
+                }
+                _ => return Some(s),
+            }
+        }
+        None
+    }
+
+    fn access(&self, path: &[String]) -> Option<Access> {
+        let mut s = self.root;
+        let mut steps = Vec::with_capacity(path.len());
+        for name in path {
+            let Schema::Record(r) = self.plain(s)? else {
+                return None;
+            };
+            let i = *r.lookup.get(name)?;
+            steps.push(i);
+            s = &r.fields[i].schema;
+        }
+        let leaf = match self.plain(s)? {
+            Schema::Int => Leaf::Int,
+            Schema::Long => Leaf::Long,
+            Schema::Float => Leaf::Float,
+            Schema::Double => Leaf::Double,
+            Schema::Decimal(d) => Leaf::Decimal { scale: d.scale },
+            Schema::String | Schema::Uuid => Leaf::String,
+            Schema::Enum(_) => Leaf::Enum,
+            Schema::Boolean => Leaf::Boolean,
+            Schema::TimestampMillis | Schema::LocalTimestampMillis => Leaf::TimestampMillis,
+            Schema::TimestampMicros | Schema::LocalTimestampMicros => Leaf::TimestampMicros,
+            Schema::TimestampNanos | Schema::LocalTimestampNanos => Leaf::TimestampNanos,
+            _ => Leaf::Other,
+        };
+        Some(Access { steps, leaf })
+    }
+}
+
+fn unwrap_union(v: &Value) -> Option<&Value> {
+    match v {
+        Value::Union(_, inner) => unwrap_union(inner),
+        Value::Null => None,
+        v => Some(v),
+    }
+}
+
+/// A number from an Avro value; a decimal (or decimal text) also as text.
+fn avro_number(v: &Value, leaf: Leaf, text: &mut Option<Box<str>>) -> Result<f64, DecodeError> {
+    let x = match (v, leaf) {
+        (Value::Int(n), _) => f64::from(*n),
+        (Value::Long(n), _) => *n as f64,
+        (Value::Float(x), _) => f64::from(*x),
+        (Value::Double(x), _) => *x,
+        (Value::Decimal(d), Leaf::Decimal { scale }) => {
+            let unscaled = num_bigint::BigInt::from(d.clone());
+            let t = decimal_text(&unscaled, scale);
+            let x = t.parse::<f64>().map_err(|_| DecodeError::InvalidField)?;
+            *text = Some(t.into());
+            x
+        }
+        (Value::String(s), _) => return decimal_str(s, text),
+        _ => return Err(DecodeError::InvalidField),
+    };
+    Ok(x)
+}
+
+/// A number written as text: a JSON number, kept as written.
+fn decimal_str(s: &str, text: &mut Option<Box<str>>) -> Result<f64, DecodeError> {
+    let s = s.trim();
+    if !is_json_number(s) || s.len() > 64 {
+        return Err(DecodeError::InvalidField);
+    }
+    let x = s.parse::<f64>().map_err(|_| DecodeError::InvalidField)?;
+    *text = Some(s.into());
+    Ok(x)
+}
+
+/// `unscaled` × 10^-`scale` as decimal text (`12345`, 2 → `123.45`).
+pub fn decimal_text(unscaled: &num_bigint::BigInt, scale: usize) -> String {
+    let digits = unscaled.magnitude().to_string();
+    let neg = unscaled.sign() == num_bigint::Sign::Minus;
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if neg {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(&digits);
+    } else if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(&digits);
+    }
+    out
+}
+
+fn avro_time(v: &Value, unit: TimeUnit) -> Result<i64, DecodeError> {
+    let n = match v {
+        Value::TimestampMillis(n) | Value::LocalTimestampMillis(n) if unit == TimeUnit::Auto => {
+            return Ok(n.saturating_mul(1000))
+        }
+        Value::TimestampMicros(n) | Value::LocalTimestampMicros(n) if unit == TimeUnit::Auto => {
+            return Ok(*n)
+        }
+        Value::TimestampNanos(n) | Value::LocalTimestampNanos(n) if unit == TimeUnit::Auto => {
+            return Ok(n / 1000)
+        }
+        Value::TimestampMillis(n)
+        | Value::TimestampMicros(n)
+        | Value::TimestampNanos(n)
+        | Value::LocalTimestampMillis(n)
+        | Value::LocalTimestampMicros(n)
+        | Value::LocalTimestampNanos(n)
+        | Value::Long(n) => *n,
+        Value::Int(n) => i64::from(*n),
+        Value::String(s) => return iso8601_micros(s),
+        _ => return Err(DecodeError::InvalidField),
+    };
+    scale_time(n, unit)
+}
+
+fn scale_time(n: i64, unit: TimeUnit) -> Result<i64, DecodeError> {
+    Ok(match unit {
+        TimeUnit::Seconds => n.saturating_mul(1_000_000),
+        TimeUnit::Millis => n.saturating_mul(1000),
+        TimeUnit::Auto | TimeUnit::Micros => n,
+        TimeUnit::Nanos => n / 1000,
+        TimeUnit::Iso8601 => return Err(DecodeError::InvalidField),
+    })
+}
+
+/// Microseconds since the epoch of an RFC 3339 / ISO-8601 date-time
+/// (`2026-12-03T10:15:30.123456Z`, or with `+01:00`; no zone is UTC).
+pub fn iso8601_micros(s: &str) -> Result<i64, DecodeError> {
+    let s = s.trim();
+    if s.len() > 40 || s.len() < 19 {
+        return Err(DecodeError::InvalidField);
+    }
+    // humantime reads the date-time; the zone offset is applied here.
+    let (local, offset_secs) = match s.as_bytes()[s.len() - 1] {
+        b'Z' | b'z' => (&s[..s.len() - 1], 0i64),
+        _ if s.len() > 25 || s[19..].contains(['+', '-']) => {
+            let at = s[19..]
+                .find(['+', '-'])
+                .map(|i| i + 19)
+                .ok_or(DecodeError::InvalidField)?;
+            let (local, zone) = s.split_at(at);
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let hm = zone[1..].replace(':', "");
+            if hm.len() != 4 || !hm.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(DecodeError::InvalidField);
+            }
+            let h: i64 = hm[..2].parse().map_err(|_| DecodeError::InvalidField)?;
+            let m: i64 = hm[2..].parse().map_err(|_| DecodeError::InvalidField)?;
+            (local, sign * (h * 3600 + m * 60))
+        }
+        _ => (s, 0),
+    };
+    let t = humantime::parse_rfc3339_weak(local).map_err(|_| DecodeError::InvalidField)?;
+    let micros = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .map_err(|_| DecodeError::InvalidField)?;
+    Ok(micros - offset_secs * 1_000_000)
+}
+
+/// A forwarded value as text; `None` for a value that cannot be shown.
+fn avro_text(v: &Value, leaf: Leaf) -> Option<String> {
+    Some(match v {
+        Value::String(s) | Value::Enum(_, s) => s.clone(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Int(n) => n.to_string(),
+        Value::Long(n)
+        | Value::TimestampMillis(n)
+        | Value::TimestampMicros(n)
+        | Value::TimestampNanos(n) => n.to_string(),
+        Value::Float(x) => x.to_string(),
+        Value::Double(x) => x.to_string(),
+        Value::Decimal(d) => match leaf {
+            Leaf::Decimal { scale } => decimal_text(&num_bigint::BigInt::from(d.clone()), scale),
+            _ => return None,
+        },
+        other => serde_json::to_string(&serde_json::Value::try_from(other.clone()).ok()?).ok()?,
+    })
+}
+
+fn key_symbol(rec: &Record<'_>) -> Result<Symbol, DecodeError> {
+    let key = rec.key.ok_or(DecodeError::MissingField)?;
+    let key = std::str::from_utf8(key).map_err(|_| DecodeError::InvalidField)?;
+    Symbol::parse(key).map_err(|_| DecodeError::InvalidField)
+}
+
+fn record_time(rec: &Record<'_>) -> i64 {
+    rec.timestamp_ms
+        .map(|ms| ms.saturating_mul(1000))
+        .unwrap_or_else(crate::market::now_micros)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    symbol: Symbol,
+    price: f64,
+    size: f64,
+    bid: Option<f64>,
+    ask: Option<f64>,
+    venue: Option<String>,
+    ts: i64,
+    seq: i64,
+    attrs: BTreeMap<String, String>,
+    exact: Exact,
+    dense: bool,
+) -> Result<Decoded, Skip> {
+    let finite = |x: Option<f64>| x.is_none_or(f64::is_finite);
+    if !price.is_finite() || !size.is_finite() || !finite(bid) || !finite(ask) {
+        return Err(DecodeError::InvalidField.into());
+    }
+    if attrs
+        .keys()
+        .any(|k| k.is_empty() || k.len() > MAX_ATTR_KEY_BYTES)
+    {
+        return Err(DecodeError::InvalidField.into());
+    }
+    let exact = (exact != Exact::default()).then_some(exact);
+    Ok(Decoded {
+        tick: Tick {
+            symbol,
+            price,
+            size,
+            bid,
+            ask,
+            venue,
+            ts,
+            seq,
+            attrs,
+        },
+        exact,
+        dense,
+    })
+}
+
+fn decode_json(
+    m: &Mapping,
+    rec: &Record<'_>,
+    v: &serde_json::Value,
+) -> Result<Decoded, DecodeError> {
+    let get = |p: &FieldPath| -> Option<&serde_json::Value> {
+        let mut v = v;
+        for name in p {
+            v = v.as_object()?.get(name)?;
+        }
+        (!v.is_null()).then_some(v)
+    };
+    let number = |p: &FieldPath, slot: &mut Option<Box<str>>| -> Result<Option<f64>, DecodeError> {
+        match get(p) {
+            None => Ok(None),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_f64().map(Some).ok_or(DecodeError::InvalidField)
+            }
+            Some(serde_json::Value::String(s)) => decimal_str(s, slot).map(Some),
+            Some(_) => Err(DecodeError::InvalidField),
+        }
+    };
+    let or_named = |p: &Option<FieldPath>, name: &str| p.clone().unwrap_or_else(|| path(name));
+    let mut exact = Exact::default();
+    let symbol = match &m.symbol {
+        SymbolFrom::Key => key_symbol(rec)?,
+        SymbolFrom::Field(p) => match get(p) {
+            Some(serde_json::Value::String(s)) => {
+                Symbol::parse(s).map_err(|_| DecodeError::InvalidField)?
+            }
+            Some(_) => return Err(DecodeError::InvalidField),
+            None => return Err(DecodeError::MissingField),
+        },
+    };
+    let price = number(&m.price, &mut exact.price)?.ok_or(DecodeError::MissingField)?;
+    let size = number(&or_named(&m.size, "size"), &mut exact.size)?.unwrap_or(0.0);
+    let bid = number(&or_named(&m.bid, "bid"), &mut exact.bid)?;
+    let ask = number(&or_named(&m.ask, "ask"), &mut exact.ask)?;
+    let venue = match get(&or_named(&m.venue, "venue")) {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        None => None,
+        Some(_) => return Err(DecodeError::InvalidField),
+    };
+    let (ts_path, unit) = m.ts.clone().unwrap_or_else(|| (path("ts"), TimeUnit::Auto));
+    let ts = match get(&ts_path) {
+        None if m.ts.is_some() => return Err(DecodeError::MissingField),
+        None => record_time(rec),
+        Some(serde_json::Value::String(s))
+            if matches!(unit, TimeUnit::Auto | TimeUnit::Iso8601) =>
+        {
+            iso8601_micros(s)?
+        }
+        Some(serde_json::Value::Number(n)) => {
+            scale_time(n.as_i64().ok_or(DecodeError::InvalidField)?, unit)?
+        }
+        Some(_) => return Err(DecodeError::InvalidField),
+    };
+    let (seq, dense) = match &m.seq {
+        Some(SeqFrom::Offset) => (rec.offset + 1, false),
+        Some(SeqFrom::Field(p)) => (
+            get(p)
+                .ok_or(DecodeError::MissingField)?
+                .as_i64()
+                .ok_or(DecodeError::InvalidField)?,
+            true,
+        ),
+        None => match get(&path("seq")) {
+            Some(n) => (n.as_i64().ok_or(DecodeError::InvalidField)?, true),
+            None => (rec.offset + 1, false),
+        },
+    };
+    let mut attrs = BTreeMap::new();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match &m.forward {
+        Forward::Nothing => {}
+        Forward::Fields(fields) => {
+            for p in fields {
+                if let Some(v) = get(p) {
+                    attrs.insert(p.join("."), text(v));
+                }
+            }
+        }
+        Forward::All => {
+            let mapped: Vec<&str> = [
+                match &m.symbol {
+                    SymbolFrom::Field(p) => p.first().map(String::as_str),
+                    SymbolFrom::Key => None,
+                },
+                m.price.first().map(String::as_str),
+                Some(or_named_first(&m.size, "size")),
+                Some(or_named_first(&m.bid, "bid")),
+                Some(or_named_first(&m.ask, "ask")),
+                Some(or_named_first(&m.venue, "venue")),
+                Some(
+                    m.ts.as_ref()
+                        .and_then(|(p, _)| p.first())
+                        .map_or("ts", String::as_str),
+                ),
+                match &m.seq {
+                    Some(SeqFrom::Field(p)) => p.first().map(String::as_str),
+                    _ => Some("seq"),
+                },
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let obj = v.as_object().expect("checked: an object");
+            for (k, v) in obj
+                .iter()
+                .filter(|(k, v)| !mapped.contains(&k.as_str()) && !v.is_null())
+            {
+                if attrs.len() == MAX_ATTRS {
+                    break;
+                }
+                attrs.insert(k.clone(), text(v));
+            }
+        }
+    }
+    finish(
+        symbol, price, size, bid, ask, venue, ts, seq, attrs, exact, dense,
+    )
+    .map_err(|e| match e {
+        Skip::Bad(e) => e,
+        Skip::NeedSchema(_) => DecodeError::Malformed,
+    })
+}
+
+fn or_named_first<'a>(p: &'a Option<FieldPath>, name: &'a str) -> &'a str {
+    p.as_ref()
+        .and_then(|p| p.first())
+        .map_or(name, String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::{to_avro_datum, Decimal};
+
+    use super::*;
+
+    struct Fixed(HashMap<u32, Arc<Schema>>);
+
+    impl WriterSchemas for Fixed {
+        fn lookup(&self, id: u32) -> Lookup {
+            match self.0.get(&id) {
+                Some(s) => Lookup::Found(s.clone()),
+                None if id == 404 => Lookup::Missing,
+                None => Lookup::Pending,
+            }
+        }
+    }
+
+    /// A company's quote record, version 1: nested instrument, decimal
+    /// prices, millisecond event time, a float size, no seq.
+    const V1: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+        {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[
+            {"name":"ticker","type":"string"},{"name":"mic","type":["null","string"],"default":null}]}},
+        {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+        {"name":"qty","type":"float"},
+        {"name":"level","type":"int"},
+        {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"desk","type":"string","default":"none"}]}"#;
+    /// Version 2: adds an optional field.
+    const V2: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+        {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[
+            {"name":"ticker","type":"string"},{"name":"mic","type":["null","string"],"default":null}]}},
+        {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+        {"name":"qty","type":"float"},
+        {"name":"level","type":"int"},
+        {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"desk","type":"string","default":"none"},
+        {"name":"cond","type":["null","string"],"default":null}]}"#;
+    /// Version 3: `desk` removed (it had a default), `qty` widened to
+    /// double, `level` to long, and the instrument's `mic` removed.
+    const V3: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+        {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[
+            {"name":"ticker","type":"string"}]}},
+        {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+        {"name":"qty","type":"double"},
+        {"name":"level","type":"long"},
+        {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"cond","type":["null","string"],"default":null}]}"#;
+
+    const MAPPING: &str = "quotes:format=avro,symbol=instrument.ticker,price=px,size=qty,venue=instrument.mic,ts=event_time,forward=desk|cond|level";
+
+    fn schemas() -> Fixed {
+        Fixed(
+            [(1, V1), (2, V2), (3, V3)]
+                .into_iter()
+                .map(|(id, s)| (id, Arc::new(Schema::parse_str(s).unwrap())))
+                .collect(),
+        )
+    }
+
+    fn framed(id: u32, schema: &str, value: Value) -> Vec<u8> {
+        let schema = Schema::parse_str(schema).unwrap();
+        let mut out = vec![0];
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend(to_avro_datum(&schema, value).unwrap());
+        out
+    }
+
+    fn decimal(unscaled: i64) -> Value {
+        Value::Decimal(Decimal::from(
+            num_bigint::BigInt::from(unscaled).to_signed_bytes_be(),
+        ))
+    }
+
+    fn instrument(ticker: &str, mic: Option<&str>) -> Value {
+        let mic = match mic {
+            Some(m) => Value::Union(1, Box::new(Value::String(m.into()))),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        Value::Record(vec![
+            ("ticker".to_string(), Value::String(ticker.into())),
+            ("mic".into(), mic),
+        ])
+    }
+
+    fn v1(ticker: &str, px: i64, t_ms: i64) -> Value {
+        Value::Record(vec![
+            ("instrument".into(), instrument(ticker, Some("XNAS"))),
+            ("px".into(), decimal(px)),
+            ("qty".into(), Value::Float(100.5)),
+            ("level".into(), Value::Int(2)),
+            ("event_time".into(), Value::TimestampMillis(t_ms)),
+            ("desk".into(), Value::String("eq".into())),
+        ])
+    }
+
+    fn record(value: &[u8], offset: i64) -> Record<'_> {
+        Record {
+            key: Some(b"ignored"),
+            value,
+            offset,
+            timestamp_ms: Some(1),
+        }
+    }
+
+    #[test]
+    fn the_confluent_format_is_read_through_the_mapping_with_exact_decimals() {
+        let mut r = TopicReader::new(MAPPING.parse().unwrap(), 65536);
+        let bytes = framed(1, V1, v1("AAPL", 1_892_500, 1_764_770_000_123));
+        let d = r.decode(&record(&bytes, 41), &schemas()).unwrap();
+        assert_eq!(d.tick.symbol.as_str(), "AAPL");
+        assert_eq!(d.tick.price, 189.25);
+        assert_eq!(d.exact.as_ref().unwrap().price.as_deref(), Some("189.2500"));
+        assert_eq!(d.tick.size, 100.5);
+        assert_eq!(d.tick.venue.as_deref(), Some("XNAS"));
+        assert_eq!(d.tick.ts, 1_764_770_000_123_000, "millis to micros");
+        assert_eq!(d.tick.seq, 42, "offset + 1");
+        assert!(!d.dense, "offset seqs skip");
+        assert_eq!(d.tick.attrs.get("desk").map(String::as_str), Some("eq"));
+        assert_eq!(d.tick.attrs.get("level").map(String::as_str), Some("2"));
+        assert!(!d.tick.attrs.contains_key("cond"), "v1 has no cond");
+        let json = crate::codec::wire::encode_tick_exact(&d.tick, d.exact.as_ref());
+        let text = std::str::from_utf8(&json).unwrap();
+        assert!(text.contains(r#""price":189.2500"#), "{text}");
+    }
+
+    #[test]
+    fn evolved_writer_schemas_are_read_by_field_name() {
+        let mut r = TopicReader::new(MAPPING.parse().unwrap(), 65536);
+        let s = schemas();
+        let v2 = Value::Record(vec![
+            ("instrument".into(), instrument("MSFT", None)),
+            ("px".into(), decimal(-5)),
+            ("qty".into(), Value::Float(1.0)),
+            ("level".into(), Value::Int(1)),
+            ("event_time".into(), Value::TimestampMillis(5)),
+            ("desk".into(), Value::String("fx".into())),
+            (
+                "cond".into(),
+                Value::Union(1, Box::new(Value::String("@F".into()))),
+            ),
+        ]);
+        let v3 = Value::Record(vec![
+            (
+                "instrument".into(),
+                Value::Record(vec![("ticker".into(), Value::String("NVDA".into()))]),
+            ),
+            ("px".into(), decimal(12_345_678_901_234_567)),
+            ("qty".into(), Value::Double(0.1)),
+            ("level".into(), Value::Long(1 << 40)),
+            ("event_time".into(), Value::TimestampMillis(6)),
+            ("cond".into(), Value::Union(0, Box::new(Value::Null))),
+        ]);
+        let b1 = framed(1, V1, v1("AAPL", 10_000, 4));
+        let b2 = framed(2, V2, v2);
+        let b3 = framed(3, V3, v3);
+        let d2 = r.decode(&record(&b2, 1), &s).unwrap();
+        assert_eq!(d2.tick.price, -0.0005);
+        assert_eq!(d2.exact.unwrap().price.as_deref(), Some("-0.0005"));
+        assert_eq!(d2.tick.venue, None, "a null union is missing");
+        assert_eq!(d2.tick.attrs.get("cond").map(String::as_str), Some("@F"));
+        let d3 = r.decode(&record(&b3, 2), &s).unwrap();
+        assert_eq!(
+            d3.exact.unwrap().price.as_deref(),
+            Some("1234567890123.4567"),
+            "17 digits, not rounded"
+        );
+        assert_eq!(d3.tick.size, 0.1, "double now");
+        assert_eq!(
+            d3.tick.attrs.get("level").map(String::as_str),
+            Some("1099511627776")
+        );
+        assert!(!d3.tick.attrs.contains_key("desk"), "removed in v3");
+        assert_eq!(d3.tick.venue, None, "mic removed in v3");
+        let d1 = r.decode(&record(&b1, 3), &s).unwrap();
+        assert_eq!(d1.tick.symbol.as_str(), "AAPL");
+    }
+
+    #[test]
+    fn records_that_do_not_fit_are_skipped_by_reason() {
+        let bad_price = r#"{"type":"record","name":"Q","fields":[
+            {"name":"instrument","type":{"type":"record","name":"I","fields":[{"name":"ticker","type":"string"}]}},
+            {"name":"px","type":{"type":"array","items":"int"}},
+            {"name":"qty","type":"float"},{"name":"event_time","type":"long"}]}"#;
+        let mut s = schemas();
+        s.0.insert(9, Arc::new(Schema::parse_str(bad_price).unwrap()));
+        let mut r = TopicReader::new(MAPPING.parse().unwrap(), 65536);
+        let bytes = framed(1, V1, v1("AAPL", 1, 1));
+        let id = |new: u32| {
+            let mut b = bytes.clone();
+            b[1..5].copy_from_slice(&new.to_be_bytes());
+            b
+        };
+        assert_eq!(
+            r.decode(&record(&id(9), 0), &s),
+            Err(Skip::Bad(DecodeError::Unresolvable))
+        );
+        assert_eq!(
+            r.decode(&record(&id(404), 0), &s),
+            Err(Skip::Bad(DecodeError::UnknownSchema))
+        );
+        assert_eq!(r.decode(&record(&id(77), 0), &s), Err(Skip::NeedSchema(77)));
+        assert_eq!(
+            r.decode(&record(b"\xC3\x01abcdefgh", 0), &s),
+            Err(Skip::Bad(DecodeError::NotConfluent))
+        );
+        assert_eq!(
+            r.decode(&record(&bytes[..bytes.len() - 2], 0), &s),
+            Err(Skip::Bad(DecodeError::Malformed))
+        );
+        let mut bad_symbol = v1("AAPL", 1, 1);
+        if let Value::Record(f) = &mut bad_symbol {
+            f[0].1 = instrument("not a symbol", None);
+        }
+        assert_eq!(
+            r.decode(&record(&framed(1, V1, bad_symbol), 0), &s),
+            Err(Skip::Bad(DecodeError::InvalidField))
+        );
+        let mut small = TopicReader::new(MAPPING.parse().unwrap(), 16);
+        assert_eq!(
+            small.decode(&record(&bytes, 0), &s),
+            Err(Skip::Bad(DecodeError::Oversized))
+        );
+    }
+
+    #[test]
+    fn json_records_with_their_own_shape() {
+        let m: Mapping = "fx:format=json,symbol=key,price=quote.mid,bid=quote.bid,ask=quote.ask,ts=time,seq=n,forward=*"
+            .parse()
+            .unwrap();
+        let mut r = TopicReader::new(m, 65536);
+        let value = br#"{"quote":{"mid":"1.08455","bid":1.0845,"ask":1.0846},"time":"2026-12-03T10:15:30.250+01:00","n":7,"src":"ebs","extra":{"a":[1,2]},"nothing":null}"#;
+        let rec = Record {
+            key: Some(b"EUR/USD"),
+            value,
+            offset: 9,
+            timestamp_ms: None,
+        };
+        let d = r.decode(&rec, &NoSchemas).unwrap();
+        assert_eq!(d.tick.symbol.as_str(), "EUR/USD");
+        assert_eq!(d.exact.as_ref().unwrap().price.as_deref(), Some("1.08455"));
+        assert_eq!(d.tick.bid, Some(1.0845));
+        // 09:15:30.250 UTC
+        assert_eq!(d.tick.ts, 1_796_289_330_250_000);
+        assert_eq!((d.tick.seq, d.dense), (7, true));
+        assert_eq!(d.tick.attrs.get("src").map(String::as_str), Some("ebs"));
+        assert_eq!(
+            d.tick.attrs.get("extra").map(String::as_str),
+            Some(r#"{"a":[1,2]}"#)
+        );
+        assert!(!d.tick.attrs.contains_key("quote") && !d.tick.attrs.contains_key("nothing"));
+        for (bad, why) in [
+            (&b"[1]"[..], DecodeError::NotJson),
+            (b"{", DecodeError::NotJson),
+            (br#"{"quote":{}}"#, DecodeError::MissingField),
+            (
+                br#"{"quote":{"mid":"1e"},"time":1,"n":1}"#,
+                DecodeError::InvalidField,
+            ),
+            (
+                br#"{"quote":{"mid":1},"time":"yesterday","n":1}"#,
+                DecodeError::InvalidField,
+            ),
+        ] {
+            let rec = Record { value: bad, ..rec };
+            assert_eq!(
+                r.decode(&rec, &NoSchemas),
+                Err(Skip::Bad(why)),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    struct NoSchemas;
+    impl WriterSchemas for NoSchemas {
+        fn lookup(&self, _: u32) -> Lookup {
+            Lookup::Missing
+        }
+    }
+
+    #[test]
+    fn the_default_mapping_is_tickfans_own_contract() {
+        let tick = Tick {
+            symbol: Symbol::parse("AAPL").unwrap(),
+            price: 1.5,
+            size: 2.0,
+            bid: None,
+            ask: None,
+            venue: None,
+            ts: 3,
+            seq: 4,
+            attrs: BTreeMap::new(),
+        };
+        let bytes = TickCodec::new(1024).encode(&tick);
+        let mut r = TopicReader::new(Mapping::tickfan("ticks"), 1024);
+        let d = r.decode(&record(&bytes, 0), &NoSchemas).unwrap();
+        assert_eq!((d.tick, d.exact, d.dense), (tick, None, true));
+    }
+
+    #[test]
+    fn mappings_parse_and_refuse_what_they_cannot_mean() {
+        let m: Mapping = MAPPING.parse().unwrap();
+        assert_eq!(m.format, Format::Avro);
+        assert_eq!(m.symbol, SymbolFrom::Field(path("instrument.ticker")));
+        assert_eq!(m.ts, Some((path("event_time"), TimeUnit::Auto)));
+        let m: Mapping = "t:format=json,ts=t:nanos,seq=offset".parse().unwrap();
+        assert_eq!(m.ts, Some((path("t"), TimeUnit::Nanos)));
+        assert_eq!(m.seq, Some(SeqFrom::Offset));
+        for bad in [
+            "no-colon",
+            ":format=json",
+            "t:format=xml",
+            "t:price=px",
+            "t:format=json,colour=red",
+            "t:format=json,ts=t:fortnights",
+            "t:format=json,price=a..b",
+            "t:format=json,symbol",
+        ] {
+            assert!(bad.parse::<Mapping>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decimal_text_and_iso8601() {
+        let t = |n: i64, s| decimal_text(&num_bigint::BigInt::from(n), s);
+        assert_eq!(t(12345, 2), "123.45");
+        assert_eq!(t(5, 3), "0.005");
+        assert_eq!(t(-5, 3), "-0.005");
+        assert_eq!(t(-12345, 0), "-12345");
+        assert_eq!(t(0, 2), "0.00");
+        assert_eq!(iso8601_micros("1970-01-01T00:00:01Z"), Ok(1_000_000));
+        assert_eq!(iso8601_micros("1970-01-01T00:00:01.5"), Ok(1_500_000));
+        assert_eq!(iso8601_micros("1970-01-01T01:00:00+01:00"), Ok(0));
+        assert_eq!(
+            iso8601_micros("1970-01-01T00:00:00.000001-0030"),
+            Ok(1_800_000_001)
+        );
+        assert!(iso8601_micros("1970-01-01").is_err());
+        assert!(iso8601_micros("1970-01-01T00:00:00+1").is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! A company's own feed: records in the Confluent wire format with writer
+//! schemas in a Schema Registry, or JSON, in their own shape, read through
+//! a `--mapping`. The registry here is a small in-test server implementing
+//! the one call the edge makes (`GET /schemas/ids/{id}`), so the test can
+//! take it down; `tests/real_kafka.rs` runs the same path against a real
+//! registry with records written by Python's confluent-kafka.
+
+mod support;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use apache_avro::{to_avro_datum, types::Value as Avro, Decimal, Schema};
+use support::*;
+use warp::Filter;
+
+/// A company's quote, version 1: nested instrument, a decimal price, a
+/// millisecond event time, a float size, no seq.
+const V1: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+    {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[{"name":"ticker","type":"string"}]}},
+    {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+    {"name":"qty","type":"float"},
+    {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"desk","type":"string","default":"none"}]}"#;
+/// Version 2 adds an optional `cond`.
+const V2: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+    {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[{"name":"ticker","type":"string"}]}},
+    {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+    {"name":"qty","type":"float"},
+    {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"desk","type":"string","default":"none"},
+    {"name":"cond","type":["null","string"],"default":null}]}"#;
+/// Version 3 removes `desk` (it had a default) and widens `qty` to double.
+const V3: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+    {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[{"name":"ticker","type":"string"}]}},
+    {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+    {"name":"qty","type":"double"},
+    {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"cond","type":["null","string"],"default":null}]}"#;
+
+fn mapping(topic: &str) -> String {
+    format!("{topic}:format=avro,symbol=instrument.ticker,price=px,size=qty,ts=event_time,forward=desk|cond")
+}
+
+/// The registry's one call, with a switch to make it answer 503 and an
+/// optional basic-auth password.
+#[derive(Clone)]
+struct TestRegistry {
+    addr: SocketAddr,
+    schemas: Arc<Mutex<HashMap<u32, String>>>,
+    down: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl TestRegistry {
+    async fn start(auth: Option<&str>) -> TestRegistry {
+        let schemas: Arc<Mutex<HashMap<u32, String>>> = Arc::default();
+        let down = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let want = auth.map(|a| {
+            use base64::Engine;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(a)
+            )
+        });
+        let (s, d, c) = (schemas.clone(), down.clone(), calls.clone());
+        let route = warp::path!("schemas" / "ids" / u32)
+            .and(warp::header::optional::<String>("authorization"))
+            .map(move |id: u32, authorization: Option<String>| {
+                c.fetch_add(1, Ordering::SeqCst);
+                let reply = |code: u16, body: serde_json::Value| {
+                    warp::reply::with_status(
+                        warp::reply::json(&body),
+                        warp::http::StatusCode::from_u16(code).unwrap(),
+                    )
+                };
+                if want.is_some() && authorization != want {
+                    return reply(
+                        401,
+                        serde_json::json!({"error_code": 401, "message": "Unauthorized"}),
+                    );
+                }
+                if d.load(Ordering::SeqCst) {
+                    return reply(
+                        503,
+                        serde_json::json!({"error_code": 50003, "message": "down"}),
+                    );
+                }
+                match s.lock().unwrap().get(&id) {
+                    Some(schema) => reply(200, serde_json::json!({ "schema": schema })),
+                    None => reply(
+                        404,
+                        serde_json::json!({"error_code": 40403, "message": "Schema not found"}),
+                    ),
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(warp::serve(route).incoming(listener).run());
+        TestRegistry {
+            addr,
+            schemas,
+            down,
+            calls,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn register(&self, id: u32, schema: &str) {
+        self.schemas.lock().unwrap().insert(id, schema.to_string());
+    }
+}
+
+/// A record in the Confluent wire format.
+fn confluent(id: u32, schema: &str, ticker: &str, px: i64, extra: &[(&str, Avro)]) -> Vec<u8> {
+    let schema = Schema::parse_str(schema).unwrap();
+    let Schema::Record(r) = &schema else { panic!() };
+    let mut fields = vec![
+        (
+            "instrument".to_string(),
+            Avro::Record(vec![("ticker".into(), Avro::String(ticker.into()))]),
+        ),
+        (
+            "px".into(),
+            Avro::Decimal(Decimal::from(
+                num_bigint::BigInt::from(px).to_signed_bytes_be(),
+            )),
+        ),
+    ];
+    let qty = if r
+        .fields
+        .iter()
+        .any(|f| f.name == "qty" && f.schema == Schema::Double)
+    {
+        Avro::Double(0.1)
+    } else {
+        Avro::Float(100.0)
+    };
+    fields.push(("qty".into(), qty));
+    fields.push((
+        "event_time".into(),
+        Avro::TimestampMillis(1_764_770_000_000),
+    ));
+    for (k, v) in extra {
+        fields.push((k.to_string(), v.clone()));
+    }
+    let mut out = vec![0];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend(to_avro_datum(&schema, Avro::Record(fields)).unwrap());
+    out
+}
+
+fn cond(c: Option<&str>) -> Avro {
+    match c {
+        Some(c) => Avro::Union(1, Box::new(Avro::String(c.into()))),
+        None => Avro::Union(0, Box::new(Avro::Null)),
+    }
+}
+
+fn decode_errors(reason: &str) -> String {
+    format!("tickfan_decode_errors_total{{reason=\"{reason}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_decimals() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let registry = TestRegistry::start(Some("tickfan:s3cret")).await;
+    for (id, s) in [(1, V1), (2, V2), (3, V3)] {
+        registry.register(id, s);
+    }
+    let password = std::env::temp_dir().join(format!("tickfan-registry-{}", rand::random::<u64>()));
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let url = registry.url();
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.ingest.mappings = vec![mapping(&topic).parse().unwrap()];
+        c.ingest.registry.schema_registry = Some(url);
+        c.ingest.registry.schema_registry_user = Some("tickfan".into());
+        c.ingest.registry.schema_registry_password_file = Some(password);
+    })
+    .await;
+    edge.ready().await;
+    let mut c = Client::connect(edge.addr).await;
+    c.subscribe(&["ACME"]).await;
+    eventually("partition assigned", || async {
+        (edge.partitions().await == vec![0]).then_some(())
+    })
+    .await;
+
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    let desk = ("desk", Avro::String("eq".into()));
+    let records = [
+        confluent(1, V1, "ACME", 1_892_500, std::slice::from_ref(&desk)),
+        confluent(
+            2,
+            V2,
+            "ACME",
+            1_892_600,
+            &[desk.clone(), ("cond", cond(Some("@F")))],
+        ),
+        confluent(
+            3,
+            V3,
+            "ACME",
+            12_345_678_901_234_567,
+            &[("cond", cond(None))],
+        ),
+        confluent(1, V1, "ACME", 1, std::slice::from_ref(&desk)),
+        confluent(3, V3, "ACME", -50_000, &[("cond", cond(Some("T")))]),
+        confluent(2, V2, "ACME", 1_000_000, &[desk, ("cond", cond(None))]),
+    ];
+    for r in &records {
+        feed.raw("ACME", r).await;
+    }
+    feed.flush().await;
+    c.read_until("six ticks", |f| {
+        f.iter().filter(|t| matches!(t, Frame::Tick { .. })).count() >= 6
+    })
+    .await;
+    let seqs: Vec<i64> = c.ticks("ACME").iter().map(|t| t.0).collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "offset + 1, in order");
+    let text = c.texts.join("\n");
+    for price in [
+        r#""price":189.2500"#,
+        r#""price":189.2600"#,
+        r#""price":1234567890123.4567"#,
+        r#""price":0.0001"#,
+        r#""price":-5.0000"#,
+        r#""price":100.0000"#,
+    ] {
+        assert!(text.contains(price), "{price} in {text}");
+    }
+    let ticks: Vec<&serde_json::Value> = c
+        .frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Tick { raw, .. } => Some(raw),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ticks[0]["attrs"]["desk"], "eq");
+    assert_eq!(ticks[1]["attrs"]["cond"], "@F");
+    assert!(ticks[2].get("attrs").is_none(), "v3: no desk, null cond");
+    assert_eq!(ticks[2]["size"], 0.1, "v3 widened qty to double");
+    assert_eq!(ticks[0]["ts"], 1_764_770_000_000_000i64);
+    assert_eq!(c.gaps("ACME"), vec![], "offset seqs are not gaps");
+    assert_eq!(edge.metric("tickfan_ticks_consumed_total").await, 6.0);
+    assert_eq!(
+        edge.metric("tickfan_schema_fetches_total{result=\"ok\"}")
+            .await,
+        3.0,
+        "each schema fetched once"
+    );
+    assert_eq!(registry.calls.load(Ordering::SeqCst), 3);
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_holds_only_the_partition_that_needs_a_schema_and_loses_nothing() {
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let syms = distinct_partition_symbols("OUT", 2, 2);
+    let (a, b) = (syms[0].0.as_str(), syms[1].0.as_str());
+    let registry = TestRegistry::start(None).await;
+    registry.register(1, V1);
+    let url = registry.url();
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.ingest.mappings = vec![mapping(&topic).parse().unwrap()];
+        c.ingest.registry.schema_registry = Some(url);
+    })
+    .await;
+    edge.ready().await;
+    let mut c = Client::connect(edge.addr).await;
+    c.subscribe(&[a, b]).await;
+    eventually("both partitions assigned", || async {
+        (edge.partitions().await.len() == 2).then_some(())
+    })
+    .await;
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    let desk = || ("desk", Avro::String("x".into()));
+    feed.raw(a, &confluent(1, V1, a, 1, &[desk()])).await;
+    feed.raw(b, &confluent(1, V1, b, 1, &[desk()])).await;
+    feed.flush().await;
+    c.read_until("one tick of each", |f| {
+        [a, b].iter().all(|s| {
+            f.iter()
+                .any(|t| matches!(t, Frame::Tick { symbol, .. } if symbol == s))
+        })
+    })
+    .await;
+
+    // The registry goes down; A's producer moves to a schema the edge has
+    // not seen, B's stays on the cached one.
+    registry.register(2, V2);
+    registry.down.store(true, Ordering::SeqCst);
+    for px in 2..=4 {
+        feed.raw(a, &confluent(2, V2, a, px, &[desk(), ("cond", cond(None))]))
+            .await;
+    }
+    for px in 2..=4 {
+        feed.raw(b, &confluent(1, V1, b, px, &[desk()])).await;
+    }
+    feed.flush().await;
+    c.read_until("B goes on", |f| {
+        f.iter()
+            .filter(|t| matches!(t, Frame::Tick { symbol, .. } if symbol == b))
+            .count()
+            == 4
+    })
+    .await;
+    eventually("A's partition waits, fetches retried", || async {
+        (edge.metric("tickfan_partitions_awaiting_schema").await == 1.0
+            && edge
+                .metric("tickfan_schema_fetches_total{result=\"server_error\"}")
+                .await
+                >= 2.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.ticks(a).len(),
+        1,
+        "A holds while its schema cannot be fetched"
+    );
+
+    // A record of an id the registry does not have: skipped, counted.
+    registry.down.store(false, Ordering::SeqCst);
+    feed.raw(a, &confluent(99, V1, a, 5, &[desk()])).await;
+    feed.raw(a, &confluent(1, V1, a, 6, &[desk()])).await;
+    feed.flush().await;
+    c.read_until("A's held and later ticks", |f| {
+        f.iter()
+            .filter(|t| matches!(t, Frame::Tick { symbol, .. } if symbol == a))
+            .count()
+            == 5
+    })
+    .await;
+    let a_seqs: Vec<i64> = c.ticks(a).iter().map(|t| t.0).collect();
+    assert!(
+        a_seqs.windows(2).all(|w| w[0] < w[1]),
+        "in order: {a_seqs:?}"
+    );
+    assert_eq!(
+        a_seqs.len(),
+        5,
+        "1, the three held, and 6; not 99's: {a_seqs:?}"
+    );
+    assert_eq!(c.gaps(a), vec![]);
+    eventually("nothing waits", || async {
+        (edge.metric("tickfan_partitions_awaiting_schema").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(edge.metric(&decode_errors("unknown_schema")).await, 1.0);
+    assert_eq!(
+        edge.metric("tickfan_schema_fetches_total{result=\"not_found\"}")
+            .await,
+        1.0
+    );
+    edge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_in_their_own_shape() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let spec = format!(
+        "{topic}:format=json,symbol=key,price=quote.mid,bid=quote.bid,ask=quote.ask,ts=time:iso8601,forward=src"
+    );
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.ingest.mappings = vec![spec.parse().unwrap()];
+    })
+    .await;
+    edge.ready().await;
+    let mut c = Client::connect(edge.addr).await;
+    c.subscribe(&["EUR/USD"]).await;
+    eventually("partition assigned", || async {
+        (edge.partitions().await == vec![0]).then_some(())
+    })
+    .await;
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    feed.raw("EUR/USD", br#"{"quote":{"mid":"1.08455","bid":1.0845,"ask":1.0846},"time":"2026-12-03T10:15:30.250+01:00","src":"ebs"}"#).await;
+    feed.raw(
+        "EUR/USD",
+        br#"{"quote":{"bid":1.0845},"time":"2026-12-03T10:15:31Z"}"#,
+    )
+    .await;
+    feed.raw("EUR/USD", b"not json").await;
+    feed.raw(
+        "EUR/USD",
+        br#"{"quote":{"mid":1.0846},"time":"2026-12-03T10:15:32Z"}"#,
+    )
+    .await;
+    feed.flush().await;
+    c.read_until("two ticks", |f| {
+        f.iter().filter(|t| matches!(t, Frame::Tick { .. })).count() >= 2
+    })
+    .await;
+    assert!(c.texts[..].join("").contains(r#""price":1.08455"#));
+    let ticks: Vec<&serde_json::Value> = c
+        .frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Tick { raw, .. } => Some(raw),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ticks[0]["ts"], 1_796_289_330_250_000i64);
+    assert_eq!(ticks[0]["attrs"]["src"], "ebs");
+    assert_eq!(ticks[1]["seq"], 4, "offset 3 + 1");
+    assert_eq!(edge.metric(&decode_errors("missing_field")).await, 1.0);
+    assert_eq!(edge.metric(&decode_errors("not_json")).await, 1.0);
+    edge.stop().await;
+}
