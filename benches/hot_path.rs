@@ -167,5 +167,111 @@ fn interest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, fanout, outbox, registry, interest);
+/// A record through its topic's reader, as the ingest decodes it: tickfan's
+/// own contract (the default mapping: must stay within 20% of
+/// `codec/avro_decode`), a company's record in the Confluent wire format
+/// (nested instrument, decimal price, millisecond time, two forwarded
+/// fields), and the same record as JSON.
+fn mapped(c: &mut Criterion) {
+    use apache_avro::{to_avro_datum, types::Value, Decimal, Schema};
+    use tickfan::codec::mapping::{Lookup, Record, TopicReader, WriterSchemas};
+
+    struct One(Arc<Schema>);
+    impl WriterSchemas for One {
+        fn lookup(&self, _: u32) -> Lookup {
+            Lookup::Found(self.0.clone())
+        }
+    }
+    const QUOTE: &str = r#"{"type":"record","name":"Quote","fields":[
+        {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[{"name":"ticker","type":"string"},{"name":"mic","type":["null","string"],"default":null}]}},
+        {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+        {"name":"qty","type":"double"},
+        {"name":"bid","type":["null","double"],"default":null},
+        {"name":"ask","type":["null","double"],"default":null},
+        {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+        {"name":"desk","type":"string"},
+        {"name":"cond","type":["null","string"],"default":null}]}"#;
+    let schema = Schema::parse_str(QUOTE).unwrap();
+    let value = Value::Record(vec![
+        (
+            "instrument".into(),
+            Value::Record(vec![
+                ("ticker".into(), Value::String("SYM00042".into())),
+                (
+                    "mic".into(),
+                    Value::Union(1, Box::new(Value::String("XNAS".into()))),
+                ),
+            ]),
+        ),
+        (
+            "px".into(),
+            Value::Decimal(Decimal::from(1_892_500i64.to_be_bytes())),
+        ),
+        ("qty".into(), Value::Double(300.0)),
+        (
+            "bid".into(),
+            Value::Union(1, Box::new(Value::Double(189.24))),
+        ),
+        (
+            "ask".into(),
+            Value::Union(1, Box::new(Value::Double(189.26))),
+        ),
+        (
+            "event_time".into(),
+            Value::TimestampMillis(1_764_270_000_123),
+        ),
+        ("desk".into(), Value::String("eq".into())),
+        (
+            "cond".into(),
+            Value::Union(1, Box::new(Value::String("@F".into()))),
+        ),
+    ]);
+    let mut confluent = vec![0, 0, 0, 0, 7];
+    confluent.extend(to_avro_datum(&schema, value).unwrap());
+    let json = br#"{"instrument":{"ticker":"SYM00042","mic":"XNAS"},"px":"189.2500","qty":300.0,"bid":189.24,"ask":189.26,"event_time":1764270000123,"desk":"eq","cond":"@F"}"#;
+    let fields = "symbol=instrument.ticker,price=px,size=qty,venue=instrument.mic,ts=event_time:millis,forward=desk|cond";
+    let schemas = One(Arc::new(schema));
+
+    let codec = TickCodec::new(1 << 16);
+    let mut gen = Generator::new(symbols(100), 1.0, 7);
+    let own = codec.encode(&gen.next_tick(1_764_270_000_000_000));
+    let rec = |value: &'static [u8]| Record {
+        key: Some(b"SYM00042"),
+        value,
+        offset: 41,
+        timestamp_ms: Some(1_764_270_000_123),
+    };
+    let own: &'static [u8] = Box::leak(own.into_boxed_slice());
+    let confluent: &'static [u8] = Box::leak(confluent.into_boxed_slice());
+
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(1));
+    let mut tickfan = TopicReader::new(tickfan::codec::mapping::Mapping::tickfan("t"), 1 << 16);
+    g.bench_function("tickfan_default_mapping", |b| {
+        b.iter(|| {
+            tickfan
+                .decode(std::hint::black_box(&rec(own)), &schemas)
+                .unwrap()
+        })
+    });
+    let mut avro = TopicReader::new(format!("t:format=avro,{fields}").parse().unwrap(), 1 << 16);
+    g.bench_function("confluent_avro_mapped", |b| {
+        b.iter(|| {
+            avro.decode(std::hint::black_box(&rec(confluent)), &schemas)
+                .unwrap()
+        })
+    });
+    let mut from_json =
+        TopicReader::new(format!("t:format=json,{fields}").parse().unwrap(), 1 << 16);
+    g.bench_function("json_mapped", |b| {
+        b.iter(|| {
+            from_json
+                .decode(std::hint::black_box(&rec(json)), &schemas)
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, mapped, fanout, outbox, registry, interest);
 criterion_main!(benches);

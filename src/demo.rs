@@ -32,6 +32,14 @@ pub struct DemoConfig {
     #[arg(long, env = "TICKFAN_DEMO_PARTITIONS", default_value_t = 8)]
     pub partitions: i32,
 
+    /// What the synthetic feed writes: `tickfan` (tickfan's own contract)
+    /// or `confluent` (a company's own quote record,
+    /// `schemas/examples/quote.avsc`, in the Confluent wire format, its
+    /// schema served by an in-process Schema Registry, read through a
+    /// `--mapping`; see docs/mapping.md).
+    #[arg(id = "feed_format", long = "feed", env = "TICKFAN_DEMO_FEED", value_enum, default_value_t = feed::FeedFormat::Tickfan)]
+    pub feed_format: feed::FeedFormat,
+
     #[command(flatten)]
     pub feed: feed::Config,
 
@@ -87,10 +95,22 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
     let kafka = KafkaConfig::plain(mock.bootstrap_servers(), topic);
     let mut gateway = config.gateway.clone();
     gateway.page = true;
+    let mut ingest = config.ingest.clone();
+    let registry = match config.feed_format {
+        feed::FeedFormat::Tickfan => None,
+        feed::FeedFormat::Confluent => {
+            let url = serve_quote_schema(shutdown.clone()).await?;
+            ingest.mappings = vec![feed::quote_mapping(topic)
+                .parse()
+                .map_err(|e| anyhow::anyhow!("demo mapping: {e}"))?];
+            ingest.registry.schema_registry = Some(url.clone());
+            Some(url)
+        }
+    };
     let edge = EdgeConfig {
         listen: config.listen,
         kafka: kafka.clone(),
-        ingest: config.ingest.clone(),
+        ingest,
         gateway,
         admission: config.admission.clone(),
         auth: config.auth.clone(),
@@ -111,8 +131,17 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
         kafka.brokers, config.partitions
     );
     println!("  try:             kcat -b {} -L", kafka.brokers);
+    if let Some(url) = &registry {
+        println!("  feed:            a company's quote record (schemas/examples/quote.avsc), Confluent wire format");
+        println!("  schema registry: {url} (in-process; GET {url}/schemas/ids/1)");
+        println!(
+            "  mapping:         --mapping '{}'",
+            feed::quote_mapping(topic)
+        );
+    }
     println!("Press Ctrl-C to stop.");
     let mut feed_config = config.feed.clone();
+    feed_config.format = config.feed_format;
     // Keeps the mock broker's log walk short (see `feed::Config::mock_pad`).
     feed_config.mock_pad = demo_mock_pad(config.feed.rate);
     let feed = tokio::spawn(feed::run(
@@ -125,6 +154,37 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
     feed.await??;
     drop(mock);
     Ok(())
+}
+
+/// A Schema Registry of one schema, in-process, on a free loopback port:
+/// `GET /schemas/ids/1` answers the demo's quote schema, anything else
+/// `404`, as Confluent's registry does. Returns its URL.
+async fn serve_quote_schema(shutdown: CancellationToken) -> anyhow::Result<String> {
+    use warp::Filter;
+    let route = warp::path!("schemas" / "ids" / u32).map(|id: u32| {
+        if id == feed::QUOTE_SCHEMA_ID {
+            warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({ "schema": feed::QUOTE_SCHEMA_JSON })),
+                warp::http::StatusCode::OK,
+            )
+        } else {
+            warp::reply::with_status(
+                warp::reply::json(
+                    &serde_json::json!({"error_code": 40403, "message": "Schema not found"}),
+                ),
+                warp::http::StatusCode::NOT_FOUND,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(
+        warp::serve(route)
+            .incoming(listener)
+            .graceful(async move { shutdown.cancelled().await })
+            .run(),
+    );
+    Ok(url)
 }
 
 #[cfg(test)]

@@ -84,6 +84,94 @@ pub struct Config {
     /// not sent to clients.
     #[arg(skip)]
     pub mock_pad: usize,
+
+    /// How records are written (not a flag: `demo --feed` sets it).
+    #[arg(skip)]
+    pub format: FeedFormat,
+}
+
+/// How the synthetic feed writes its records.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FeedFormat {
+    /// tickfan's own contract, `schemas/tick.avsc`.
+    #[default]
+    Tickfan,
+    /// A company's own quote record ([`QUOTE_SCHEMA_JSON`]) in the Confluent
+    /// wire format, schema id [`QUOTE_SCHEMA_ID`].
+    Confluent,
+}
+
+/// The company-shaped record `demo --feed confluent` writes:
+/// `schemas/examples/quote.avsc`.
+pub const QUOTE_SCHEMA_JSON: &str = include_str!("../schemas/examples/quote.avsc");
+
+/// Its id in the demo's registry.
+pub const QUOTE_SCHEMA_ID: u32 = 1;
+
+/// The mapping that reads it back as ticks, for topic `topic`.
+pub fn quote_mapping(topic: &str) -> String {
+    format!(
+        "{topic}:format=avro,symbol=instrument.ticker,price=last_px,size=last_qty,bid=bid_px,ask=ask_px,venue=instrument.mic,ts=event_time,forward=trade_id"
+    )
+}
+
+/// Writes a tick as the company's quote record, Confluent wire format:
+/// prices as `decimal(18,4)`, the size as a whole number, the time in
+/// milliseconds, a trade id, no seq (the edge numbers ticks from offsets).
+pub struct QuoteEncoder {
+    schema: apache_avro::Schema,
+    trades: u64,
+}
+
+impl Default for QuoteEncoder {
+    fn default() -> Self {
+        QuoteEncoder {
+            schema: apache_avro::Schema::parse_str(QUOTE_SCHEMA_JSON)
+                .expect("schemas/examples/quote.avsc is valid"),
+            trades: 0,
+        }
+    }
+}
+
+impl QuoteEncoder {
+    pub fn encode(&mut self, tick: &Tick) -> Vec<u8> {
+        use apache_avro::types::Value;
+        let decimal = |x: f64| {
+            let unscaled = (x * 10_000.0).round() as i64;
+            Value::Decimal(apache_avro::Decimal::from(
+                num_bigint::BigInt::from(unscaled).to_signed_bytes_be(),
+            ))
+        };
+        let opt = |v: Option<Value>| match v {
+            Some(v) => Value::Union(1, Box::new(v)),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        self.trades += 1;
+        let value = Value::Record(vec![
+            (
+                "instrument".into(),
+                Value::Record(vec![
+                    ("ticker".into(), Value::String(tick.symbol.as_str().into())),
+                    ("mic".into(), opt(tick.venue.clone().map(Value::String))),
+                ]),
+            ),
+            ("last_px".into(), decimal(tick.price)),
+            ("last_qty".into(), Value::Long(tick.size.round() as i64)),
+            ("bid_px".into(), opt(tick.bid.map(decimal))),
+            ("ask_px".into(), opt(tick.ask.map(decimal))),
+            ("event_time".into(), Value::TimestampMillis(tick.ts / 1000)),
+            (
+                "trade_id".into(),
+                Value::String(format!("T{}", self.trades)),
+            ),
+        ]);
+        let mut out = vec![0];
+        out.extend_from_slice(&QUOTE_SCHEMA_ID.to_be_bytes());
+        out.extend(
+            apache_avro::to_avro_datum(&self.schema, value).expect("a tick fits the quote schema"),
+        );
+        out
+    }
 }
 
 impl Config {
@@ -457,6 +545,7 @@ async fn produce(
     let topic = kafka.topics[0].clone();
     let (producer, counts) = producer(&kafka, config.linger_ms)?;
     let codec = TickCodec::new(usize::MAX);
+    let mut quotes = QuoteEncoder::default();
     let mut gen = Generator::new(symbols, config.zipf, rand::random());
     let mut sample = SmallRng::from_os_rng();
     let pad = (config.mock_pad > 0).then(|| vec![b'.'; config.mock_pad]);
@@ -480,7 +569,9 @@ async fn produce(
         let due = ((now - start).as_secs_f64() * config.rate) as u64;
         while sent < due {
             let mut tick = gen.next_tick(now_micros());
-            let value = if config.tick_bytes > 0 {
+            let value = if config.format == FeedFormat::Confluent {
+                quotes.encode(&tick)
+            } else if config.tick_bytes > 0 {
                 encode_padded(&codec, &mut tick, config.tick_bytes)
             } else {
                 codec.encode(&tick)

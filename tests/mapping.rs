@@ -421,3 +421,85 @@ async fn json_records_in_their_own_shape() {
     assert_eq!(edge.metric(&decode_errors("not_json")).await, 1.0);
     edge.stop().await;
 }
+
+/// `tickfan demo --feed confluent`: the embedded cluster, a feed of a
+/// company's own quote record in the Confluent wire format, an in-process
+/// registry, and the mapping, with no set-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_a_confluent_feed_through_its_mapping() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
+        .args([
+            "demo",
+            "--feed",
+            "confluent",
+            "--rate",
+            "200",
+            "--symbols",
+            "AAPL,MSFT",
+        ])
+        .args(["--listen", &addr.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the demo answers /readyz", || async {
+        let ok = tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http_get(addr, "/readyz").await.0 == 200;
+        ok.then_some(())
+    })
+    .await;
+    let mut c = Client::connect(addr).await;
+    c.subscribe(&["AAPL"]).await;
+    c.read_until("five AAPL ticks", |f| {
+        f.iter()
+            .filter(|t| matches!(t, Frame::Tick { symbol, .. } if symbol == "AAPL"))
+            .count()
+            >= 5
+    })
+    .await;
+    let ticks: Vec<&serde_json::Value> = c
+        .frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Tick { raw, .. } => Some(raw),
+            _ => None,
+        })
+        .collect();
+    for t in &ticks {
+        assert!(
+            t["attrs"]["trade_id"].as_str().unwrap().starts_with('T'),
+            "{t}"
+        );
+        assert!(t["bid"].is_number() && t["ask"].is_number(), "{t}");
+    }
+    // decimal(18,4) prices arrive as their decimal text: four places.
+    let text = c.texts.join("\n");
+    let four_places = text
+        .match_indices(r#""price":"#)
+        .filter(|(i, m)| {
+            let rest = &text[i + m.len()..];
+            let num: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            num.split_once('.').is_some_and(|(_, frac)| frac.len() == 4)
+        })
+        .count();
+    assert!(four_places >= 5, "prices as decimal(18,4) text: {text}");
+    assert_eq!(c.gaps("AAPL"), vec![], "offset seqs are not gaps");
+    let seqs: Vec<i64> = c.ticks("AAPL").iter().map(|t| t.0).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("tickfan_schema_fetches_total{result=\"ok\"} 1"),
+        "the schema fetched once from the in-process registry"
+    );
+    demo.start_kill().unwrap();
+    let _ = demo.wait().await;
+}
