@@ -44,6 +44,11 @@ const V3: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","f
     {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
     {"name":"cond","type":["null","string"],"default":null}]}"#;
 
+/// A schema whose `px` is not a number: the mapping does not fit it.
+const NO_PRICE: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+    {"name":"instrument","type":{"type":"record","name":"Instrument","fields":[{"name":"ticker","type":"string"}]}},
+    {"name":"px","type":{"type":"array","items":"int"}}]}"#;
+
 fn mapping(topic: &str) -> String {
     format!("{topic}:format=avro,symbol=instrument.ticker,price=px,size=qty,ts=event_time,forward=desk|cond")
 }
@@ -176,7 +181,7 @@ async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_deci
     let broker = Broker::start();
     let topic = broker.topic(1).await;
     let registry = TestRegistry::start(Some("tickfan:s3cret")).await;
-    for (id, s) in [(1, V1), (2, V2), (3, V3)] {
+    for (id, s) in [(1, V1), (2, V2), (3, V3), (4, NO_PRICE)] {
         registry.register(id, s);
     }
     let password = std::env::temp_dir().join(format!("tickfan-registry-{}", rand::random::<u64>()));
@@ -219,8 +224,27 @@ async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_deci
         confluent(3, V3, "ACME", -50_000, &[("cond", cond(Some("T")))]),
         confluent(2, V2, "ACME", 1_000_000, &[desk, ("cond", cond(None))]),
     ];
-    for r in &records {
+    for (i, r) in records.iter().enumerate() {
         feed.raw("ACME", r).await;
+        if i == 2 {
+            // A writer schema the mapping cannot be resolved against.
+            let schema = Schema::parse_str(NO_PRICE).unwrap();
+            let mut bad = vec![0, 0, 0, 0, 4];
+            bad.extend(
+                to_avro_datum(
+                    &schema,
+                    Avro::Record(vec![
+                        (
+                            "instrument".into(),
+                            Avro::Record(vec![("ticker".into(), Avro::String("ACME".into()))]),
+                        ),
+                        ("px".into(), Avro::Array(vec![Avro::Int(1)])),
+                    ]),
+                )
+                .unwrap(),
+            );
+            feed.raw("ACME", &bad).await;
+        }
     }
     feed.flush().await;
     c.read_until("six ticks", |f| {
@@ -228,7 +252,11 @@ async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_deci
     })
     .await;
     let seqs: Vec<i64> = c.ticks("ACME").iter().map(|t| t.0).collect();
-    assert_eq!(seqs, (1..=6).collect::<Vec<_>>(), "offset + 1, in order");
+    assert_eq!(
+        seqs,
+        [1, 2, 3, 5, 6, 7],
+        "offset + 1, in order; offset 3 did not fit"
+    );
     let text = c.texts.join("\n");
     for price in [
         r#""price":189.2500"#,
@@ -254,14 +282,17 @@ async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_deci
     assert_eq!(ticks[2]["size"], 0.1, "v3 widened qty to double");
     assert_eq!(ticks[0]["ts"], 1_764_770_000_000_000i64);
     assert_eq!(c.gaps("ACME"), vec![], "offset seqs are not gaps");
-    assert_eq!(edge.metric("tickfan_ticks_consumed_total").await, 6.0);
+    edge.metric_reaches("tickfan_ticks_consumed_total", 6.0)
+        .await;
+    edge.metric_reaches(&decode_errors("unresolvable"), 1.0)
+        .await;
+    edge.metric_reaches("tickfan_schema_fetches_total{result=\"ok\"}", 4.0)
+        .await;
     assert_eq!(
-        edge.metric("tickfan_schema_fetches_total{result=\"ok\"}")
-            .await,
-        3.0,
+        registry.calls.load(Ordering::SeqCst),
+        4,
         "each schema fetched once"
     );
-    assert_eq!(registry.calls.load(Ordering::SeqCst), 3);
     edge.stop().await;
 }
 
@@ -360,12 +391,10 @@ async fn a_registry_outage_holds_only_the_partition_that_needs_a_schema_and_lose
         (edge.metric("tickfan_partitions_awaiting_schema").await == 0.0).then_some(())
     })
     .await;
-    assert_eq!(edge.metric(&decode_errors("unknown_schema")).await, 1.0);
-    assert_eq!(
-        edge.metric("tickfan_schema_fetches_total{result=\"not_found\"}")
-            .await,
-        1.0
-    );
+    edge.metric_reaches(&decode_errors("unknown_schema"), 1.0)
+        .await;
+    edge.metric_reaches("tickfan_schema_fetches_total{result=\"not_found\"}", 1.0)
+        .await;
     edge.stop().await;
 }
 
@@ -417,8 +446,9 @@ async fn json_records_in_their_own_shape() {
     assert_eq!(ticks[0]["ts"], 1_796_289_330_250_000i64);
     assert_eq!(ticks[0]["attrs"]["src"], "ebs");
     assert_eq!(ticks[1]["seq"], 4, "offset 3 + 1");
-    assert_eq!(edge.metric(&decode_errors("missing_field")).await, 1.0);
-    assert_eq!(edge.metric(&decode_errors("not_json")).await, 1.0);
+    edge.metric_reaches(&decode_errors("missing_field"), 1.0)
+        .await;
+    edge.metric_reaches(&decode_errors("not_json"), 1.0).await;
     edge.stop().await;
 }
 
@@ -502,4 +532,235 @@ async fn the_demo_serves_a_confluent_feed_through_its_mapping() {
     );
     demo.start_kill().unwrap();
     let _ = demo.wait().await;
+}
+
+/// A CA and a certificate for 127.0.0.1 it signs, made with the openssl
+/// command line: (CA PEM path, server certificate PEM, server key PEM).
+fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, Vec<u8>) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tickfan test registry CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        std::fs::read(dir.join("server.pem")).unwrap(),
+        std::fs::read(dir.join("server.key")).unwrap(),
+    )
+}
+
+/// A registry over HTTPS that wants basic auth `tickfan:s3cret`, serving
+/// `V1` as id 1: a plain blocking server (one thread per connection).
+fn https_registry(cert: &[u8], key: &[u8]) -> SocketAddr {
+    use std::io::{Read, Write};
+    let identity = native_tls::Identity::from_pkcs8(cert, key).unwrap();
+    let acceptor = Arc::new(native_tls::TlsAcceptor::new(identity).unwrap());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let want = {
+        use base64::Engine;
+        format!(
+            "authorization: basic {}",
+            base64::engine::general_purpose::STANDARD.encode("tickfan:s3cret")
+        )
+        .to_lowercase()
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (acceptor, want) = (acceptor.clone(), want.clone());
+            std::thread::spawn(move || {
+                // A client that does not trust the certificate fails here.
+                let Ok(mut tls) = acceptor.accept(stream) else {
+                    return;
+                };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).to_lowercase();
+                let (status, body) = if !req.lines().any(|l| l.trim() == want) {
+                    (
+                        "401 Unauthorized",
+                        r#"{"error_code":401,"message":"Unauthorized"}"#.to_string(),
+                    )
+                } else if req.starts_with("get /schemas/ids/1 ") {
+                    ("200 OK", serde_json::json!({ "schema": V1 }).to_string())
+                } else {
+                    (
+                        "404 Not Found",
+                        r#"{"error_code":40403,"message":"Schema not found"}"#.to_string(),
+                    )
+                };
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// `https://` registry: verified against `--schema-registry-ca-file`, the
+/// password from `TICKFAN_SCHEMA_REGISTRY_PASSWORD`; an edge that does not
+/// trust the registry's CA does not read its schemas (and holds only the
+/// partition that needs one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_registry_is_trusted_only_through_its_ca_and_the_password_comes_from_the_environment(
+) {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let dir = std::env::temp_dir().join(format!("tickfan-registry-tls-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = tls_files(&dir);
+    let url = format!("https://{}", https_registry(&cert, &key));
+    let spec = mapping(&topic);
+    let ca_path = ca.display().to_string();
+    let trusting = EdgeProcess::spawn_env(
+        &broker.bootstrap(),
+        &topic,
+        &[
+            "--mapping",
+            &spec,
+            "--schema-registry",
+            &url,
+            "--schema-registry-ca-file",
+            &ca_path,
+            "--schema-registry-user",
+            "tickfan",
+        ],
+        &[("TICKFAN_SCHEMA_REGISTRY_PASSWORD", "s3cret")],
+    )
+    .await;
+    let (u, s) = (url.clone(), spec.clone());
+    let distrusting = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.ingest.mappings = vec![s.parse().unwrap()];
+        c.ingest.registry.schema_registry = Some(u);
+        c.ingest.registry.schema_registry_user = Some("tickfan".into());
+        c.ingest.registry.schema_registry_password_file = Some(dir.join("ca.key"));
+    })
+    .await;
+    distrusting.ready().await;
+    let mut a = Client::connect(trusting.addr).await;
+    let mut b = Client::connect(distrusting.addr).await;
+    a.subscribe(&["ACME"]).await;
+    b.subscribe(&["ACME"]).await;
+    eventually("partition assigned on both", || async {
+        (metric_at(trusting.addr, "tickfan_assigned_partitions").await == 1.0
+            && distrusting.partitions().await == vec![0])
+        .then_some(())
+    })
+    .await;
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    feed.raw(
+        "ACME",
+        &confluent(
+            1,
+            V1,
+            "ACME",
+            1_892_500,
+            &[("desk", Avro::String("eq".into()))],
+        ),
+    )
+    .await;
+    feed.flush().await;
+    a.read_until("the tick, through the trusted registry", |f| {
+        f.iter().any(|t| matches!(t, Frame::Tick { .. }))
+    })
+    .await;
+    assert!(a.texts.join("").contains(r#""price":189.2500"#));
+    eventually(
+        "the other edge cannot verify the registry and holds the partition",
+        || async {
+            (distrusting
+                .metric("tickfan_schema_fetches_total{result=\"unreachable\"}")
+                .await
+                >= 1.0
+                && distrusting
+                    .metric("tickfan_partitions_awaiting_schema")
+                    .await
+                    == 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric_at(
+            trusting.addr,
+            "tickfan_schema_fetches_total{result=\"unreachable\"}"
+        )
+        .await,
+        0.0
+    );
+    assert!(b.ticks("ACME").is_empty(), "nothing without the schema");
+    distrusting.stop().await;
 }

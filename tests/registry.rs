@@ -178,12 +178,9 @@ async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_
     assert_eq!(ticks[4]["attrs"]["cond"], "T");
     assert_eq!(ticks[5]["ts"], 1_764_770_000_005_000i64);
     assert_eq!(c.gaps("ACME"), vec![]);
-    assert_eq!(edge.metric("tickfan_ticks_consumed_total").await, 6.0);
-    assert_eq!(
-        edge.metric("tickfan_schema_fetches_total{result=\"ok\"}")
-            .await,
-        3.0,
-        "three writer schemas, each fetched once"
-    );
+    edge.metric_reaches("tickfan_ticks_consumed_total", 6.0)
+        .await;
+    edge.metric_reaches("tickfan_schema_fetches_total{result=\"ok\"}", 3.0)
+        .await;
     edge.stop().await;
 }

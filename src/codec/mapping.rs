@@ -493,6 +493,13 @@ impl Compiled {
                     .collect(),
                 Err(_) => return Err(DecodeError::Unresolvable),
             };
+        if recursive(&writer, &names, &mut Vec::new()) {
+            // apache-avro decodes a recursive type by recursion, as deep as
+            // the record says: a 64 KiB record could nest 60,000 deep and
+            // overflow the ingest thread's stack. No market-data record needs
+            // one.
+            return Err(DecodeError::Unresolvable);
+        }
         let cx = Resolver {
             root: &writer,
             names: &names,
@@ -671,6 +678,34 @@ impl Compiled {
         finish(
             symbol, price, size, bid, ask, venue, ts, seq, attrs, exact, dense,
         )
+    }
+}
+
+/// Whether `s` contains a named type inside itself (a linked list, a tree).
+fn recursive(s: &Schema, names: &HashMap<Name, Schema>, open: &mut Vec<Name>) -> bool {
+    if open.len() > 64 {
+        return true;
+    }
+    match s {
+        Schema::Record(r) => {
+            if open.contains(&r.name) {
+                return true;
+            }
+            open.push(r.name.clone());
+            let found = r.fields.iter().any(|f| recursive(&f.schema, names, open));
+            open.pop();
+            found
+        }
+        Schema::Ref { name } => {
+            open.iter().any(|n| n == name || n.name == name.name)
+                || names
+                    .get(name)
+                    .is_some_and(|named| recursive(named, names, open))
+        }
+        Schema::Union(u) => u.variants().iter().any(|v| recursive(v, names, open)),
+        Schema::Array(a) => recursive(&a.items, names, open),
+        Schema::Map(m) => recursive(&m.types, names, open),
+        _ => false,
     }
 }
 
@@ -1318,6 +1353,67 @@ mod tests {
         assert_eq!(
             small.decode(&record(&bytes, 0), &s),
             Err(Skip::Bad(DecodeError::Oversized))
+        );
+    }
+
+    #[test]
+    fn fixed_decimals_forward_all_and_recursive_schemas() {
+        let fixed = r#"{"type":"record","name":"F","fields":[
+            {"name":"symbol","type":"string"},
+            {"name":"price","type":{"type":"fixed","name":"Px","size":8,"logicalType":"decimal","precision":18,"scale":2}},
+            {"name":"bid","type":["null",{"type":"fixed","name":"Bid","size":8,"logicalType":"decimal","precision":18,"scale":2}],"default":null},
+            {"name":"venue","type":{"type":"enum","name":"Mic","symbols":["XNAS","XNYS"]}},
+            {"name":"flags","type":{"type":"array","items":"string"}},
+            {"name":"lot","type":"int"}]}"#;
+        let schema = Arc::new(Schema::parse_str(fixed).unwrap());
+        let s = Fixed([(5, schema.clone())].into_iter().collect());
+        let px = |n: i64| Value::Decimal(Decimal::from(n.to_be_bytes()));
+        let value = Value::Record(vec![
+            ("symbol".into(), Value::String("BRK.A".into())),
+            ("price".into(), px(71_234_567)),
+            ("bid".into(), Value::Union(1, Box::new(px(-1)))),
+            ("venue".into(), Value::Enum(1, "XNYS".into())),
+            (
+                "flags".into(),
+                Value::Array(vec![Value::String("odd".into())]),
+            ),
+            ("lot".into(), Value::Int(100)),
+        ]);
+        let mut bytes = vec![0, 0, 0, 0, 5];
+        bytes.extend(to_avro_datum(&schema, value).unwrap());
+        let mut r = TopicReader::new("t:format=avro,forward=*".parse().unwrap(), 65536);
+        let d = r.decode(&record(&bytes, 0), &s).unwrap();
+        let exact = d.exact.unwrap();
+        assert_eq!(exact.price.as_deref(), Some("712345.67"));
+        assert_eq!(
+            exact.bid.as_deref(),
+            Some("-0.01"),
+            "a fixed decimal in a union"
+        );
+        assert_eq!(d.tick.venue.as_deref(), Some("XNYS"), "an enum symbol");
+        assert_eq!(
+            d.tick.attrs,
+            BTreeMap::from([
+                ("flags".to_string(), r#"["odd"]"#.to_string()),
+                ("lot".to_string(), "100".to_string())
+            ]),
+            "forward=* sends what is not mapped"
+        );
+        // A linked list: refused before any record is decoded.
+        let list = r#"{"type":"record","name":"Node","fields":[
+            {"name":"symbol","type":"string"},{"name":"price","type":"double"},
+            {"name":"next","type":["null","Node"],"default":null}]}"#;
+        let s = Fixed(
+            [(6, Arc::new(Schema::parse_str(list).unwrap()))]
+                .into_iter()
+                .collect(),
+        );
+        let mut deep = vec![0, 0, 0, 0, 6, 2, b'A', 0, 0, 0, 0, 0, 0, 0, 0];
+        deep.extend(std::iter::repeat_n([2u8, 2, b'A', 0, 0, 0, 0, 0, 0, 0, 0], 5000).flatten());
+        deep.push(0);
+        assert_eq!(
+            r.decode(&record(&deep, 0), &s),
+            Err(Skip::Bad(DecodeError::Unresolvable))
         );
     }
 

@@ -221,6 +221,22 @@ impl Edge {
             .unwrap()
     }
 
+    /// Waits until a counter or gauge reads `want`: the ingest adds a
+    /// batch's counts after it wakes the batch's writers, so a client may
+    /// see a tick before /metrics counts it. A counter that goes past
+    /// `want` never equals it, and fails the wait.
+    pub async fn metric_reaches(&self, series: &str, want: f64) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let got = self.metric(series).await;
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < end, "{series} is {got}, expected {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(DEADLINE, self.task)
