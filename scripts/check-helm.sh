@@ -211,7 +211,8 @@ def semantics(label, objs, vals):
           f"{label}: RollingUpdate maxUnavailable 0")
     ann = dep["spec"]["template"]["metadata"]["annotations"]
     check("checksum/config" in ann, f"{label}: checksum/config annotation")
-    secret_envs = {"TICKFAN_KAFKA_SASL_PASSWORD", "TICKFAN_KAFKA_KEY_PASSWORD", "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET", "TICKFAN_JWT_SECRET_VALUE"}
+    secret_envs = {"TICKFAN_KAFKA_SASL_PASSWORD", "TICKFAN_KAFKA_KEY_PASSWORD", "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET", "TICKFAN_JWT_SECRET_VALUE",
+                   "TICKFAN_SCHEMA_REGISTRY_PASSWORD"}
     check(cm.get("TICKFAN_KAFKA_SECURITY_PROTOCOL") == v["kafka"]["securityProtocol"]
           and not secret_envs & (set(cm) | set(env)) and "secretKeyRef" not in yaml.safe_dump(ctr),
           f"{label}: TICKFAN_KAFKA_SECURITY_PROTOCOL {v['kafka']['securityProtocol']}; no secret value in the ConfigMap or env")
@@ -266,11 +267,15 @@ def secret_files(pod, ctr, name):
 def kafka_env(cm):
     return {k: v for k, v in cm.items() if k.startswith("TICKFAN_KAFKA")}
 
+def registry_env(cm):
+    return {k: v for k, v in cm.items() if k.startswith("TICKFAN_SCHEMA") or k == "TICKFAN_MAPPING"}
+
 if "default" in rendered:
     pod = by_kind(rendered["default"], "Deployment")[0]["spec"]["template"]["spec"]
     cm = by_kind(rendered["default"], "ConfigMap")[0]["data"]
     check(kafka_env(cm) == {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"} and not pod.get("volumes"),
           "default: Kafka PLAINTEXT, no Kafka settings or files beyond it")
+    check(not registry_env(cm), "default: no Schema Registry, no mappings")
 if "production" in rendered:
     pod = by_kind(rendered["production"], "Deployment")[0]["spec"]["template"]["spec"]
     ctr = pod["containers"][0]
@@ -360,6 +365,99 @@ if r:
           "variant OAUTHBEARER: OIDC settings in the ConfigMap, client secret as a file, CA from tls.caSecret alone, options as TICKFAN_KAFKA")
     check(not re.search(r"TICKFAN_KAFKA_OAUTH_CLIENT_SECRET(?!_FILE)", text) and "secretKeyRef" not in text,
           "variant OAUTHBEARER: no client secret variable, only its file")
+
+print("== Schema Registry and mappings")
+QUOTES = "quotes:format=avro,symbol=instrument.ticker,price=px,size=qty,ts=event_time:millis,forward=venue_code|flags"
+TRADES = "trades:format=json,symbol=key,price=p,seq=offset"
+SR = {"kafka": {"topic": "ticks,quotes,trades"},
+      "schemaRegistry": {"url": "https://registry.example.com:8081", "username": "tickfan-edge", "existingSecret": "registry-auth",
+                         "passwordKey": "registry-pw", "caSecret": "registry-ca", "caKey": "root.pem", "timeout": "10s"},
+      "mappings": [QUOTES, TRADES]}
+try:
+    rep = helm.lint(chart_dir, SR, strict=True, kube_version="v" + kube_version)
+    check(not [m for m in rep["messages"] if m["severity"] >= 2] and not rep["errors"], "lint Schema Registry values: no warnings or errors")
+except helm.HelmError as e:
+    check(False, f"lint Schema Registry values: {e}")
+r = variant("variant Schema Registry", SR)
+if r:
+    objs, text, pod, ctr, cm = r
+    check(registry_env(cm) == {"TICKFAN_SCHEMA_REGISTRY": "https://registry.example.com:8081", "TICKFAN_SCHEMA_REGISTRY_USER": "tickfan-edge",
+                               "TICKFAN_SCHEMA_REGISTRY_PASSWORD_FILE": "/etc/tickfan/schema-registry/password",
+                               "TICKFAN_SCHEMA_REGISTRY_CA_FILE": "/etc/tickfan/schema-registry-ca/ca.crt",
+                               "TICKFAN_SCHEMA_REGISTRY_TIMEOUT": "10s", "TICKFAN_MAPPING": QUOTES + ";" + TRADES}
+          and cm["TICKFAN_TOPIC"] == "ticks,quotes,trades" and kafka_env(cm) == {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},
+          "variant Schema Registry: URL, user, timeout, password and CA file paths, mappings joined with ';' in the ConfigMap")
+    cm_obj = next(o for o in by_kind(objs, "ConfigMap") if "TICKFAN_SCHEMA_REGISTRY" in o["data"])
+    check([e["configMapRef"]["name"] for e in ctr["envFrom"]] == [cm_obj["metadata"]["name"]]
+          and "checksum/config" in by_kind(objs, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"],
+          "variant Schema Registry: the settings are in the ConfigMap the container takes its env from, the one checksum/config covers")
+    pw_files, pw_mount = secret_files(pod, ctr, "schema-registry")
+    ca_files, ca_mount = secret_files(pod, ctr, "schema-registry-ca")
+    vols = {vo["name"]: vo for vo in pod["volumes"]}
+    mounts = {m["name"]: m for m in ctr["volumeMounts"]}
+    check(pw_files == {"password": ("registry-auth", "registry-pw")} and pw_mount == "/etc/tickfan/schema-registry"
+          and ca_files == {"ca.crt": ("registry-ca", "root.pem")} and ca_mount == "/etc/tickfan/schema-registry-ca"
+          and list(vols) == ["schema-registry", "schema-registry-ca"] and list(mounts) == list(vols)
+          and all(set(vo) == {"name", "secret"} and vo["secret"]["defaultMode"] == 0o440 for vo in vols.values())
+          and all(m.get("readOnly") is True for m in mounts.values()),
+          "variant Schema Registry: password (key registry-pw) at /etc/tickfan/schema-registry/password, CA (key root.pem) at "
+          "/etc/tickfan/schema-registry-ca/ca.crt, Secret volumes mode 0440 mounted read-only")
+    check("registry-auth" in text and not re.search(r"TICKFAN_SCHEMA_REGISTRY_PASSWORD(?!_FILE)", text)
+          and "secretKeyRef" not in text and not by_kind(objs, "Secret"),
+          "variant Schema Registry: the render names the Secret, never a password variable, secretKeyRef or chart Secret")
+# Together with Kafka's files (mutual TLS + SCRAM): both sets of volumes, no clash.
+r = variant("variant Schema Registry + Kafka SASL_SSL", deep_merge(SR, {"kafka": {"securityProtocol": "SASL_SSL",
+    "sasl": {"mechanism": "SCRAM-SHA-512", "username": "u", "existingSecret": "kafka-scram"}, "tls": {"caSecret": "kafka-ca"}}}))
+if r:
+    objs, text, pod, ctr, cm = r
+    check([vo["name"] for vo in pod["volumes"]] == ["kafka-tls", "kafka-sasl", "schema-registry", "schema-registry-ca"]
+          and cm["TICKFAN_KAFKA_CA"] == "/etc/tickfan/kafka-tls/ca.crt" and cm["TICKFAN_SCHEMA_REGISTRY_CA_FILE"] == "/etc/tickfan/schema-registry-ca/ca.crt"
+          and cm["TICKFAN_KAFKA_SASL_PASSWORD_FILE"] == "/etc/tickfan/kafka-sasl/password"
+          and cm["TICKFAN_SCHEMA_REGISTRY_PASSWORD_FILE"] == "/etc/tickfan/schema-registry/password",
+          "variant Schema Registry + Kafka SASL_SSL: Kafka and registry files side by side, each with its own path")
+# Plain http (Apicurio ccompat), no auth, no CA, default timeout: only the URL and the mapping.
+r = variant("variant Apicurio", {"schemaRegistry": {"url": "http://apicurio:8080/apis/ccompat/v7"},
+                                 "mappings": ["ticks:format=avro,symbol=sym,price=px"]})
+if r:
+    objs, text, pod, ctr, cm = r
+    check(registry_env(cm) == {"TICKFAN_SCHEMA_REGISTRY": "http://apicurio:8080/apis/ccompat/v7",
+                               "TICKFAN_MAPPING": "ticks:format=avro,symbol=sym,price=px"} and not pod.get("volumes"),
+          "variant Apicurio: http URL and one mapping only; no user, timeout, password or CA, no volumes")
+# Pods roll: the settings in the ConfigMap change checksum/config; the Secrets' names and keys change the
+# pod template's volumes themselves.
+def pod_template(vals):
+    return by_kind(objects(render(vals)), "Deployment")[0]["spec"]["template"]
+try:
+    base = pod_template(SR)
+    in_cm = {what: pod_template(deep_merge(SR, over))["metadata"]["annotations"]["checksum/config"] != base["metadata"]["annotations"]["checksum/config"]
+             for what, over in [
+                 ("url", {"schemaRegistry": {"url": "https://registry-2.example.com:8081"}}),
+                 ("username", {"schemaRegistry": {"username": "other"}}),
+                 ("timeout", {"schemaRegistry": {"timeout": "30s"}}),
+                 ("caSecret removed", {"schemaRegistry": {"caSecret": ""}}),
+                 ("mappings", {"mappings": [QUOTES, TRADES.replace("seq=offset", "seq=trade_seq")]})]}
+    in_spec = {what: pod_template(deep_merge(SR, over))["spec"] != base["spec"] for what, over in [
+                 ("existingSecret", {"schemaRegistry": {"existingSecret": "registry-auth-2"}}),
+                 ("passwordKey", {"schemaRegistry": {"passwordKey": "pw2"}}),
+                 ("caSecret", {"schemaRegistry": {"caSecret": "registry-ca-2"}}),
+                 ("caKey", {"schemaRegistry": {"caKey": "ca.pem"}})]}
+    same = pod_template(copy.deepcopy(SR)) == base
+    unchanged = [k for k, c in {**in_cm, **in_spec}.items() if not c]
+    check(not unchanged and same,
+          "Schema Registry: pods roll on every change: url, username, timeout, CA on/off and mappings change checksum/config; "
+          "the Secrets' names and keys change the pod's volumes; an identical render changes nothing"
+          + (f" (no roll on: {unchanged})" if unchanged else "") + ("" if same else " (identical values gave another pod template)"))
+except helm.HelmError as e:
+    check(False, f"Schema Registry roll renders: {e}")
+# format=avro with the registry URL in configFile rather than in values: accepted.
+try:
+    objs = objects(render({"configFile": 'schema-registry = "http://apicurio:8080/apis/ccompat/v7"\n',
+                           "mappings": ["ticks:format=avro,symbol=sym,price=px"]}))
+    cm = by_kind(objs, "ConfigMap")[0]["data"]
+    check(cm["TICKFAN_MAPPING"] == "ticks:format=avro,symbol=sym,price=px" and "TICKFAN_SCHEMA_REGISTRY" not in cm,
+          "variant: a format=avro mapping with the registry URL from configFile renders")
+except helm.HelmError as e:
+    check(False, f"variant format=avro with configFile registry: {e}")
 
 # extra variants
 try:
@@ -495,6 +593,48 @@ bad = {
     "config.TICKFAN_KAFKA_SASL_PASSWORD": ({"config": {"TICKFAN_KAFKA_SASL_PASSWORD": "hunter2"}}, "config.TICKFAN_KAFKA_SASL_PASSWORD is managed by the chart's kafka.* values"),
     "config.TICKFAN_KAFKA_OAUTH_CLIENT_SECRET": ({"config": {"TICKFAN_KAFKA_OAUTH_CLIENT_SECRET": "x"}}, "config.TICKFAN_KAFKA_OAUTH_CLIENT_SECRET is managed"),
     "config.TICKFAN_KAFKA_SECURITY_PROTOCOL": ({"config": {"TICKFAN_KAFKA_SECURITY_PROTOCOL": "SSL"}}, "config.TICKFAN_KAFKA_SECURITY_PROTOCOL is managed"),
+    # Schema Registry and mappings
+    "schemaRegistry.username without existingSecret": ({"schemaRegistry": {"url": "https://r:8081", "username": "u"}},
+                                                       "schemaRegistry.username is set without schemaRegistry.existingSecret"),
+    "schemaRegistry.existingSecret without username": ({"schemaRegistry": {"url": "https://r:8081", "existingSecret": "s"}},
+                                                       "schemaRegistry.existingSecret is set without schemaRegistry.username"),
+    "schemaRegistry.url without a scheme": ({"schemaRegistry": {"url": "registry:8081"}},
+                                            "schemaRegistry.url (registry:8081) must be an http:// or https:// URL"),
+    "schemaRegistry.url ftp://": ({"schemaRegistry": {"url": "ftp://registry/"}}, "schemaRegistry.url (ftp://registry/) must be an http:// or https:// URL"),
+    "schemaRegistry.url HTTPS:// (the binary is case-sensitive)": ({"schemaRegistry": {"url": "HTTPS://registry:8081"}},
+                                                                   "must be an http:// or https:// URL"),
+    "mapping without ':'": ({"mappings": ["quotes format=json,symbol=key,price=p"]},
+                            'mappings: "quotes format=json,symbol=key,price=p" is not TOPIC:key=value,... (no \':\')'),
+    "second mapping without ':'": ({"mappings": ["ticks:format=json,symbol=key,price=p", "ticks"]}, 'mappings: "ticks" is not TOPIC:key=value'),
+    "mapping with ';'": ({"mappings": ["ticks:format=json,symbol=key,price=p;ticks:format=tickfan"]}, "contains ';', which separates mappings"),
+    "mapping of a topic not in kafka.topic": ({"mappings": ["quotes:format=json,symbol=key,price=p"]},
+                                              'maps topic "quotes", which is not one of kafka.topic (ticks)'),
+    "topic mapped twice": ({"mappings": ["ticks:format=json,symbol=key,price=p", " ticks :format=tickfan"]}, 'mappings: topic "ticks" is mapped twice'),
+    "format=avro mapping without a registry": ({"mappings": ["ticks:symbol=sym,format = avro,price=px"]},
+                                               "is format=avro, which needs a Schema Registry: set schemaRegistry.url"),
+    "registry settings without url": ({"schemaRegistry": {"caSecret": "ca", "timeout": "3s"}},
+                                      "schemaRegistry.caSecret, schemaRegistry.timeout set but schemaRegistry.url is empty"),
+    "schemaRegistry user and Secret without url": ({"schemaRegistry": {"username": "u", "existingSecret": "s"}},
+                                                   "schemaRegistry.username, schemaRegistry.existingSecret set but schemaRegistry.url is empty"),
+    "schemaRegistry.caSecret with an http:// url": ({"schemaRegistry": {"url": "http://r:8081", "caSecret": "ca"}},
+                                                    "schemaRegistry.caSecret is set but schemaRegistry.url (http://r:8081) is http://"),
+    "schemaRegistry.caSecret with an empty caKey": ({"schemaRegistry": {"url": "https://r:8081", "caSecret": "ca", "caKey": ""}},
+                                                    "schemaRegistry.caSecret is set but schemaRegistry.caKey is empty"),
+    "mappings and configFile [mapping.X]": ({"mappings": ["ticks:format=json,symbol=key,price=p"],
+                                             "configFile": 'release-linger = "60s"\n\n[mapping.ticks]\nformat = "json"\n'},
+                                            "mappings and configFile both give mappings"),
+    "mappings and configFile mapping = [...]": ({"mappings": ["ticks:format=json,symbol=key,price=p"],
+                                                 "configFile": 'mapping = ["ticks:format=tickfan"]\n'}, "mappings and configFile both give mappings"),
+    "config.TICKFAN_SCHEMA_REGISTRY_PASSWORD": ({"config": {"TICKFAN_SCHEMA_REGISTRY_PASSWORD": "hunter2"}},
+                                                "config.TICKFAN_SCHEMA_REGISTRY_PASSWORD is managed by the chart's schemaRegistry.* and mappings values"),
+    "config.TICKFAN_SCHEMA_REGISTRY (use schemaRegistry.url)": ({"config": {"TICKFAN_SCHEMA_REGISTRY": "http://r"}},
+                                                                "config.TICKFAN_SCHEMA_REGISTRY is managed"),
+    "config.TICKFAN_MAPPING (use mappings)": ({"config": {"TICKFAN_MAPPING": "ticks:format=tickfan"}}, "config.TICKFAN_MAPPING is managed"),
+    "schemaRegistry.password: no value takes a password (schema)": ({"schemaRegistry": {"password": "hunter2"}}, "'password' not allowed"),
+    "schemaRegistry.existingSecret not a Secret name (schema)": ({"schemaRegistry": {"url": "https://r", "username": "u", "existingSecret": "Reg_Auth"}},
+                                                                 "/schemaRegistry/existingSecret"),
+    "schemaRegistry.timeout without a unit (schema)": ({"schemaRegistry": {"url": "https://r", "timeout": "10"}}, "/schemaRegistry/timeout"),
+    "mappings not a list (schema)": ({"mappings": "ticks:format=json"}, "/mappings"),
 }
 # kafka.options: every secret key, and every key the chart sets.
 for key in ["sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret", "ssl.keystore.password", "ssl.key.pem",

@@ -393,3 +393,69 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schemas(capacity: usize) -> Schemas {
+        let (tx, _rx) = mpsc::channel();
+        Schemas {
+            cache: Mutex::new(Cache::default()),
+            capacity,
+            requests: tx,
+        }
+    }
+
+    fn schema() -> Fetched {
+        Fetched::Schema(Arc::new(Schema::parse_str(r#""string""#).unwrap()))
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_forgets_the_oldest() {
+        let s = schemas(2);
+        let m = Metrics::new();
+        for id in [1, 2, 3] {
+            s.store(id, schema(), &m);
+        }
+        assert!(matches!(s.lookup(1), Lookup::Pending), "the oldest is gone");
+        assert!(matches!(s.lookup(2), Lookup::Found(_)));
+        assert!(matches!(s.lookup(3), Lookup::Found(_)));
+        assert_eq!(s.cache.lock().unwrap().found.len(), 2);
+        // Storing an id again does not grow the order queue.
+        s.store(3, schema(), &m);
+        assert_eq!(s.cache.lock().unwrap().order.len(), 2);
+    }
+
+    #[test]
+    fn a_missing_id_is_remembered_then_asked_again() {
+        let s = schemas(10);
+        s.store(7, Fetched::Missing("not_found"), &Metrics::new());
+        assert!(matches!(s.lookup(7), Lookup::Missing));
+        s.cache
+            .lock()
+            .unwrap()
+            .missing
+            .insert(7, Instant::now() - MISSING_TTL);
+        assert!(
+            matches!(s.lookup(7), Lookup::Pending),
+            "asked again after the TTL"
+        );
+    }
+
+    #[test]
+    fn an_id_is_requested_once_while_its_fetch_goes_on() {
+        let (tx, rx) = mpsc::channel();
+        let s = Schemas {
+            cache: Mutex::new(Cache::default()),
+            capacity: 10,
+            requests: tx,
+        };
+        s.request(9);
+        s.request(9);
+        assert_eq!(rx.try_iter().count(), 1);
+        s.store(9, schema(), &Metrics::new());
+        s.request(9);
+        assert_eq!(rx.try_iter().count(), 1, "asked again once answered");
+    }
+}

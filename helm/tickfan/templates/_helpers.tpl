@@ -251,11 +251,95 @@ same ones at startup, these fail at render time instead.
 {{- end }}
 
 {{/*
+Schema Registry secret files to mount: a list of volumes as JSON, in the
+shape of tickfan.kafkaVolumes ({name, mountPath, sources: [{secret, items:
+[{key, path, env}]}]}). The Secrets are always existing ones (the chart
+creates none for the registry); only the files' paths go in the ConfigMap.
+*/}}
+{{- define "tickfan.schemaRegistryVolumes" -}}
+{{- $r := .Values.schemaRegistry }}
+{{- $vols := list }}
+{{- if and $r.url $r.username $r.existingSecret }}
+{{- $vols = append $vols (dict "name" "schema-registry" "mountPath" "/etc/tickfan/schema-registry" "sources" (list (dict "secret" $r.existingSecret "items" (list (dict "key" $r.passwordKey "path" "password" "env" "TICKFAN_SCHEMA_REGISTRY_PASSWORD_FILE"))))) }}
+{{- end }}
+{{- if and $r.url $r.caSecret $r.caKey }}
+{{- $vols = append $vols (dict "name" "schema-registry-ca" "mountPath" "/etc/tickfan/schema-registry-ca" "sources" (list (dict "secret" $r.caSecret "items" (list (dict "key" $r.caKey "path" "ca.crt" "env" "TICKFAN_SCHEMA_REGISTRY_CA_FILE"))))) }}
+{{- end }}
+{{- toJson $vols }}
+{{- end }}
+
+{{/*
+Every Secret-backed volume but the JWT one (Kafka, then Schema Registry), as JSON.
+*/}}
+{{- define "tickfan.secretFileVolumes" -}}
+{{- toJson (concat (include "tickfan.kafkaVolumes" . | fromJsonArray) (include "tickfan.schemaRegistryVolumes" . | fromJsonArray)) }}
+{{- end }}
+
+{{/*
+Schema Registry and mapping checks; the binary makes the same ones at
+startup (or would hold every format=avro partition), these fail at render
+time instead.
+*/}}
+{{- define "tickfan.validateSchemaRegistry" -}}
+{{- $r := .Values.schemaRegistry }}
+{{- if and $r.url (not (or (hasPrefix "http://" $r.url) (hasPrefix "https://" $r.url))) }}
+{{- fail (printf "schemaRegistry.url (%s) must be an http:// or https:// URL, e.g. https://registry:8081 or http://apicurio:8080/apis/ccompat/v7" $r.url) }}
+{{- end }}
+{{- if and $r.username (not $r.existingSecret) }}
+{{- fail "schemaRegistry.username is set without schemaRegistry.existingSecret: basic auth needs a Secret whose key schemaRegistry.passwordKey holds the password (passwords never go in values)" }}
+{{- end }}
+{{- if and $r.existingSecret (not $r.username) }}
+{{- fail "schemaRegistry.existingSecret is set without schemaRegistry.username: the password is for basic auth, set the user too" }}
+{{- end }}
+{{- if not $r.url }}
+{{- $set := list }}
+{{- range $key := list "username" "existingSecret" "caSecret" "timeout" }}
+{{- if index $r $key }}{{ $set = append $set (printf "schemaRegistry.%s" $key) }}{{ end }}
+{{- end }}
+{{- if $set }}
+{{- fail (printf "%s set but schemaRegistry.url is empty: set the registry's URL" (join ", " $set)) }}
+{{- end }}
+{{- end }}
+{{- if and $r.caSecret (not $r.caKey) }}
+{{- fail "schemaRegistry.caSecret is set but schemaRegistry.caKey is empty: name the key holding the CA (e.g. ca.crt)" }}
+{{- end }}
+{{- if and $r.caSecret (hasPrefix "http://" $r.url) }}
+{{- fail (printf "schemaRegistry.caSecret is set but schemaRegistry.url (%s) is http://: the CA is used only with https://" $r.url) }}
+{{- end }}
+{{- /* As tickfan splits TICKFAN_TOPIC: on commas, untrimmed; a mapping's topic is trimmed. */}}
+{{- $topics := splitList "," .Values.kafka.topic }}
+{{- $seen := list }}
+{{- range $m := .Values.mappings }}
+{{- if not (contains ":" $m) }}
+{{- fail (printf "mappings: %q is not TOPIC:key=value,... (no ':'), e.g. quotes:format=avro,symbol=instrument.ticker,price=px (docs/mapping.md)" $m) }}
+{{- end }}
+{{- if contains ";" $m }}
+{{- fail (printf "mappings: %q contains ';', which separates mappings in TICKFAN_MAPPING: give each mapping as its own list item" $m) }}
+{{- end }}
+{{- $topic := trim (first (splitList ":" $m)) }}
+{{- if not (has $topic $topics) }}
+{{- fail (printf "mappings: %q maps topic %q, which is not one of kafka.topic (%s): tickfan refuses a mapping of a topic it does not read" $m $topic $.Values.kafka.topic) }}
+{{- end }}
+{{- if has $topic $seen }}
+{{- fail (printf "mappings: topic %q is mapped twice" $topic) }}
+{{- end }}
+{{- $seen = append $seen $topic }}
+{{- if and (regexMatch "(^|,)\\s*format\\s*=\\s*avro\\s*(,|$)" (regexReplaceAll "^[^:]*:" $m "")) (not $r.url) (not (regexMatch "(?m)^\\s*schema-registry\\s*=" $.Values.configFile)) }}
+{{- fail (printf "mappings: %q is format=avro, which needs a Schema Registry: set schemaRegistry.url" $m) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.mappings (regexMatch "(?m)^\\s*(\\[\\s*mapping\\s*\\.|mapping\\s*=)" .Values.configFile) }}
+{{- fail "mappings and configFile both give mappings: TICKFAN_MAPPING (from mappings) would replace the file's [mapping.TOPIC] tables; put them all in one place" }}
+{{- end }}
+{{- end }}
+
+{{/*
 Cross-field checks JSON Schema (draft-07) cannot express. Included by the
 Deployment so `helm template`/`install` fail early with a clear message.
 */}}
 {{- define "tickfan.validate" -}}
 {{- include "tickfan.validateKafka" . }}
+{{- include "tickfan.validateSchemaRegistry" . }}
 {{- $d := .Values.drain }}
 {{- if le ($d.shutdownGraceSeconds | int) ($d.drainWindowSeconds | int) }}
 {{- fail (printf "drain.shutdownGraceSeconds (%v) must exceed drain.drainWindowSeconds (%v): tickfan refuses to start otherwise" $d.shutdownGraceSeconds $d.drainWindowSeconds) }}
@@ -281,10 +365,12 @@ Deployment so `helm template`/`install` fail early with a clear message.
 {{- if and .Values.adminPort (eq (.Values.adminPort | int) (.Values.containerPort | int)) }}
 {{- fail (printf "adminPort (%v) must differ from containerPort (%v)" .Values.adminPort .Values.containerPort) }}
 {{- end }}
-{{- $reserved := list "TICKFAN_CONFIG" "TICKFAN_LISTEN" "TICKFAN_ADMIN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" "TICKFAN_TRACE_ROOT_SAMPLE" "TICKFAN_WRITE_TIMEOUT" "TICKFAN_MAX_CONNECTIONS_PER_IP" "TICKFAN_AUTH_FAILURE_RATE_PER_IP" "TICKFAN_AUTH_FAILURE_BURST_PER_IP" "TICKFAN_MAX_UNKNOWN_SYMBOLS" "TICKFAN_MAX_SUBSCRIPTIONS" "TICKFAN_SYMBOL_RATE" "TICKFAN_SYMBOL_BURST" "TICKFAN_CLIENT_FRAME_RATE" "TICKFAN_CLIENT_BYTE_RATE" "TICKFAN_MAX_FRAGMENTS" "TICKFAN_MAX_HTTP_CONNECTIONS" "TICKFAN_HTTP_WRITE_TIMEOUT" "TICKFAN_FD_RESERVE" "TICKFAN_PACING_PATIENCE" "TICKFAN_KAFKA" "TICKFAN_KAFKA_SECURITY_PROTOCOL" "TICKFAN_KAFKA_SASL_MECHANISM" "TICKFAN_KAFKA_SASL_USERNAME" "TICKFAN_KAFKA_SASL_PASSWORD" "TICKFAN_KAFKA_SASL_PASSWORD_FILE" "TICKFAN_KAFKA_CA" "TICKFAN_KAFKA_CERT" "TICKFAN_KAFKA_KEY" "TICKFAN_KAFKA_KEY_PASSWORD" "TICKFAN_KAFKA_KEY_PASSWORD_FILE" "TICKFAN_KAFKA_OAUTH_TOKEN_ENDPOINT" "TICKFAN_KAFKA_OAUTH_CLIENT_ID" "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET" "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET_FILE" "TICKFAN_KAFKA_OAUTH_SCOPE" }}
+{{- $reserved := list "TICKFAN_CONFIG" "TICKFAN_LISTEN" "TICKFAN_ADMIN_LISTEN" "TICKFAN_BROKERS" "TICKFAN_TOPIC" "TICKFAN_DRAIN_WINDOW" "TICKFAN_SHUTDOWN_GRACE" "TICKFAN_TRUSTED_PROXIES" "TICKFAN_PAGE" "TICKFAN_JWT_SECRET" "TICKFAN_JWT_PUBLIC_KEY" "TICKFAN_JWT_JWKS" "TICKFAN_JWT_ISSUER" "TICKFAN_JWT_AUDIENCE" "TICKFAN_TRACE_ROOT_SAMPLE" "TICKFAN_WRITE_TIMEOUT" "TICKFAN_MAX_CONNECTIONS_PER_IP" "TICKFAN_AUTH_FAILURE_RATE_PER_IP" "TICKFAN_AUTH_FAILURE_BURST_PER_IP" "TICKFAN_MAX_UNKNOWN_SYMBOLS" "TICKFAN_MAX_SUBSCRIPTIONS" "TICKFAN_SYMBOL_RATE" "TICKFAN_SYMBOL_BURST" "TICKFAN_CLIENT_FRAME_RATE" "TICKFAN_CLIENT_BYTE_RATE" "TICKFAN_MAX_FRAGMENTS" "TICKFAN_MAX_HTTP_CONNECTIONS" "TICKFAN_HTTP_WRITE_TIMEOUT" "TICKFAN_FD_RESERVE" "TICKFAN_PACING_PATIENCE" "TICKFAN_KAFKA" "TICKFAN_KAFKA_SECURITY_PROTOCOL" "TICKFAN_KAFKA_SASL_MECHANISM" "TICKFAN_KAFKA_SASL_USERNAME" "TICKFAN_KAFKA_SASL_PASSWORD" "TICKFAN_KAFKA_SASL_PASSWORD_FILE" "TICKFAN_KAFKA_CA" "TICKFAN_KAFKA_CERT" "TICKFAN_KAFKA_KEY" "TICKFAN_KAFKA_KEY_PASSWORD" "TICKFAN_KAFKA_KEY_PASSWORD_FILE" "TICKFAN_KAFKA_OAUTH_TOKEN_ENDPOINT" "TICKFAN_KAFKA_OAUTH_CLIENT_ID" "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET" "TICKFAN_KAFKA_OAUTH_CLIENT_SECRET_FILE" "TICKFAN_KAFKA_OAUTH_SCOPE" "TICKFAN_SCHEMA_REGISTRY" "TICKFAN_SCHEMA_REGISTRY_USER" "TICKFAN_SCHEMA_REGISTRY_PASSWORD" "TICKFAN_SCHEMA_REGISTRY_PASSWORD_FILE" "TICKFAN_SCHEMA_REGISTRY_CA_FILE" "TICKFAN_SCHEMA_REGISTRY_TIMEOUT" "TICKFAN_MAPPING" }}
 {{- range $key, $_ := .Values.config }}
 {{- if and (hasPrefix "TICKFAN_KAFKA" $key) (has $key $reserved) }}
 {{- fail (printf "config.%s is managed by the chart's kafka.* values (kafka.securityProtocol, sasl, tls, oauth; other librdkafka settings in kafka.options; secrets from existing Secrets only); set those instead" $key) }}
+{{- else if and (or (hasPrefix "TICKFAN_SCHEMA_REGISTRY" $key) (eq $key "TICKFAN_MAPPING")) (has $key $reserved) }}
+{{- fail (printf "config.%s is managed by the chart's schemaRegistry.* and mappings values (the password from schemaRegistry.existingSecret only); set those instead" $key) }}
 {{- else if has $key $reserved }}
 {{- fail (printf "config.%s is managed by a dedicated value of this chart (see values.yaml); set that instead" $key) }}
 {{- end }}
