@@ -82,6 +82,21 @@ fn outbox(c: &mut Criterion) {
             })
         })
     });
+    // A 4 Hz subscription on a busy symbol: between two turns every tick
+    // replaces the waiting one (the per-tick bookkeeping of conflation).
+    let conflated = Outbox::new(256);
+    conflated.set_max_rate(&sym, Some(std::time::Duration::from_millis(250)));
+    g.bench_function("push_conflated_4hz", |b| {
+        b.iter(|| {
+            seq += 1;
+            conflated.push(Item {
+                symbol: sym.clone(),
+                seq,
+                bytes: encoded.clone(),
+                ts: 0,
+            })
+        })
+    });
     g.throughput(Throughput::Elements(256));
     g.bench_function("drain_256_into_frame", |b| {
         b.iter_batched(

@@ -143,6 +143,18 @@ pub fn snapshot_of(encoded: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A live tick sent for a rate-limited subscription, standing for `n` more
+/// that were skipped: the same object with `"conflated":n` appended. Built
+/// per client, at most at the client's rate.
+pub fn with_conflated(encoded: &[u8], n: u32) -> Bytes {
+    debug_assert_eq!(encoded.last(), Some(&b'}'));
+    let suffix = format!(",\"conflated\":{n}}}");
+    let mut out = BytesMut::with_capacity(encoded.len() + suffix.len());
+    out.put_slice(&encoded[..encoded.len() - 1]);
+    out.put_slice(suffix.as_bytes());
+    out.freeze()
+}
+
 const FRAME_HEAD: &str = r#"{"type":"ticks","ticks":["#;
 const FRAME_TAIL: &str = "]}";
 

@@ -11,15 +11,29 @@
 //! no longer holds the ingest back, and drops oldest as always, until its
 //! writer has brought it down to a quarter of its capacity.
 //!
+//! Max frequency (conflation): a symbol given a rate with
+//! [`Outbox::set_max_rate`] holds at most one pending tick while it waits
+//! for its next turn. A tick that arrives when the symbol's turn has come
+//! (and none is pending) is queued at once; one that arrives earlier waits
+//! as the pending tick, replacing the one that waited (counted as
+//! conflated), and is released by the first drain after its turn comes. So
+//! the client gets at most one tick of the symbol per interval, each the
+//! latest at the moment it is released, the first after a quiet spell at
+//! once, and each says how many ticks it stands for (`"conflated":n`). Per
+//! tick this costs a hash lookup and a swap; the writer is woken only when
+//! something is queued, and the session sleeps until [`Outbox::next_release`].
+//!
 //! It never does I/O, and a push never waits for the writer to take: when
 //! full, it drops the oldest entry and records the gap.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Mutex,
     },
+    time::Duration,
 };
 
 /// What one push did.
@@ -30,10 +44,15 @@ pub struct Pushed {
     /// The outbox just reached half its capacity and is not lagging: the
     /// ingest should give its writer time before pushing more.
     pub pressing: bool,
+    /// Something was queued for the writer (not the case for a tick that
+    /// waits for its symbol's turn): the writer should be woken.
+    pub queued: bool,
 }
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+// tokio's clock, which the sessions sleep on (and tests can pause); outside
+// a runtime (the ingest thread) it is the system's monotonic clock.
+use tokio::{sync::Notify, time::Instant};
 
 use crate::market::{Seq, Symbol};
 
@@ -62,8 +81,22 @@ pub struct Gap {
 #[derive(Debug, Clone)]
 enum Entry {
     Tick(Item),
+    /// A tick of a rate-limited symbol standing for `conflated` more that
+    /// were replaced before it was released.
+    Conflated(Item, u32),
     /// An upstream hole, announced where it happened in the stream.
     Gap(Gap),
+}
+
+/// A rate-limited symbol's turn and the tick waiting for it.
+#[derive(Debug)]
+struct Slot {
+    interval: Duration,
+    /// When the next tick may go; `None`: at once.
+    next_due: Option<Instant>,
+    pending: Option<Item>,
+    /// Ticks replaced since the last one released.
+    skipped: u32,
 }
 
 /// What a drain hands the writer, in order.
@@ -101,9 +134,51 @@ struct State {
     queue: VecDeque<Entry>,
     /// Dropped ranges per symbol since the last drain.
     dropped: HashMap<Symbol, (Seq, Seq)>,
+    /// Rate-limited symbols (empty unless the client asked for a max rate).
+    slots: HashMap<Symbol, Slot>,
+    /// When pending ticks are due, soonest first (an entry whose slot has
+    /// gone or was released is skipped).
+    due: BinaryHeap<Reverse<(Instant, Symbol)>>,
 }
 
 impl State {
+    /// Appends `entry`, dropping the oldest first when full; whether one
+    /// was dropped.
+    fn enqueue(&mut self, entry: Entry, capacity: usize) -> bool {
+        let dropped = if self.queue.len() >= capacity {
+            match self.queue.pop_front().expect("full queue has a front") {
+                Entry::Tick(old) | Entry::Conflated(old, _) => {
+                    self.record_drop(old.symbol, old.seq, old.seq)
+                }
+                Entry::Gap(g) => self.record_drop(g.symbol, g.from_seq, g.to_seq),
+            }
+            true
+        } else {
+            false
+        };
+        self.queue.push_back(entry);
+        dropped
+    }
+
+    /// Queues every pending tick whose turn has come by `now`.
+    fn release_due(&mut self, now: Instant, capacity: usize) {
+        while let Some(Reverse((at, _))) = self.due.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, symbol)) = self.due.pop().expect("peeked");
+            let Some(slot) = self.slots.get_mut(&symbol) else {
+                continue;
+            };
+            let Some(item) = slot.pending.take() else {
+                continue;
+            };
+            let n = std::mem::take(&mut slot.skipped);
+            slot.next_due = Some(now + slot.interval);
+            self.enqueue(Entry::Conflated(item, n), capacity);
+        }
+    }
+
     fn record_drop(&mut self, symbol: Symbol, from: Seq, to: Seq) {
         self.dropped
             .entry(symbol)
@@ -114,6 +189,9 @@ impl State {
             .or_insert((from, to));
     }
 }
+
+/// Most bytes `,"conflated":N` adds to a tick (N a u32).
+const CONFLATED_SUFFIX_MAX: usize = 24;
 
 /// A bounded, drop-oldest queue between the fan-out and one client's writer.
 pub struct Outbox {
@@ -152,12 +230,12 @@ impl Outbox {
     /// Queues `item`. When full, drops the oldest entry first and records it
     /// as a gap. Returns `true` if something was dropped.
     pub fn push(&self, item: Item) -> bool {
-        self.push_entry(Entry::Tick(item)).dropped
+        self.push_item(item, false).dropped
     }
 
     /// As [`push`](Outbox::push), also saying whether the ingest should pace.
     pub fn push_paced(&self, item: Item) -> Pushed {
-        self.push_entry(Entry::Tick(item))
+        self.push_item(item, false)
     }
 
     /// Queues a notice that `gap` was never published upstream, in stream
@@ -166,18 +244,52 @@ impl Outbox {
         self.push_entry(Entry::Gap(gap)).dropped
     }
 
+    fn push_item(&self, item: Item, snapshot: bool) -> Pushed {
+        self.push_locked(Entry::Tick(item), snapshot)
+    }
+
     fn push_entry(&self, entry: Entry) -> Pushed {
+        self.push_locked(entry, false)
+    }
+
+    fn push_locked(&self, entry: Entry, snapshot: bool) -> Pushed {
         let mut st = self.state.lock().unwrap();
-        let dropped = if st.queue.len() >= self.capacity {
-            match st.queue.pop_front().expect("full queue has a front") {
-                Entry::Tick(old) => st.record_drop(old.symbol, old.seq, old.seq),
-                Entry::Gap(g) => st.record_drop(g.symbol, g.from_seq, g.to_seq),
+        let mut entry = entry;
+        if let Entry::Tick(item) = &entry {
+            if let Some(slot) = st.slots.get_mut(&item.symbol) {
+                let now = Instant::now();
+                if snapshot {
+                    slot.pending = None;
+                    slot.skipped = 0;
+                    slot.next_due = Some(now + slot.interval);
+                } else if slot.pending.is_none() && slot.next_due.is_none_or(|t| t <= now) {
+                    slot.next_due = Some(now + slot.interval);
+                    let n = std::mem::take(&mut slot.skipped);
+                    let Entry::Tick(item) = entry else {
+                        unreachable!()
+                    };
+                    entry = Entry::Conflated(item, n);
+                } else {
+                    let Entry::Tick(item) = entry else {
+                        unreachable!()
+                    };
+                    let symbol = item.symbol.clone();
+                    if slot.pending.replace(item).is_some() {
+                        slot.skipped = slot.skipped.saturating_add(1);
+                    } else {
+                        // The first tick to wait for this turn: the session
+                        // looks at `next_release` again (once per turn, so
+                        // at most the client's rate, whatever the feed's).
+                        let at = slot.next_due.unwrap_or(now);
+                        st.due.push(Reverse((at, symbol)));
+                        drop(st);
+                        self.notify.notify_one();
+                    }
+                    return Pushed::default();
+                }
             }
-            true
-        } else {
-            false
-        };
-        st.queue.push_back(entry);
+        }
+        let dropped = st.enqueue(entry, self.capacity);
         let len = st.queue.len();
         self.queued.store(len, Ordering::Relaxed);
         let half_full = len == self.half();
@@ -190,7 +302,53 @@ impl Outbox {
         Pushed {
             dropped,
             pressing: half_full && !self.is_lagging(),
+            queued: true,
         }
+    }
+
+    /// Queues a snapshot: never conflated away (it is the client's new
+    /// baseline); for a rate-limited symbol it also discards the waiting
+    /// tick (older than the snapshot) and starts the symbol's next turn.
+    pub fn push_snapshot(&self, item: Item) -> Pushed {
+        self.push_item(item, true)
+    }
+    /// Limits `symbol` to one tick per `interval` (`None`: every tick). A
+    /// tick waiting when the limit is lifted is queued at once.
+    pub fn set_max_rate(&self, symbol: &Symbol, interval: Option<Duration>) {
+        let mut st = self.state.lock().unwrap();
+        match interval {
+            Some(interval) => {
+                st.slots
+                    .entry(symbol.clone())
+                    .and_modify(|s| s.interval = interval)
+                    .or_insert(Slot {
+                        interval,
+                        next_due: None,
+                        pending: None,
+                        skipped: 0,
+                    });
+            }
+            None => {
+                if let Some(slot) = st.slots.remove(symbol) {
+                    if let Some(item) = slot.pending {
+                        st.enqueue(Entry::Conflated(item, slot.skipped), self.capacity);
+                        self.queued.store(st.queue.len(), Ordering::Relaxed);
+                        drop(st);
+                        self.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the soonest waiting tick of a rate-limited symbol is due (the
+    /// writer should drain then); `None` when none waits.
+    pub fn next_release(&self) -> Option<Instant> {
+        let st = self.state.lock().unwrap();
+        if st.slots.is_empty() {
+            return None;
+        }
+        st.due.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Half the capacity, rounded up: where pacing starts.
@@ -230,10 +388,11 @@ impl Outbox {
     fn purge_where(&self, gone: impl Fn(&Symbol) -> bool) {
         let mut st = self.state.lock().unwrap();
         st.queue.retain(|e| match e {
-            Entry::Tick(i) => !gone(&i.symbol),
+            Entry::Tick(i) | Entry::Conflated(i, _) => !gone(&i.symbol),
             Entry::Gap(g) => !gone(&g.symbol),
         });
         st.dropped.retain(|s, _| !gone(s));
+        st.slots.retain(|s, _| !gone(s));
         self.queued.store(st.queue.len(), Ordering::Relaxed);
     }
 
@@ -251,6 +410,9 @@ impl Outbox {
     /// wedge the queue).
     pub fn drain(&self, max_bytes: usize) -> Drained {
         let mut st = self.state.lock().unwrap();
+        if !st.due.is_empty() {
+            st.release_due(Instant::now(), self.capacity);
+        }
         let mut out = Drained {
             dropped: st
                 .dropped
@@ -264,8 +426,12 @@ impl Outbox {
             ..Drained::default()
         };
         while let Some(front) = st.queue.front() {
-            if let Entry::Tick(t) = front {
-                let len = t.bytes.len() + 1;
+            if let Entry::Tick(t) | Entry::Conflated(t, _) = front {
+                let suffix = match front {
+                    Entry::Conflated(_, n) if *n > 0 => CONFLATED_SUFFIX_MAX,
+                    _ => 0,
+                };
+                let len = t.bytes.len() + 1 + suffix;
                 if out.ticks > 0 && out.bytes + len > max_bytes {
                     break;
                 }
@@ -277,6 +443,10 @@ impl Outbox {
             }
             out.entries.push(match st.queue.pop_front().unwrap() {
                 Entry::Tick(t) => Out::Tick(t.bytes),
+                Entry::Conflated(t, 0) => Out::Tick(t.bytes),
+                Entry::Conflated(t, n) => {
+                    Out::Tick(crate::codec::wire::with_conflated(&t.bytes, n))
+                }
                 Entry::Gap(g) => Out::Gap(g),
             });
         }
@@ -512,5 +682,102 @@ mod tests {
         assert!(d.dropped.is_empty(), "A's drop notice is purged too");
         let left: Vec<_> = d.entries.iter().map(text).collect();
         assert_eq!(left, [r#"{"s":"B","q":1}"#, r#"{"s":"B","q":1}"#]);
+    }
+
+    fn texts(d: &Drained) -> Vec<String> {
+        d.entries.iter().map(text).collect()
+    }
+
+    const TURN: std::time::Duration = std::time::Duration::from_millis(250);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_symbol_gets_the_latest_tick_once_per_turn_and_the_first_at_once() {
+        let ob = Outbox::new(64);
+        let a = Symbol::parse("A").unwrap();
+        ob.set_max_rate(&a, Some(TURN));
+        let t0 = Instant::now();
+        assert!(
+            ob.push_paced(item("A", 1)).queued,
+            "the first tick goes at once"
+        );
+        for q in 2..=4 {
+            assert!(
+                !ob.push_paced(item("A", q)).queued,
+                "A{q} waits for the next turn"
+            );
+        }
+        assert!(
+            ob.push_paced(item("B", 1)).queued,
+            "another symbol is not limited"
+        );
+        assert_eq!(
+            texts(&ob.drain(usize::MAX)),
+            [r#"{"s":"A","q":1}"#, r#"{"s":"B","q":1}"#]
+        );
+        assert_eq!(ob.next_release(), Some(t0 + TURN));
+        assert!(ob.drain(usize::MAX).is_empty(), "not before its turn");
+        tokio::time::advance(TURN).await;
+        assert_eq!(
+            texts(&ob.drain(usize::MAX)),
+            [r#"{"s":"A","q":4,"conflated":2}"#],
+            "the latest, standing for the two it replaced"
+        );
+        assert_eq!(ob.next_release(), None, "nothing waits");
+        // A quiet spell longer than a turn: the next tick goes at once.
+        tokio::time::advance(TURN * 4).await;
+        assert!(ob.push_paced(item("A", 5)).queued);
+        assert_eq!(texts(&ob.drain(usize::MAX)), [r#"{"s":"A","q":5}"#]);
+        // 1,000 ticks in one turn: one update, and the bookkeeping only.
+        for q in 6..1006 {
+            ob.push_paced(item("A", q));
+        }
+        assert_eq!(ob.len(), 0, "nothing queued while the turn runs");
+        tokio::time::advance(TURN).await;
+        assert_eq!(
+            texts(&ob.drain(usize::MAX)),
+            [r#"{"s":"A","q":1005,"conflated":999}"#]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshots_are_never_conflated_and_lifting_the_limit_releases_what_waits() {
+        let ob = Outbox::new(64);
+        let a = Symbol::parse("A").unwrap();
+        ob.set_max_rate(&a, Some(TURN));
+        assert!(ob.push_paced(item("A", 1)).queued);
+        assert!(!ob.push_paced(item("A", 2)).queued);
+        assert!(
+            ob.push_snapshot(item("A", 3)).queued,
+            "a snapshot goes at once"
+        );
+        assert_eq!(
+            texts(&ob.drain(usize::MAX)),
+            [r#"{"s":"A","q":1}"#, r#"{"s":"A","q":3}"#]
+        );
+        tokio::time::advance(TURN).await;
+        assert!(
+            ob.drain(usize::MAX).is_empty(),
+            "the tick older than the snapshot is gone"
+        );
+        assert!(ob.push_paced(item("A", 4)).queued);
+        assert!(!ob.push_paced(item("A", 5)).queued);
+        ob.set_max_rate(&a, None);
+        assert_eq!(
+            texts(&ob.drain(usize::MAX)),
+            [r#"{"s":"A","q":4}"#, r#"{"s":"A","q":5}"#]
+        );
+        assert!(ob.push_paced(item("A", 6)).queued, "every tick again");
+        // Unsubscribing forgets the symbol's turn and what waits.
+        ob.set_max_rate(&a, Some(TURN));
+        ob.drain(usize::MAX);
+        ob.push_paced(item("A", 7));
+        ob.push_paced(item("A", 8));
+        ob.purge(&a);
+        tokio::time::advance(TURN).await;
+        assert!(ob.drain(usize::MAX).is_empty());
+        assert!(
+            ob.push_paced(item("A", 9)).queued,
+            "no limit after the purge"
+        );
     }
 }

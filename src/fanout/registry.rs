@@ -146,7 +146,7 @@ impl Registry {
         let mut dropped = false;
         let awaiting_snapshot = match &mut entry.last {
             Some(last) if !last.provisional => {
-                dropped = outbox.push(last.snapshot_item(symbol));
+                dropped = outbox.push_snapshot(last.snapshot_item(symbol)).dropped;
                 false
             }
             _ => true,
@@ -264,9 +264,10 @@ impl Registry {
             provisional: false,
         };
         for sub in &mut entry.subs {
-            let item = if sub.awaiting_snapshot || out.seq == SeqCheck::Reset {
+            let mut gap_queued = false;
+            let pushed = if sub.awaiting_snapshot || out.seq == SeqCheck::Reset {
                 sub.awaiting_snapshot = false;
-                last.snapshot_item(symbol)
+                sub.outbox.push_snapshot(last.snapshot_item(symbol))
             } else {
                 if let Some((from_seq, to_seq)) = hole {
                     let gap = Gap {
@@ -275,19 +276,21 @@ impl Registry {
                         to_seq,
                     };
                     out.dropped += sub.outbox.push_gap(gap) as u64;
+                    gap_queued = true;
                 }
-                Item {
+                sub.outbox.push_paced(Item {
                     symbol: symbol.clone(),
                     seq,
                     bytes: last.live.clone(),
                     ts,
-                }
+                })
             };
             out.queued += 1;
-            let pushed = sub.outbox.push_paced(item);
             out.dropped += pushed.dropped as u64;
             out.pressing += pushed.pressing as u64;
-            if sub.outbox.schedule() {
+            // A tick that waits for its rate-limited symbol's turn wakes no
+            // writer: the session sleeps until `Outbox::next_release`.
+            if (pushed.queued || gap_queued) && sub.outbox.schedule() {
                 wake.push(sub.outbox.clone());
             }
         }
@@ -330,7 +333,7 @@ impl Registry {
                 last.provisional = false;
                 for sub in entry.subs.iter_mut().filter(|s| s.awaiting_snapshot) {
                     sub.awaiting_snapshot = false;
-                    dropped += sub.outbox.push(last.snapshot_item(symbol)) as u64;
+                    dropped += sub.outbox.push_snapshot(last.snapshot_item(symbol)).dropped as u64;
                     if sub.outbox.schedule() {
                         wake.push(sub.outbox.clone());
                     }

@@ -62,6 +62,18 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_OUTBOX_CAPACITY", default_value_t = 1024)]
     pub outbox_capacity: usize,
 
+    /// Updates per second per symbol for subscriptions that do not say
+    /// (`"max_hz"` in a subscribe); the rest of a symbol's ticks are
+    /// conflated: each update is the latest tick, with the number it stands
+    /// for. 0: every tick.
+    #[arg(long, env = "TICKFAN_DEFAULT_MAX_HZ", default_value_t = 0.0)]
+    pub default_max_hz: f64,
+
+    /// The most updates per second per symbol any subscription gets, whatever
+    /// it asks (`max_hz` above it, or 0, is lowered to it). 0: no cap.
+    #[arg(long, env = "TICKFAN_MAX_HZ", default_value_t = 0.0)]
+    pub max_hz: f64,
+
     /// Most symbols one connection may subscribe to, and most symbols in
     /// one request; more get a `too_many_symbols` error (a longer request is
     /// refused whole).
@@ -185,8 +197,28 @@ pub struct Config {
 }
 
 impl Config {
+    /// The least time between two updates of a symbol for a subscription
+    /// asking `asked` (`None`: every tick).
+    pub fn update_interval(&self, asked: Option<protocol::MaxHz>) -> Option<Duration> {
+        let mut hz = asked.map_or(self.default_max_hz, |m| m.0);
+        if self.max_hz > 0.0 && (hz == 0.0 || hz > self.max_hz) {
+            hz = self.max_hz;
+        }
+        (hz > 0.0).then(|| Duration::from_secs_f64(1.0 / hz))
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.outbox_capacity >= 1, "--outbox-capacity must be >= 1");
+        for (flag, hz) in [
+            ("--default-max-hz", self.default_max_hz),
+            ("--max-hz", self.max_hz),
+        ] {
+            anyhow::ensure!(
+                (0.0..=protocol::MAX_HZ_LIMIT).contains(&hz),
+                "{flag} must be from 0 to {}",
+                protocol::MAX_HZ_LIMIT
+            );
+        }
         anyhow::ensure!(self.max_symbols >= 1, "--max-symbols must be >= 1");
         anyhow::ensure!(
             self.max_message_bytes >= 256,

@@ -17,12 +17,23 @@ use crate::{
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// Symbols exactly as sent (validated one by one by the session, so one
-    /// bad symbol does not spoil the rest).
-    Subscribe(Vec<String>),
+    /// bad symbol does not spoil the rest), and the most updates per second
+    /// per symbol the client wants (`"max_hz"`; `None`: the edge's default).
+    Subscribe(Vec<String>, Option<MaxHz>),
     Unsubscribe(Vec<String>),
     /// A fresh token for the session (`{"op":"auth","token":"..."}`).
     Auth(String),
 }
+
+/// A subscription's requested rate, updates per second per symbol; `0`:
+/// every tick (unless the edge caps it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaxHz(pub f64);
+
+impl Eq for MaxHz {}
+
+/// Largest `max_hz` accepted (above it, every tick is about as fast).
+pub const MAX_HZ_LIMIT: f64 = 1000.0;
 
 /// Error codes sent in `{"type":"error"}` frames. Stable API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +53,8 @@ pub enum ErrorCode {
     UnknownSymbol,
     /// The edge holds `--max-subscriptions` subscriptions in all.
     EdgeFull,
+    /// `max_hz` is not a number from 0 to 1000.
+    BadMaxHz,
 }
 
 impl ErrorCode {
@@ -59,6 +72,7 @@ impl ErrorCode {
             ErrorCode::AuthDisabled => "auth_disabled",
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::EdgeFull => "edge_full",
+            ErrorCode::BadMaxHz => "bad_max_hz",
         }
     }
 }
@@ -96,9 +110,24 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
         }
         None => return Err(Rejection::new(ErrorCode::UnknownOp, "missing \"op\"")),
     };
-    let make: fn(Vec<String>) -> Request = match op.as_str() {
-        "subscribe" => Request::Subscribe,
-        "unsubscribe" => Request::Unsubscribe,
+    let max_hz = match obj.remove("max_hz") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n))
+            if n.as_f64()
+                .is_some_and(|x| (0.0..=MAX_HZ_LIMIT).contains(&x)) =>
+        {
+            Some(MaxHz(n.as_f64().expect("checked")))
+        }
+        Some(_) => {
+            return Err(Rejection::new(
+                ErrorCode::BadMaxHz,
+                format!("\"max_hz\" must be a number from 0 (every tick) to {MAX_HZ_LIMIT}"),
+            ))
+        }
+    };
+    let subscribe = match op.as_str() {
+        "subscribe" => true,
+        "unsubscribe" => false,
         "auth" => {
             return match obj.remove("token") {
                 Some(Value::String(t)) if !t.is_empty() => Ok(Request::Auth(t)),
@@ -137,7 +166,11 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
         }
         None => return Err(Rejection::new(ErrorCode::BadSymbols, "missing \"symbols\"")),
     };
-    Ok(make(symbols))
+    Ok(if subscribe {
+        Request::Subscribe(symbols, max_hz)
+    } else {
+        Request::Unsubscribe(symbols)
+    })
 }
 
 /// Messages from the edge other than tick frames.
@@ -236,7 +269,7 @@ mod tests {
     fn parses_requests() {
         assert_eq!(
             parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"]}"#),
-            Ok(Request::Subscribe(vec!["AAPL".into(), "MSFT".into()]))
+            Ok(Request::Subscribe(vec!["AAPL".into(), "MSFT".into()], None))
         );
         assert_eq!(
             parse(r#"{"op":"auth","token":"abc"}"#),

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     auth::{Entitlements, Grant},
     meter::{self, FloodKind, Limiter, Meter, WriteStall},
-    protocol::{self, ErrorCode, Reply, Request},
+    protocol::{self, ErrorCode, MaxHz, Reply, Request},
     Shared,
 };
 use crate::{
@@ -553,11 +553,25 @@ impl Session {
         tokio::pin!(woken);
         loop {
             let expiry = self.auth.as_ref().and_then(|a| a.closes_at);
-            let due = [Some(next_ping), Some(last_heard + idle), close_at, expiry]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("next_ping is always set");
+            // A rate-limited symbol's waiting tick (max_hz).
+            // (Not while the writer is yet to look at the outbox: a due
+            // release would fire the timer ahead of the writer every pass.)
+            let release = if self.writer.outbox_ready {
+                None
+            } else {
+                self.outbox.next_release()
+            };
+            let due = [
+                Some(next_ping),
+                Some(last_heard + idle),
+                close_at,
+                expiry,
+                release,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("next_ping is always set");
             if timer.deadline() != due {
                 timer.as_mut().reset(due);
             }
@@ -579,6 +593,9 @@ impl Session {
                 }
                 _ = &mut timer => {
                     let now = Instant::now();
+                    if release.is_some_and(|t| t <= now) {
+                        self.writer.outbox_ready = true;
+                    }
                     if close_at.is_some_and(|t| t <= now) {
                         return End::close(CLOSE_RESTART, "edge restarting; reconnect", "draining");
                     }
@@ -681,7 +698,7 @@ impl Session {
             Ok(r) => r,
         };
         let symbols = match &request {
-            Request::Subscribe(s) | Request::Unsubscribe(s) => s.len(),
+            Request::Subscribe(s, _) | Request::Unsubscribe(s) => s.len(),
             Request::Auth(_) => 0,
         };
         let c = &self.shared.config;
@@ -701,7 +718,7 @@ impl Session {
             return self.rate_limited(msg);
         }
         match request {
-            Request::Subscribe(symbols) => self.subscribe(symbols),
+            Request::Subscribe(symbols, max_hz) => self.subscribe(symbols, max_hz),
             Request::Unsubscribe(symbols) => self.unsubscribe(symbols),
             Request::Auth(token) => self.refresh(&token),
         }
@@ -796,7 +813,8 @@ impl Session {
 
     /// Linear in the request: one hash lookup per symbol, one registry
     /// insert per new subscription.
-    fn subscribe(&mut self, requested: Vec<String>) -> Vec<String> {
+    fn subscribe(&mut self, requested: Vec<String>, max_hz: Option<MaxHz>) -> Vec<String> {
+        let interval = self.shared.config.update_interval(max_hz);
         let max = self.shared.config.max_symbols;
         let (mut accepted, mut invalid, mut over, mut denied, mut unknown, mut full) = (
             Vec::new(),
@@ -823,6 +841,8 @@ impl Session {
             if !self.allows(symbol.as_str()) {
                 denied.push(raw);
             } else if self.symbols.contains(&symbol) {
+                // Subscribing again sets the symbol's rate anew.
+                self.outbox.set_max_rate(&symbol, interval);
                 accepted.push(symbol);
             } else if self.symbols.len() >= max {
                 over.push(raw);
@@ -837,6 +857,9 @@ impl Session {
                     full.push(raw);
                     continue;
                 }
+                // The rate first: the snapshot the registry queues starts
+                // the symbol's first turn.
+                self.outbox.set_max_rate(&symbol, interval);
                 self.shared.registry.subscribe(&symbol, &self.outbox);
                 self.symbols.insert(symbol.clone());
                 self.shared.metrics.subscriptions.inc();
