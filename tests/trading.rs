@@ -106,8 +106,8 @@ async fn max_hz_conflates_one_subscription_and_leaves_the_rest_alone() {
     edge.stop().await;
 }
 
-/// A bad `max_hz` is refused with `bad_max_hz`, and the edge's cap lowers
-/// what a client asks.
+/// A bad `max_hz` is refused with `bad_max_hz` (a bad `mode` with
+/// `bad_mode`), and the edge's cap lowers what a client asks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_max_hz_is_refused_and_the_edge_cap_applies() {
     let broker = Broker::start();
@@ -121,6 +121,9 @@ async fn bad_max_hz_is_refused_and_the_edge_cap_applies() {
         let e = c.next_other().await;
         assert_eq!(e["code"], "bad_max_hz", "{bad}: {e}");
     }
+    c.send(json!({"op":"subscribe","symbols":["AAPL"],"mode":"newest"}))
+        .await;
+    assert_eq!(c.next_other().await["code"], "bad_mode");
     // Asking for every tick (0) under a 2 Hz cap.
     let start = Instant::now();
     c.send(json!({"op":"subscribe","symbols":["AAPL"],"max_hz":0}))
@@ -142,6 +145,90 @@ async fn bad_max_hz_is_refused_and_the_edge_cap_applies() {
     assert!(
         n as f64 <= elapsed * 2.0 + 2.0,
         "{n} updates in {elapsed:.2} s under a 2 Hz cap"
+    );
+    edge.stop().await;
+}
+
+/// Sends `rounds` ticks of each symbol (seqs 1..=rounds), as fast as the
+/// producer takes them, and waits until Kafka has them all.
+async fn burst(feed: &Feed, symbols: &[String], rounds: i64) {
+    use rdkafka::producer::BaseRecord;
+    for seq in 1..=rounds {
+        for s in symbols {
+            let value = feed.codec.encode(&tick(s, seq));
+            let mut record = BaseRecord::to(&feed.topic).key(s.as_str()).payload(&value);
+            loop {
+                match feed.producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        feed.producer.poll(std::time::Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+    }
+    feed.flush().await;
+}
+
+/// A quote screen that stops reading, with `"mode":"latest"`: its outbox
+/// holds the newest tick of each of its symbols, so it never overflows (far
+/// more ticks arrive than it holds) and, reading again, the screen gets the
+/// last price of every symbol with no gap; each tick says how many it
+/// replaced, and together they account for every tick sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_quote_screen_in_latest_mode_ends_on_the_last_price_of_every_symbol() {
+    const ROUNDS: i64 = 500;
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.gateway.outbox_capacity = 64;
+    })
+    .await;
+    edge.ready().await;
+    let syms: Vec<String> = (0..20).map(|i| format!("Q{i}")).collect();
+    let refs: Vec<&str> = syms.iter().map(String::as_str).collect();
+    let mut screen = Client::connect_with_recv_buffer(edge.addr, Some(4096)).await;
+    screen
+        .send(json!({"op":"subscribe","symbols":refs,"mode":"latest"}))
+        .await;
+    assert_eq!(screen.next_other().await["type"], "subscribed");
+    eventually("partition assigned", || async {
+        (edge.partitions().await == vec![0]).then_some(())
+    })
+    .await;
+    // The screen reads nothing while 10,000 ticks (about 1.3 MB) go out.
+    let feed = Feed::new(&broker.bootstrap(), &topic);
+    burst(&feed, &syms, ROUNDS).await;
+    edge.metric_reaches("tickfan_ticks_consumed_total", (ROUNDS * 20) as f64)
+        .await;
+    screen
+        .read_until("the last tick of every symbol", |f| {
+            syms.iter().all(|s| {
+                f.iter().any(|t| matches!(t, Frame::Tick { symbol, seq, .. } if symbol == s && *seq == ROUNDS))
+            })
+        })
+        .await;
+    for s in &syms {
+        assert_eq!(screen.gaps(s), vec![], "{s}: nothing dropped");
+        let ticks = updates(&screen, s);
+        let seqs: Vec<i64> = ticks.iter().map(|t| t["seq"].as_i64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{s}: {seqs:?}");
+        let stood_for: i64 = ticks
+            .iter()
+            .map(|t| 1 + t.get("conflated").map_or(0, |n| n.as_i64().unwrap()))
+            .sum();
+        assert_eq!(stood_for, ROUNDS, "{s}: every tick delivered or counted");
+    }
+    assert_eq!(
+        edge.metric("tickfan_drops_total{reason=\"outbox_full\"}")
+            .await,
+        0.0
+    );
+    let conflated = edge.metric("tickfan_conflated_total").await;
+    assert!(
+        conflated > 0.0,
+        "1.3 MB to a client that read nothing: ticks were replaced"
     );
     edge.stop().await;
 }

@@ -3,7 +3,14 @@
 //! the writer can tell the client in-band.
 //!
 //! Memory per client is at most `capacity` entries (each a refcount on shared
-//! bytes) plus one pending gap per subscribed symbol, whatever the client does.
+//! bytes) plus, per subscribed symbol, one pending gap and (with `max_hz` or
+//! `"mode":"latest"`) one waiting tick, whatever the client does.
+//!
+//! `"mode":"latest"` ([`Outbox::set_latest`]): a symbol keeps at most one
+//! tick queued; a newer one replaces it in its place (counted, and said in
+//! the tick as `"conflated":n`), so a stalled quote screen holds the newest
+//! price of every symbol it watches instead of losing the oldest ticks of
+//! whichever symbols.
 //!
 //! Pacing (see `ingest::consumer`): an outbox that fills to half its capacity
 //! tells the ingest, which then waits a bounded time for the writer to take
@@ -47,6 +54,10 @@ pub struct Pushed {
     /// Something was queued for the writer (not the case for a tick that
     /// waits for its symbol's turn): the writer should be woken.
     pub queued: bool,
+    /// A tick the client had not got yet was replaced by this newer one, at
+    /// the client's request (`max_hz`, `"mode":"latest"`): counted in
+    /// `tickfan_conflated_total`.
+    pub replaced: bool,
 }
 
 use bytes::Bytes;
@@ -84,8 +95,18 @@ enum Entry {
     /// A tick of a rate-limited symbol standing for `conflated` more that
     /// were replaced before it was released.
     Conflated(Item, u32),
+    /// The place of a `"mode":"latest"` symbol's one queued tick, which
+    /// newer ticks replace until it is drained (held in `State::latest`).
+    Latest(Symbol),
     /// An upstream hole, announced where it happened in the stream.
     Gap(Gap),
+}
+
+/// A `"mode":"latest"` symbol: at most one tick of it queued, the newest.
+#[derive(Debug, Default)]
+struct Latest {
+    /// The queued tick and how many it replaced (or stands for).
+    queued: Option<(Item, u32)>,
 }
 
 /// A rate-limited symbol's turn and the tick waiting for it.
@@ -139,16 +160,52 @@ struct State {
     /// When pending ticks are due, soonest first (an entry whose slot has
     /// gone or was released is skipped).
     due: BinaryHeap<Reverse<(Instant, Symbol)>>,
+    /// `"mode":"latest"` symbols (empty unless the client asked for it).
+    latest: HashMap<Symbol, Latest>,
 }
 
 impl State {
-    /// Appends `entry`, dropping the oldest first when full; whether one
-    /// was dropped.
-    fn enqueue(&mut self, entry: Entry, capacity: usize) -> bool {
+    /// Appends `entry`, dropping the oldest first when full. A tick of a
+    /// `"mode":"latest"` symbol (unless `plain`: snapshots) replaces the
+    /// symbol's queued tick instead, if it has one.
+    fn enqueue(&mut self, entry: Entry, capacity: usize, plain: bool) -> Enqueued {
+        let mut entry = entry;
+        if !plain && !self.latest.is_empty() {
+            if let Entry::Tick(item) | Entry::Conflated(item, _) = &entry {
+                if let Some(l) = self.latest.get_mut(&item.symbol) {
+                    let (item, n) = match entry {
+                        Entry::Tick(i) => (i, 0),
+                        Entry::Conflated(i, n) => (i, n),
+                        _ => unreachable!(),
+                    };
+                    let symbol = item.symbol.clone();
+                    match &mut l.queued {
+                        Some((old, k)) => {
+                            *k = k.saturating_add(1).saturating_add(n);
+                            *old = item;
+                            return Enqueued {
+                                dropped: false,
+                                replaced: true,
+                            };
+                        }
+                        None => {
+                            l.queued = Some((item, n));
+                            entry = Entry::Latest(symbol);
+                        }
+                    }
+                }
+            }
+        }
         let dropped = if self.queue.len() >= capacity {
             match self.queue.pop_front().expect("full queue has a front") {
                 Entry::Tick(old) | Entry::Conflated(old, _) => {
                     self.record_drop(old.symbol, old.seq, old.seq)
+                }
+                Entry::Latest(symbol) => {
+                    let queued = self.latest.get_mut(&symbol).and_then(|l| l.queued.take());
+                    if let Some((old, _)) = queued {
+                        self.record_drop(symbol, old.seq, old.seq);
+                    }
                 }
                 Entry::Gap(g) => self.record_drop(g.symbol, g.from_seq, g.to_seq),
             }
@@ -157,7 +214,10 @@ impl State {
             false
         };
         self.queue.push_back(entry);
-        dropped
+        Enqueued {
+            dropped,
+            replaced: false,
+        }
     }
 
     /// Queues every pending tick whose turn has come by `now`.
@@ -175,10 +235,19 @@ impl State {
             };
             let n = std::mem::take(&mut slot.skipped);
             slot.next_due = Some(now + slot.interval);
-            self.enqueue(Entry::Conflated(item, n), capacity);
+            self.enqueue(Entry::Conflated(item, n), capacity, false);
         }
     }
+}
 
+/// What [`State::enqueue`] did.
+struct Enqueued {
+    dropped: bool,
+    /// A `"mode":"latest"` symbol's queued tick was replaced.
+    replaced: bool,
+}
+
+impl State {
     fn record_drop(&mut self, symbol: Symbol, from: Seq, to: Seq) {
         self.dropped
             .entry(symbol)
@@ -276,6 +345,10 @@ impl Outbox {
                     let symbol = item.symbol.clone();
                     if slot.pending.replace(item).is_some() {
                         slot.skipped = slot.skipped.saturating_add(1);
+                        return Pushed {
+                            replaced: true,
+                            ..Pushed::default()
+                        };
                     } else {
                         // The first tick to wait for this turn: the session
                         // looks at `next_release` again (once per turn, so
@@ -289,7 +362,14 @@ impl Outbox {
                 }
             }
         }
-        let dropped = st.enqueue(entry, self.capacity);
+        let Enqueued { dropped, replaced } = st.enqueue(entry, self.capacity, snapshot);
+        if replaced {
+            // Its place was queued (and its writer woken) before.
+            return Pushed {
+                replaced: true,
+                ..Pushed::default()
+            };
+        }
         let len = st.queue.len();
         self.queued.store(len, Ordering::Relaxed);
         let half_full = len == self.half();
@@ -303,6 +383,7 @@ impl Outbox {
             dropped,
             pressing: half_full && !self.is_lagging(),
             queued: true,
+            replaced: false,
         }
     }
 
@@ -331,12 +412,35 @@ impl Outbox {
             None => {
                 if let Some(slot) = st.slots.remove(symbol) {
                     if let Some(item) = slot.pending {
-                        st.enqueue(Entry::Conflated(item, slot.skipped), self.capacity);
+                        st.enqueue(Entry::Conflated(item, slot.skipped), self.capacity, false);
                         self.queued.store(st.queue.len(), Ordering::Relaxed);
                         drop(st);
                         self.wake();
                     }
                 }
+            }
+        }
+    }
+
+    /// `"mode":"latest"` for `symbol` (`true`): at most one tick of it
+    /// queued, newer ticks replacing it; or every tick (`false`).
+    pub fn set_latest(&self, symbol: &Symbol, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        if on {
+            st.latest.entry(symbol.clone()).or_default();
+            return;
+        }
+        let Some(l) = st.latest.remove(symbol) else {
+            return;
+        };
+        if let Some((item, n)) = l.queued {
+            // Its place in the queue becomes an ordinary entry.
+            if let Some(place) = st
+                .queue
+                .iter_mut()
+                .find(|e| matches!(e, Entry::Latest(s) if s == symbol))
+            {
+                *place = Entry::Conflated(item, n);
             }
         }
     }
@@ -389,8 +493,10 @@ impl Outbox {
         let mut st = self.state.lock().unwrap();
         st.queue.retain(|e| match e {
             Entry::Tick(i) | Entry::Conflated(i, _) => !gone(&i.symbol),
+            Entry::Latest(s) => !gone(s),
             Entry::Gap(g) => !gone(&g.symbol),
         });
+        st.latest.retain(|s, _| !gone(s));
         st.dropped.retain(|s, _| !gone(s));
         st.slots.retain(|s, _| !gone(s));
         self.queued.store(st.queue.len(), Ordering::Relaxed);
@@ -425,12 +531,19 @@ impl Outbox {
                 .collect(),
             ..Drained::default()
         };
-        while let Some(front) = st.queue.front() {
-            if let Entry::Tick(t) | Entry::Conflated(t, _) = front {
-                let suffix = match front {
-                    Entry::Conflated(_, n) if *n > 0 => CONFLATED_SUFFIX_MAX,
-                    _ => 0,
-                };
+        let State { queue, latest, .. } = &mut *st;
+        while let Some(front) = queue.front() {
+            let tick = match front {
+                Entry::Tick(t) => Some((t, 0)),
+                Entry::Conflated(t, n) => Some((t, *n)),
+                Entry::Latest(s) => latest
+                    .get(s)
+                    .and_then(|l| l.queued.as_ref())
+                    .map(|(t, n)| (t, *n)),
+                Entry::Gap(_) => None,
+            };
+            if let Some((t, n)) = tick {
+                let suffix = if n > 0 { CONFLATED_SUFFIX_MAX } else { 0 };
                 let len = t.bytes.len() + 1 + suffix;
                 if out.ticks > 0 && out.bytes + len > max_bytes {
                     break;
@@ -441,14 +554,20 @@ impl Outbox {
                     out.oldest_ts = t.ts;
                 }
             }
-            out.entries.push(match st.queue.pop_front().unwrap() {
+            let conflated = |t: Item, n: u32| match n {
+                0 => Out::Tick(t.bytes),
+                n => Out::Tick(crate::codec::wire::with_conflated(&t.bytes, n)),
+            };
+            let entry = match queue.pop_front().unwrap() {
                 Entry::Tick(t) => Out::Tick(t.bytes),
-                Entry::Conflated(t, 0) => Out::Tick(t.bytes),
-                Entry::Conflated(t, n) => {
-                    Out::Tick(crate::codec::wire::with_conflated(&t.bytes, n))
-                }
+                Entry::Conflated(t, n) => conflated(t, n),
+                Entry::Latest(s) => match latest.get_mut(&s).and_then(|l| l.queued.take()) {
+                    Some((t, n)) => conflated(t, n),
+                    None => continue,
+                },
                 Entry::Gap(g) => Out::Gap(g),
-            });
+            };
+            out.entries.push(entry);
         }
         out.more = !st.queue.is_empty();
         let left = st.queue.len();
@@ -778,6 +897,89 @@ mod tests {
         assert!(
             ob.push_paced(item("A", 9)).queued,
             "no limit after the purge"
+        );
+    }
+
+    #[test]
+    fn latest_mode_keeps_one_tick_per_symbol_in_its_place_and_the_newest() {
+        let ob = Outbox::new(4);
+        let (a, b) = (Symbol::parse("A").unwrap(), Symbol::parse("B").unwrap());
+        ob.set_latest(&a, true);
+        ob.set_latest(&b, true);
+        assert!(ob.push_paced(item("A", 1)).queued);
+        assert!(ob.push_paced(item("B", 1)).queued);
+        for q in 2..=50 {
+            let p = ob.push_paced(item("A", q));
+            assert!(
+                p.replaced && !p.queued && !p.dropped,
+                "A{q} replaces A's queued tick"
+            );
+        }
+        assert!(ob.push_paced(item("C", 1)).queued, "C: every tick");
+        assert!(ob.push_paced(item("C", 2)).queued);
+        assert_eq!(ob.len(), 4, "A, B, C1, C2: full");
+        // Full: a C tick drops the oldest entry, A's place: announced.
+        assert!(ob.push_paced(item("C", 3)).dropped);
+        assert!(ob.push_paced(item("A", 51)).queued, "A again has a place");
+        let d = ob.drain(usize::MAX);
+        let mut dropped = d.dropped.clone();
+        dropped.sort_by(|x, y| x.symbol.cmp(&y.symbol));
+        // A's place (its newest, A50) went to C3; A51 then dropped B1.
+        assert_eq!(
+            dropped,
+            vec![
+                Gap {
+                    symbol: a.clone(),
+                    from_seq: 50,
+                    to_seq: 50
+                },
+                Gap {
+                    symbol: b.clone(),
+                    from_seq: 1,
+                    to_seq: 1
+                }
+            ]
+        );
+        assert_eq!(
+            texts(&d),
+            [
+                r#"{"s":"C","q":1}"#,
+                r#"{"s":"C","q":2}"#,
+                r#"{"s":"C","q":3}"#,
+                r#"{"s":"A","q":51}"#
+            ]
+        );
+        // A stalled client in latest mode holds the newest of each symbol
+        // and never fills up.
+        let ob = Outbox::new(8);
+        let syms: Vec<Symbol> = (0..5)
+            .map(|i| Symbol::parse(&format!("S{i}")).unwrap())
+            .collect();
+        for s in &syms {
+            ob.set_latest(s, true);
+        }
+        for q in 1..=1000 {
+            for s in &syms {
+                assert!(!ob.push_paced(item(s.as_str(), q)).dropped);
+            }
+        }
+        let got = texts(&ob.drain(usize::MAX));
+        let want: Vec<String> = syms
+            .iter()
+            .map(|s| format!(r#"{{"s":"{s}","q":1000,"conflated":999}}"#))
+            .collect();
+        assert_eq!(got, want);
+        // Back to every tick: the queued place becomes an ordinary entry.
+        ob.push_paced(item("S0", 1001));
+        ob.push_paced(item("S0", 1002));
+        ob.set_latest(&syms[0], false);
+        ob.push_paced(item("S0", 1003));
+        assert_eq!(
+            texts(&ob.drain(usize::MAX)),
+            [
+                r#"{"s":"S0","q":1002,"conflated":1}"#,
+                r#"{"s":"S0","q":1003}"#
+            ]
         );
     }
 }

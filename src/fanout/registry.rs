@@ -88,6 +88,9 @@ pub struct Published {
     pub dropped: u64,
     /// Outboxes this tick brought to half full (the ingest paces).
     pub pressing: u64,
+    /// Subscribers for whom this tick replaced one they had not got yet, at
+    /// their request (`max_hz`, `"mode":"latest"`).
+    pub conflated: u64,
     pub seq: SeqCheck,
 }
 
@@ -288,6 +291,7 @@ impl Registry {
             out.queued += 1;
             out.dropped += pushed.dropped as u64;
             out.pressing += pushed.pressing as u64;
+            out.conflated += pushed.replaced as u64;
             // A tick that waits for its rate-limited symbol's turn wakes no
             // writer: the session sleeps until `Outbox::next_release`.
             if (pushed.queued || gap_queued) && sub.outbox.schedule() {
@@ -527,6 +531,7 @@ mod tests {
                 queued: 1,
                 dropped: 0,
                 pressing: 0,
+                conflated: 0,
                 seq: SeqCheck::InOrder
             }
         );

@@ -19,10 +19,21 @@ pub enum Request {
     /// Symbols exactly as sent (validated one by one by the session, so one
     /// bad symbol does not spoil the rest), and the most updates per second
     /// per symbol the client wants (`"max_hz"`; `None`: the edge's default).
-    Subscribe(Vec<String>, Option<MaxHz>),
+    Subscribe(Vec<String>, Options),
     Unsubscribe(Vec<String>),
     /// A fresh token for the session (`{"op":"auth","token":"..."}`).
     Auth(String),
+}
+
+/// How a subscribe wants its symbols delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `"max_hz"`; `None`: the edge's default.
+    pub max_hz: Option<MaxHz>,
+    /// `"mode":"latest"`: at most one tick of each symbol queued, the newest
+    /// (`"mode":"all"`, the default: every tick, the oldest dropped when
+    /// the outbox is full).
+    pub latest: bool,
 }
 
 /// A subscription's requested rate, updates per second per symbol; `0`:
@@ -55,6 +66,8 @@ pub enum ErrorCode {
     EdgeFull,
     /// `max_hz` is not a number from 0 to 1000.
     BadMaxHz,
+    /// `mode` is not `"all"` or `"latest"`.
+    BadMode,
 }
 
 impl ErrorCode {
@@ -73,6 +86,7 @@ impl ErrorCode {
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::EdgeFull => "edge_full",
             ErrorCode::BadMaxHz => "bad_max_hz",
+            ErrorCode::BadMode => "bad_mode",
         }
     }
 }
@@ -125,6 +139,15 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
             ))
         }
     };
+    let latest = match obj.remove("mode") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(m)) if m == "all" => false,
+        Some(Value::String(m)) if m == "latest" => true,
+        Some(_) => return Err(Rejection::new(
+            ErrorCode::BadMode,
+            "\"mode\" must be \"all\" (every tick) or \"latest\" (the newest tick of each symbol)",
+        )),
+    };
     let subscribe = match op.as_str() {
         "subscribe" => true,
         "unsubscribe" => false,
@@ -167,7 +190,7 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
         None => return Err(Rejection::new(ErrorCode::BadSymbols, "missing \"symbols\"")),
     };
     Ok(if subscribe {
-        Request::Subscribe(symbols, max_hz)
+        Request::Subscribe(symbols, Options { max_hz, latest })
     } else {
         Request::Unsubscribe(symbols)
     })
@@ -266,10 +289,47 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_options() {
+        let opts = |text: &str| match parse(text) {
+            Ok(Request::Subscribe(_, o)) => Ok(o),
+            Ok(other) => panic!("{other:?}"),
+            Err(r) => Err(r.code),
+        };
+        let sub = |extra: &str| format!(r#"{{"op":"subscribe","symbols":["A"]{extra}}}"#);
+        assert_eq!(opts(&sub("")), Ok(Options::default()));
+        assert_eq!(
+            opts(&sub(r#","max_hz":4,"mode":"latest""#)),
+            Ok(Options {
+                max_hz: Some(MaxHz(4.0)),
+                latest: true
+            })
+        );
+        assert_eq!(
+            opts(&sub(r#","max_hz":0.5,"mode":"all""#)).unwrap().max_hz,
+            Some(MaxHz(0.5))
+        );
+        assert_eq!(opts(&sub(r#","max_hz":null"#)).unwrap().max_hz, None);
+        for bad in [
+            r#","max_hz":-1"#,
+            r#","max_hz":1001"#,
+            r#","max_hz":"4""#,
+            r#","max_hz":[4]"#,
+        ] {
+            assert_eq!(opts(&sub(bad)), Err(ErrorCode::BadMaxHz), "{bad}");
+        }
+        for bad in [r#","mode":"newest""#, r#","mode":1"#, r#","mode":"LATEST""#] {
+            assert_eq!(opts(&sub(bad)), Err(ErrorCode::BadMode), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_requests() {
         assert_eq!(
             parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"]}"#),
-            Ok(Request::Subscribe(vec!["AAPL".into(), "MSFT".into()], None))
+            Ok(Request::Subscribe(
+                vec!["AAPL".into(), "MSFT".into()],
+                Options::default()
+            ))
         );
         assert_eq!(
             parse(r#"{"op":"auth","token":"abc"}"#),

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     auth::{Entitlements, Grant},
     meter::{self, FloodKind, Limiter, Meter, WriteStall},
-    protocol::{self, ErrorCode, MaxHz, Reply, Request},
+    protocol::{self, ErrorCode, Options, Reply, Request},
     Shared,
 };
 use crate::{
@@ -718,7 +718,7 @@ impl Session {
             return self.rate_limited(msg);
         }
         match request {
-            Request::Subscribe(symbols, max_hz) => self.subscribe(symbols, max_hz),
+            Request::Subscribe(symbols, options) => self.subscribe(symbols, options),
             Request::Unsubscribe(symbols) => self.unsubscribe(symbols),
             Request::Auth(token) => self.refresh(&token),
         }
@@ -813,8 +813,8 @@ impl Session {
 
     /// Linear in the request: one hash lookup per symbol, one registry
     /// insert per new subscription.
-    fn subscribe(&mut self, requested: Vec<String>, max_hz: Option<MaxHz>) -> Vec<String> {
-        let interval = self.shared.config.update_interval(max_hz);
+    fn subscribe(&mut self, requested: Vec<String>, options: Options) -> Vec<String> {
+        let interval = self.shared.config.update_interval(options.max_hz);
         let max = self.shared.config.max_symbols;
         let (mut accepted, mut invalid, mut over, mut denied, mut unknown, mut full) = (
             Vec::new(),
@@ -841,8 +841,9 @@ impl Session {
             if !self.allows(symbol.as_str()) {
                 denied.push(raw);
             } else if self.symbols.contains(&symbol) {
-                // Subscribing again sets the symbol's rate anew.
+                // Subscribing again sets the symbol's rate and mode anew.
                 self.outbox.set_max_rate(&symbol, interval);
+                self.outbox.set_latest(&symbol, options.latest);
                 accepted.push(symbol);
             } else if self.symbols.len() >= max {
                 over.push(raw);
@@ -860,6 +861,7 @@ impl Session {
                 // The rate first: the snapshot the registry queues starts
                 // the symbol's first turn.
                 self.outbox.set_max_rate(&symbol, interval);
+                self.outbox.set_latest(&symbol, options.latest);
                 self.shared.registry.subscribe(&symbol, &self.outbox);
                 self.symbols.insert(symbol.clone());
                 self.shared.metrics.subscriptions.inc();

@@ -256,6 +256,8 @@ struct BatchCounts {
     seq: [u64; 3],
     /// Outboxes brought to half full (the batch ends, the loop paces).
     pressing: u64,
+    /// Ticks that replaced one a client had not got yet, at its request.
+    conflated: u64,
     errors: [u64; DecodeError::ALL.len()],
 }
 
@@ -451,6 +453,7 @@ impl PollLoop {
             }
             counts.dropped += p.dropped;
             counts.pressing += p.pressing;
+            counts.conflated += p.conflated;
             match p.seq {
                 SeqCheck::InOrder => {}
                 SeqCheck::Jump => counts.seq[0] += 1,
@@ -663,6 +666,7 @@ impl PollLoop {
         let m = &self.metrics;
         m.ticks_consumed.inc_by(c.consumed);
         m.dropped_outbox_full(c.dropped);
+        m.conflated.inc_by(c.conflated);
         for (kind, n) in ["jump", "regress", "reset"].into_iter().zip(c.seq) {
             m.seq_anomaly(kind, n);
         }

@@ -121,6 +121,8 @@ pub struct Metrics {
     /// Outboxes the ingest stopped waiting for because their writer took
     /// nothing within the pacing patience (each time it happens).
     pub lagging_clients: Counter,
+    /// Ticks that replaced one a client had not got yet, at its request.
+    pub conflated: Counter,
     /// Schema Registry lookups, by result (`SCHEMA_FETCH_RESULTS`).
     pub schema_fetches: Family<Reason, Counter>,
     /// Partitions holding at a record whose writer schema is being fetched.
@@ -171,6 +173,7 @@ impl Metrics {
             ingest_paced_seconds: Counter::default(),
             ingest_stalled_seconds: Counter::default(),
             lagging_clients: Counter::default(),
+            conflated: Counter::default(),
             schema_fetches: Family::default(),
             partitions_awaiting_schema: Gauge::default(),
             // 0.1 ms .. ~6.5 s
@@ -342,6 +345,11 @@ impl Metrics {
             let _ = m.decode_errors.get_or_create(&vec![("reason", e.reason())]);
         }
         let _ = m.drops.get_or_create(&vec![("reason", "outbox_full")]);
+        r.register(
+            "conflated",
+            "Ticks that replaced one a client had not got yet, at its request (max_hz, mode latest)",
+            m.conflated.clone(),
+        );
         r.register(
             "schema_fetches",
             "Schema Registry lookups of writer schemas, by result",
