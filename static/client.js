@@ -105,6 +105,8 @@ function jwtExp(token) {
  * @property {number} ts event time, µs since the Unix epoch
  * @property {number} seq per-symbol sequence number
  * @property {Object<string,string>} [attrs] @property {true} [snapshot]
+ * @property {number} [conflated] with `maxHz` or `mode: 'latest'`: ticks this
+ *   one replaced since the previous update (skipped on request, not a gap)
  */
 
 /**
@@ -122,6 +124,10 @@ function jwtExp(token) {
  * @property {number} [stableMs] open this long, the attempt counter resets (default 5000)
  * @property {number} [refreshLeadMs] in-band token refresh this long before `exp` (default 30000)
  * @property {string[]} [symbols] initial subscriptions
+ * @property {number} [maxHz] at most this many updates a second per symbol
+ *   (`max_hz`; the rest conflated, see docs/protocol.md); default: the edge's
+ * @property {'all'|'latest'} [mode] `latest`: while behind, keep only the
+ *   newest tick of each symbol (default `all`: every tick)
  * @property {boolean} [autoConnect] connect on the next microtask (default true)
  * @property {typeof WebSocket} [WebSocket] WebSocket implementation (default: the global)
  */
@@ -266,13 +272,23 @@ export class TickfanClient extends EventTarget {
     let chunk = [], bytes = 0;
     for (const s of symbols) {
       if (chunk.length >= SUBSCRIBE_CHUNK || bytes + s.length > OP_BYTES) {
-        this._send({ op, symbols: chunk });
+        this._send(this._msg(op, chunk));
         chunk = []; bytes = 0;
       }
       chunk.push(s);
       bytes += s.length + 3;
     }
-    if (chunk.length) this._send({ op, symbols: chunk });
+    if (chunk.length) this._send(this._msg(op, chunk));
+  }
+
+  /** An op message; a subscribe carries the delivery options (`maxHz`, `mode`). */
+  _msg(op, symbols) {
+    const msg = { op, symbols };
+    if (op === 'subscribe') {
+      if (this.options.maxHz != null) msg.max_hz = this.options.maxHz;
+      if (this.options.mode != null) msg.mode = this.options.mode;
+    }
+    return msg;
   }
 
   /** Adds (`on`) or removes a stale reason; emits `stale`/`fresh` on change. */

@@ -111,6 +111,32 @@ test('a failed handshake waits at least 1 s; a lost connection only the jitter; 
   assert.equal(c.status, 'closed');
 });
 
+test('maxHz and mode go with every subscribe, also on resubscribe; conflated ticks are not gaps', () => {
+  const { c, ws, events } = setup({ symbols: ['AAPL'], maxHz: 4, mode: 'latest' });
+  c.connect();
+  ws().open();
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL'], max_hz: 4, mode: 'latest' }]);
+  c.subscribe(['MSFT']);
+  c.unsubscribe(['MSFT']);
+  assert.deepEqual(ws().sent.slice(1), [
+    { op: 'subscribe', symbols: ['MSFT'], max_hz: 4, mode: 'latest' },
+    { op: 'unsubscribe', symbols: ['MSFT'] },
+  ]);
+  ws().recv({ type: 'subscribed', symbols: ['AAPL'] });
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 1, { snapshot: true }), tick('AAPL', 9, { conflated: 7 })] });
+  assert.equal(c.quote('AAPL').tick.seq, 9);
+  assert.equal(c.quote('AAPL').tick.conflated, 7);
+  assert.equal(c.quote('AAPL').stale, false, 'a conflated jump is not a gap');
+  assert.equal(events.filter((e) => e.t === 'gap').length, 0);
+  // Without the options, nothing extra is sent.
+  const plain = setup({ symbols: ['AAPL'] });
+  plain.c.connect();
+  plain.ws().open();
+  assert.deepEqual(plain.ws().sent, [{ op: 'subscribe', symbols: ['AAPL'] }]);
+  plain.c.close();
+  c.close();
+});
+
 test('an op ignored as rate_limited is made good: the whole set resubscribed, unconfirmed unsubscribes resent', (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { c, ws } = setup({ symbols: ['AAPL', 'MSFT', 'NVDA'] });
