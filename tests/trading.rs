@@ -232,3 +232,54 @@ async fn a_stalled_quote_screen_in_latest_mode_ends_on_the_last_price_of_every_s
     );
     edge.stop().await;
 }
+
+/// The edge's `--default-max-hz` on a busy feed of several symbols: every
+/// symbol keeps being updated, turn after turn (not only once), at most at
+/// the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_rate_keeps_every_symbol_updating_turn_after_turn() {
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.gateway.default_max_hz = 10.0
+    })
+    .await;
+    edge.ready().await;
+    let syms: Vec<String> = (0..5).map(|i| format!("T{i}")).collect();
+    let refs: Vec<&str> = syms.iter().map(String::as_str).collect();
+    let mut c = Client::connect(edge.addr).await;
+    let start = Instant::now();
+    c.subscribe(&refs).await;
+    eventually("partition assigned", || async {
+        (edge.partitions().await == vec![0]).then_some(())
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feed = steady_feed(
+        broker.bootstrap(),
+        topic.clone(),
+        syms.clone(),
+        500,
+        stop.clone(),
+    );
+    c.read_until("five updates of every symbol", |f| {
+        syms.iter().all(|s| {
+            f.iter()
+                .filter(|t| matches!(t, Frame::Tick { symbol, .. } if symbol == s))
+                .count()
+                >= 5
+        })
+    })
+    .await;
+    stop.cancel();
+    feed.await.unwrap();
+    let elapsed = start.elapsed().as_secs_f64();
+    for s in &syms {
+        let n = updates(&c, s).len();
+        assert!(
+            n as f64 <= elapsed * 10.0 + 2.0,
+            "{s}: {n} updates in {elapsed:.2} s at 10 Hz"
+        );
+    }
+    edge.stop().await;
+}

@@ -162,6 +162,10 @@ struct State {
     due: BinaryHeap<Reverse<(Instant, Symbol)>>,
     /// `"mode":"latest"` symbols (empty unless the client asked for it).
     latest: HashMap<Symbol, Latest>,
+    /// The release time the session's timer is armed for
+    /// ([`Outbox::set_armed`]): a tick that starts waiting for a later turn
+    /// need not wake the session, which looks again at that time.
+    armed: Option<Instant>,
 }
 
 impl State {
@@ -355,8 +359,14 @@ impl Outbox {
                         // at most the client's rate, whatever the feed's).
                         let at = slot.next_due.unwrap_or(now);
                         st.due.push(Reverse((at, symbol)));
+                        // Only if the session would not look before `at`
+                        // anyway: so writers wake about once per release,
+                        // not also once per turn that starts.
+                        let looks_by_then = st.armed.is_some_and(|armed| armed <= at);
                         drop(st);
-                        self.notify.notify_one();
+                        if !looks_by_then {
+                            self.notify.notify_one();
+                        }
                     }
                     return Pushed::default();
                 }
@@ -443,6 +453,23 @@ impl Outbox {
                 *place = Entry::Conflated(item, n);
             }
         }
+    }
+
+    /// The release the session's timer should be armed for, recorded as
+    /// armed: [`next_release`](Outbox::next_release), except one already
+    /// due while the writer is to drain anyway (`draining`; armed, the timer
+    /// would fire ahead of the writer on every pass). A tick that starts
+    /// waiting for a turn at or after the armed time does not wake the
+    /// session: it looks again then.
+    pub fn arm_release(&self, draining: bool) -> Option<Instant> {
+        let mut st = self.state.lock().unwrap();
+        if st.slots.is_empty() {
+            return None;
+        }
+        let next = st.due.peek().map(|Reverse((at, _))| *at);
+        let armed = next.filter(|t| !(draining && *t <= Instant::now()));
+        st.armed = armed;
+        armed
     }
 
     /// When the soonest waiting tick of a rate-limited symbol is due (the

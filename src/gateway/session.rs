@@ -554,13 +554,12 @@ impl Session {
         loop {
             let expiry = self.auth.as_ref().and_then(|a| a.closes_at);
             // A rate-limited symbol's waiting tick (max_hz).
-            // (Not while the writer is yet to look at the outbox: a due
-            // release would fire the timer ahead of the writer every pass.)
-            let release = if self.writer.outbox_ready {
-                None
-            } else {
-                self.outbox.next_release()
-            };
+            // A release already due is the writer's once it is to look at
+            // the outbox (its drain releases it): armed then, the timer
+            // would fire ahead of the writer on every pass. A future one is
+            // always armed: the writer may look and find nothing due yet
+            // without this loop passing again.
+            let release = self.outbox.arm_release(self.writer.outbox_ready);
             let due = [
                 Some(next_ping),
                 Some(last_heard + idle),
@@ -1128,6 +1127,36 @@ mod tests {
         assert!(gaps.is_empty());
         e.publish("AAPL", 4);
         assert_eq!(read_ticks(&mut ws, 4).await.0, [4]);
+    }
+
+    /// A waiting tick of a rate-limited symbol goes out when its turn comes
+    /// (on the paused clock: exactly one interval after the previous update),
+    /// not when some other timer (the next ping, 30 s on) wakes the session.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_tick_goes_out_when_its_turn_comes() {
+        let e = edge(|_| {});
+        let (mut ws, _task, _drain) = e.connect(1 << 16, None).await;
+        send(
+            &mut ws,
+            json!({"op":"subscribe","symbols":["AAPL"],"max_hz":10}),
+        )
+        .await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        for round in 0..3 {
+            e.publish("AAPL", 3 * round + 1);
+            let first = read_ticks(&mut ws, 3 * round + 1).await.0;
+            assert_eq!(first, [3 * round + 1], "at once after a quiet spell");
+            let sent = Instant::now();
+            e.publish("AAPL", 3 * round + 2);
+            e.publish("AAPL", 3 * round + 3);
+            assert_eq!(read_ticks(&mut ws, 3 * round + 3).await.0, [3 * round + 3]);
+            assert_eq!(
+                Instant::now() - sent,
+                Duration::from_millis(100),
+                "round {round}: released at its turn"
+            );
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
     }
 
     /// Subscribes `ws` to `symbol` and fills the pipe, tungstenite's buffer
