@@ -268,14 +268,7 @@ async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_deci
     ] {
         assert!(text.contains(price), "{price} in {text}");
     }
-    let ticks: Vec<&serde_json::Value> = c
-        .frames
-        .iter()
-        .filter_map(|f| match f {
-            Frame::Tick { raw, .. } => Some(raw),
-            _ => None,
-        })
-        .collect();
+    let ticks: Vec<&serde_json::Value> = c.tick_values(None);
     assert_eq!(ticks[0]["attrs"]["desk"], "eq");
     assert_eq!(ticks[1]["attrs"]["cond"], "@F");
     assert!(ticks[2].get("attrs").is_none(), "v3: no desk, null cond");
@@ -435,14 +428,7 @@ async fn json_records_in_their_own_shape() {
     })
     .await;
     assert!(c.texts[..].join("").contains(r#""price":1.08455"#));
-    let ticks: Vec<&serde_json::Value> = c
-        .frames
-        .iter()
-        .filter_map(|f| match f {
-            Frame::Tick { raw, .. } => Some(raw),
-            _ => None,
-        })
-        .collect();
+    let ticks: Vec<&serde_json::Value> = c.tick_values(None);
     assert_eq!(ticks[0]["ts"], 1_796_289_330_250_000i64);
     assert_eq!(ticks[0]["attrs"]["src"], "ebs");
     assert_eq!(ticks[1]["seq"], 4, "offset 3 + 1");
@@ -493,14 +479,7 @@ async fn the_demo_serves_a_confluent_feed_through_its_mapping() {
             >= 5
     })
     .await;
-    let ticks: Vec<&serde_json::Value> = c
-        .frames
-        .iter()
-        .filter_map(|f| match f {
-            Frame::Tick { raw, .. } => Some(raw),
-            _ => None,
-        })
-        .collect();
+    let ticks: Vec<&serde_json::Value> = c.tick_values(None);
     for t in &ticks {
         assert!(
             t["attrs"]["trade_id"].as_str().unwrap().starts_with('T'),

@@ -162,14 +162,7 @@ async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_
     ] {
         assert!(text.contains(price), "{price} in {text}");
     }
-    let ticks: Vec<&serde_json::Value> = c
-        .frames
-        .iter()
-        .filter_map(|f| match f {
-            Frame::Tick { raw, .. } => Some(raw),
-            _ => None,
-        })
-        .collect();
+    let ticks: Vec<&serde_json::Value> = c.tick_values(None);
     assert_eq!(ticks[0]["attrs"]["desk"], "eq");
     assert_eq!(ticks[0]["size"], 100.5);
     assert_eq!(ticks[1]["attrs"]["cond"], "@F");

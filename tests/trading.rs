@@ -9,13 +9,7 @@ use serde_json::json;
 use support::*;
 
 fn updates<'a>(c: &'a Client, symbol: &str) -> Vec<&'a serde_json::Value> {
-    c.frames
-        .iter()
-        .filter_map(|f| match f {
-            Frame::Tick { symbol: s, raw, .. } if s == symbol => Some(raw),
-            _ => None,
-        })
-        .collect()
+    c.tick_values(Some(symbol))
 }
 
 /// A client asks for AAPL at 4 Hz and MSFT unlimited on one connection,

@@ -328,7 +328,7 @@ impl Outbox {
     fn push_locked(&self, entry: Entry, snapshot: bool) -> Pushed {
         let mut st = self.state.lock().unwrap();
         let mut entry = entry;
-        if let Entry::Tick(item) = &entry {
+        if let (Entry::Tick(item), false) = (&entry, st.slots.is_empty()) {
             if let Some(slot) = st.slots.get_mut(&item.symbol) {
                 let now = Instant::now();
                 if snapshot {

@@ -60,7 +60,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[command(next_help_heading = "Schema Registry (topics mapped with format=avro)")]
 pub struct RegistryConfig {
     /// Base URL of a Confluent-compatible Schema Registry (Confluent,
-    /// Apicurio's ccompat API, Karapace, Redpanda), e.g.
+    /// Apicurio's ccompat API, tested with Apicurio; Karapace and Redpanda implement the same API), e.g.
     /// `https://registry:8081`. Needed by topics mapped with `format=avro`.
     #[arg(long, env = "TICKFAN_SCHEMA_REGISTRY")]
     pub schema_registry: Option<String>,

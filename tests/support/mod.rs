@@ -446,6 +446,17 @@ impl Client {
         }
     }
 
+    /// Every tick object received (of `symbol`, or of all with `None`), as sent.
+    pub fn tick_values(&self, symbol: Option<&str>) -> Vec<&Value> {
+        self.frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Tick { symbol: s, raw, .. } if symbol.is_none_or(|w| w == s) => Some(raw),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Feed statuses received, in order.
     pub fn statuses(&self) -> Vec<String> {
         self.frames
