@@ -82,7 +82,7 @@ pub async fn run_edge(
         t.trace_sessions();
     }
     let metrics = Metrics::new();
-    let registry = Arc::new(Registry::new());
+    let registry = Arc::new(Registry::with_history(config.gateway.history()));
     let ingest_stop = CancellationToken::new();
     let ingest = Ingest::start(
         &config.kafka,

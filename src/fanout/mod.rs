@@ -8,8 +8,11 @@
 pub mod outbox;
 pub mod registry;
 
-pub use outbox::{Drained, Gap, Item, Out, Outbox};
-pub use registry::{wake_all, Published, Registry, SeqCheck};
+pub use outbox::{Drained, Gap, Item, Out, Outbox, Replay};
+pub use registry::{
+    wake_all, Finished, History, Past, Published, Registry, ResumeFrom, ResumeNeed, Resumed,
+    SeqCheck,
+};
 
 /// Whether the edge is receiving from Kafka. Sessions tell their clients
 /// when it changes (`{"type":"status","feed":"stale"|"live"}`).

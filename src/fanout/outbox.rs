@@ -88,6 +88,14 @@ pub struct Gap {
     pub to_seq: Seq,
 }
 
+/// One entry of a resume's replay ([`Outbox::push_replay`]).
+#[derive(Debug, Clone)]
+pub enum Replay {
+    Tick(Item),
+    /// Seqs never published upstream, where they were in the stream.
+    Gap(Gap),
+}
+
 /// A queued entry, in the order the client must see it.
 #[derive(Debug, Clone)]
 enum Entry {
@@ -166,6 +174,10 @@ struct State {
     /// ([`Outbox::set_armed`]): a tick that starts waiting for a later turn
     /// need not wake the session, which looks again at that time.
     armed: Option<Instant>,
+    /// Entries queued beyond the capacity by a resume's replay
+    /// ([`Outbox::push_replay`]), which the outbox holds on top of its
+    /// capacity until the writer has taken as many.
+    extra: usize,
 }
 
 impl State {
@@ -200,7 +212,7 @@ impl State {
                 }
             }
         }
-        let dropped = if self.queue.len() >= capacity {
+        let dropped = if self.queue.len() >= capacity + self.extra {
             match self.queue.pop_front().expect("full queue has a front") {
                 Entry::Tick(old) | Entry::Conflated(old, _) => {
                     self.record_drop(old.symbol, old.seq, old.seq)
@@ -281,6 +293,9 @@ pub struct Outbox {
     /// Its writer did not keep up with a paced catch-up: the ingest does not
     /// wait for it until it is at most a quarter full again.
     lagging: AtomicBool,
+    /// Most entries a resume may queue beyond the capacity at once
+    /// ([`Outbox::push_replay`]).
+    replay_room: usize,
 }
 
 impl Outbox {
@@ -293,7 +308,45 @@ impl Outbox {
             scheduled: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             lagging: AtomicBool::new(false),
+            replay_room: 0,
         }
+    }
+
+    /// Lets resumes queue up to `room` ticks beyond the capacity
+    /// ([`Outbox::push_replay`]; 0 by default).
+    pub fn with_replay_room(mut self, room: usize) -> Outbox {
+        self.replay_room = room;
+        self
+    }
+
+    /// Queues a resume's replay, `items` in order, as plain ticks (never
+    /// conflated, never dropping other entries to make room): the outbox
+    /// holds them on top of its capacity until its writer has taken as
+    /// many. Refused (`false`, nothing queued) when that would pass the
+    /// room given by [`Outbox::with_replay_room`], counting what earlier
+    /// replays still hold: so a client's queue never exceeds its capacity
+    /// plus that room, whatever it resumes.
+    pub fn push_replay(&self, entries: Vec<Replay>) -> bool {
+        let n = entries.len();
+        if n == 0 {
+            return true;
+        }
+        let mut st = self.state.lock().unwrap();
+        if st.extra + n > self.replay_room {
+            return false;
+        }
+        st.extra += n;
+        st.queue.extend(entries.into_iter().map(|e| match e {
+            Replay::Tick(item) => Entry::Tick(item),
+            Replay::Gap(gap) => Entry::Gap(gap),
+        }));
+        self.queued.store(st.queue.len(), Ordering::Relaxed);
+        true
+    }
+
+    /// Most entries a resume may queue beyond the capacity.
+    pub fn replay_room(&self) -> usize {
+        self.replay_room
     }
 
     pub fn capacity(&self) -> usize {
@@ -526,6 +579,7 @@ impl Outbox {
         st.latest.retain(|s, _| !gone(s));
         st.dropped.retain(|s, _| !gone(s));
         st.slots.retain(|s, _| !gone(s));
+        st.extra = st.extra.min(st.queue.len());
         self.queued.store(st.queue.len(), Ordering::Relaxed);
     }
 
@@ -558,7 +612,13 @@ impl Outbox {
                 .collect(),
             ..Drained::default()
         };
-        let State { queue, latest, .. } = &mut *st;
+        let State {
+            queue,
+            latest,
+            extra,
+            ..
+        } = &mut *st;
+        let before = queue.len();
         while let Some(front) = queue.front() {
             let tick = match front {
                 Entry::Tick(t) => Some((t, 0)),
@@ -596,6 +656,8 @@ impl Outbox {
             };
             out.entries.push(entry);
         }
+        // Room lent to a replay is returned as the writer takes entries.
+        *extra = extra.saturating_sub(before - queue.len());
         out.more = !st.queue.is_empty();
         let left = st.queue.len();
         self.queued.store(left, Ordering::Relaxed);

@@ -10,15 +10,19 @@
 //! them ([`wake_all`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     hash::{BuildHasher, RandomState},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Condvar, Mutex,
+    },
+    time::Duration,
 };
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::outbox::{Gap, Item, Outbox};
+use super::outbox::{Gap, Item, Outbox, Replay};
 use crate::{
     codec::wire,
     market::{Seq, Symbol},
@@ -56,12 +60,151 @@ struct Subscriber {
     /// Subscribed before any tick of the symbol was cached: the first tick it
     /// gets is flagged as a snapshot.
     awaiting_snapshot: bool,
+    /// Ticks at or below this seq are not sent (the client resumed from it,
+    /// or got them in its replay); `Seq::MIN`: none.
+    floor: Seq,
+    /// While its resume is read from Kafka: the ticks published meanwhile,
+    /// sent after the replay.
+    hold: Option<Box<Hold>>,
+    /// A resume beyond the window waits for a snapshot: the seqs from here
+    /// to the snapshot's are announced as a gap first.
+    announce_from: Option<Seq>,
+}
+
+impl Subscriber {
+    fn new(outbox: &Arc<Outbox>, awaiting_snapshot: bool) -> Subscriber {
+        Subscriber {
+            outbox: outbox.clone(),
+            awaiting_snapshot,
+            floor: Seq::MIN,
+            hold: None,
+            announce_from: None,
+        }
+    }
+
+    /// Queues `item` as the subscriber's snapshot, after the gap its resume
+    /// left, if any.
+    fn push_snapshot(&mut self, item: Item) -> super::outbox::Pushed {
+        if let Some(from_seq) = self.announce_from.take() {
+            if item.seq > from_seq {
+                self.outbox.push_gap(Gap {
+                    symbol: item.symbol.clone(),
+                    from_seq,
+                    to_seq: item.seq - 1,
+                });
+            }
+        }
+        self.outbox.push_snapshot(item)
+    }
+}
+
+/// The ticks published for a subscriber while its resume is read from Kafka.
+struct Hold {
+    id: u64,
+    /// The client's last seq.
+    after: Seq,
+    ticks: Vec<Past>,
+    /// More ticks came than a replay may hold: only the newest is kept, and
+    /// the resume ends beyond the window.
+    overflow: bool,
+}
+
+/// A recent tick, kept for resumes.
+#[derive(Debug, Clone)]
+pub struct Past {
+    pub seq: Seq,
+    /// The tick's `ts`, µs since the epoch.
+    pub ts: i64,
+    /// Its client encoding, as live subscribers got it.
+    pub bytes: Bytes,
+}
+
+/// What a kept tick costs beyond its bytes (its slot and the `Bytes`).
+const PAST_OVERHEAD: usize = 48;
+
+impl Past {
+    fn cost(&self) -> usize {
+        self.bytes.len() + PAST_OVERHEAD
+    }
+
+    fn item(&self, symbol: &Symbol) -> Item {
+        // ts 0: a replayed tick is no sample of the live latency.
+        Item {
+            symbol: symbol.clone(),
+            seq: self.seq,
+            bytes: self.bytes.clone(),
+            ts: 0,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Entry {
     last: Option<Last>,
     subs: Vec<Subscriber>,
+    /// The symbol's recent ticks, oldest first (see [`History`]).
+    history: VecDeque<Past>,
+    /// The symbol's seqs go up by one (as of its last tick).
+    dense: bool,
+}
+
+/// How much recent history the registry keeps for resumes: every cached
+/// symbol's ticks, at most `budget` bytes in all (a symbol that adds a tick
+/// while the total is over it forgets its own oldest), none older than
+/// `window` before the symbol's newest tick.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct History {
+    pub budget: usize,
+    pub window: Duration,
+}
+
+/// Where a client resumes a symbol: the seq and `ts` of the last tick it
+/// holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeFrom {
+    pub seq: Seq,
+    /// µs since the epoch; `None`: not given (the edge then cannot find the
+    /// place in Kafka, except on a topic whose seqs are offsets).
+    pub ts: Option<i64>,
+}
+
+/// How a resume was served at subscribe time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// Nothing missed: live ticks follow.
+    Current,
+    /// This many ticks replayed from memory.
+    Memory(usize),
+    /// Beyond the window: a `gap` and the snapshot (now, or when the
+    /// symbol's first tick comes).
+    Beyond,
+    /// Read from Kafka ([`Registry::take_resumes`]); live ticks wait.
+    Kafka,
+}
+
+/// A resume the edge's memory cannot serve: the history reader reads the
+/// symbol's ticks after `after` from Kafka and hands them to
+/// [`Registry::finish_resume`].
+#[derive(Clone)]
+pub struct ResumeNeed {
+    pub id: u64,
+    pub symbol: Symbol,
+    pub outbox: Arc<Outbox>,
+    /// The client's last seq.
+    pub after: Seq,
+    /// Its `ts`, µs since the epoch.
+    pub ts: Option<i64>,
+}
+
+/// How [`Registry::finish_resume`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// This many ticks replayed (from Kafka and those held meanwhile).
+    Replayed(usize),
+    /// Beyond the window: a `gap` and the snapshot.
+    Beyond,
+    /// The client unsubscribed or left meanwhile.
+    Gone,
 }
 
 /// How a tick's seq relates to the cached one of its symbol.
@@ -106,6 +249,10 @@ pub struct Registry {
     /// Appended under the symbol's shard lock, so each symbol's entries are in
     /// the order its transitions happened.
     interest_log: Mutex<InterestLog>,
+    history: History,
+    /// Bytes kept in all symbols' histories.
+    history_bytes: AtomicUsize,
+    resumes: Resumes,
 }
 
 #[derive(Default)]
@@ -114,6 +261,14 @@ struct InterestLog {
     /// More than [`INTEREST_LOG_MAX`] changes piled up: the log was dropped
     /// and the reader must start over from [`Registry::subscribed`].
     overflowed: bool,
+}
+
+/// Resumes waiting for the history reader.
+#[derive(Default)]
+struct Resumes {
+    queue: Mutex<Vec<ResumeNeed>>,
+    ready: Condvar,
+    next_id: AtomicU64,
 }
 
 /// Most interest changes kept for the manager before it must resync.
@@ -126,12 +281,59 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// A registry that keeps no history: every resume is read from Kafka.
     pub fn new() -> Registry {
+        Registry::with_history(History::default())
+    }
+
+    /// A registry that keeps `history` for resumes.
+    pub fn with_history(history: History) -> Registry {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             interest: Notify::new(),
             interest_log: Mutex::default(),
+            history,
+            history_bytes: AtomicUsize::new(0),
+            resumes: Resumes::default(),
+        }
+    }
+
+    /// Bytes of recent ticks kept for resumes.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Appends a tick to `entry`'s history and trims it (the window, then
+    /// the budget); with no budget, keeps nothing.
+    fn keep(&self, entry: &mut Entry, past: Past) {
+        if self.history.budget == 0 {
+            return;
+        }
+        let cost = past.cost();
+        let total = self.history_bytes.fetch_add(cost, Ordering::Relaxed) + cost;
+        let over = total.saturating_sub(self.history.budget);
+        let oldest = past
+            .ts
+            .saturating_sub(self.history.window.as_micros() as i64);
+        entry.history.push_back(past);
+        let mut freed = 0;
+        while let Some(front) = entry.history.front() {
+            if freed >= over && front.ts >= oldest {
+                break;
+            }
+            freed += front.cost();
+            entry.history.pop_front();
+        }
+        if freed > 0 {
+            self.history_bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
+    fn drop_history(&self, entry: &mut Entry) {
+        let freed: usize = entry.history.drain(..).map(|p| p.cost()).sum();
+        if freed > 0 {
+            self.history_bytes.fetch_sub(freed, Ordering::Relaxed);
         }
     }
 
@@ -154,10 +356,7 @@ impl Registry {
             }
             _ => true,
         };
-        entry.subs.push(Subscriber {
-            outbox: outbox.clone(),
-            awaiting_snapshot,
-        });
+        entry.subs.push(Subscriber::new(outbox, awaiting_snapshot));
         if first {
             self.log_interest(symbol, true);
         }
@@ -260,6 +459,7 @@ impl Registry {
                 return out;
             };
         }
+        entry.dense = dense;
         let mut last = Last {
             seq,
             live,
@@ -267,10 +467,20 @@ impl Registry {
             provisional: false,
         };
         for sub in &mut entry.subs {
+            if let Some(hold) = &mut sub.hold {
+                // Its resume is being read from Kafka: sent after it.
+                hold.add(&sub.outbox, seq, ts, &last.live);
+                continue;
+            }
+            if out.seq == SeqCheck::Reset {
+                sub.floor = Seq::MIN;
+            } else if seq <= sub.floor {
+                continue; // the client resumed from here, or got it replayed
+            }
             let mut gap_queued = false;
             let pushed = if sub.awaiting_snapshot || out.seq == SeqCheck::Reset {
                 sub.awaiting_snapshot = false;
-                sub.outbox.push_snapshot(last.snapshot_item(symbol))
+                sub.push_snapshot(last.snapshot_item(symbol))
             } else {
                 if let Some((from_seq, to_seq)) = hole {
                     let gap = Gap {
@@ -298,15 +508,45 @@ impl Registry {
                 wake.push(sub.outbox.clone());
             }
         }
+        if self.history.budget > 0 {
+            let past = Past {
+                seq,
+                ts,
+                bytes: last.live.clone(),
+            };
+            self.keep(entry, past);
+        }
         entry.last = Some(last);
         out
     }
 
     /// Caches a tick without sending it (replay of history while a fresh
-    /// partition catches up).
+    /// partition catches up); it joins the symbol's history, and the ticks
+    /// held for subscribers whose resume is being read from Kafka.
     pub fn remember(&self, symbol: &Symbol, seq: Seq, live: Bytes) {
+        self.remember_at(symbol, seq, live, 0, true)
+    }
+
+    /// [`Registry::remember`] of a tick stamped `ts` (µs since the epoch);
+    /// `dense` as in [`Registry::publish_at`].
+    pub fn remember_at(&self, symbol: &Symbol, seq: Seq, live: Bytes, ts: i64, dense: bool) {
         let mut shard = self.shard(symbol.as_str()).lock().unwrap();
-        shard.entry(symbol.clone()).or_default().last = Some(Last {
+        let entry = shard.entry(symbol.clone()).or_default();
+        entry.dense = dense;
+        for sub in &mut entry.subs {
+            if let Some(hold) = &mut sub.hold {
+                hold.add(&sub.outbox, seq, ts, &live);
+            }
+        }
+        if self.history.budget > 0 {
+            let past = Past {
+                seq,
+                ts,
+                bytes: live.clone(),
+            };
+            self.keep(entry, past);
+        }
+        entry.last = Some(Last {
             seq,
             live,
             snapshot: None,
@@ -337,7 +577,7 @@ impl Registry {
                 last.provisional = false;
                 for sub in entry.subs.iter_mut().filter(|s| s.awaiting_snapshot) {
                     sub.awaiting_snapshot = false;
-                    dropped += sub.outbox.push_snapshot(last.snapshot_item(symbol)).dropped as u64;
+                    dropped += sub.push_snapshot(last.snapshot_item(symbol)).dropped as u64;
                     if sub.outbox.schedule() {
                         wake.push(sub.outbox.clone());
                     }
@@ -358,12 +598,201 @@ impl Registry {
                     return true;
                 }
                 entry.last = None;
+                self.drop_history(entry);
                 for sub in &mut entry.subs {
                     sub.awaiting_snapshot = true;
                 }
                 !entry.subs.is_empty()
             });
         }
+    }
+
+    /// Adds `outbox` as a subscriber of `symbol` that resumes after `from`
+    /// (docs/protocol.md, "Resume after a reconnect"): the ticks it missed
+    /// are queued from the symbol's history when it reaches back far
+    /// enough, then live ticks above them; otherwise the resume is queued
+    /// for the history reader ([`Registry::take_resumes`]) and the symbol's
+    /// live ticks are held for the client until it is done. Beyond the
+    /// window (`from.ts` older than the history window before `now`, µs
+    /// since the epoch; more ticks than the outbox's replay room), the
+    /// client gets a `gap` and the snapshot. `every_tick`: the subscription
+    /// gets every tick; a conflated one (`max_hz`, `"mode":"latest"`) gets
+    /// the latest tick instead of a replay, and no gap.
+    pub fn subscribe_resume(
+        &self,
+        symbol: &Symbol,
+        outbox: &Arc<Outbox>,
+        from: ResumeFrom,
+        every_tick: bool,
+        now: i64,
+    ) -> Resumed {
+        let mut shard = self.shard(symbol.as_str()).lock().unwrap();
+        let entry = shard.entry(symbol.clone()).or_default();
+        let first = entry.subs.is_empty();
+        let mut sub = Subscriber::new(outbox, false);
+        sub.floor = from.seq;
+        let window = self.history.window.as_micros() as i64;
+        let too_old = from.ts.is_some_and(|ts| ts < now.saturating_sub(window));
+        let mut need = None;
+        let dense = entry.dense;
+        let result = match entry.last.as_mut().filter(|l| !l.provisional) {
+            Some(last) if last.seq <= from.seq => Resumed::Current,
+            Some(last) if !every_tick => {
+                sub.push_snapshot(last.snapshot_item(symbol));
+                Resumed::Memory(0)
+            }
+            Some(last) => {
+                // The history reaches back to the client's tick (for seqs
+                // that go up by one, to the one after it).
+                let reach = from.seq.saturating_add(dense as i64);
+                let covered = !too_old && entry.history.front().is_some_and(|f| f.seq <= reach);
+                let replay = covered
+                    .then(|| replay_of(symbol, entry.history.iter(), from.seq, dense, true))
+                    .map(|(replay, n)| (outbox.push_replay(replay), n));
+                match replay {
+                    Some((true, n)) => Resumed::Memory(n),
+                    Some((false, _)) | None
+                        if covered || too_old || (dense && from.ts.is_none()) =>
+                    {
+                        sub.announce_from = Some(from.seq + 1);
+                        sub.push_snapshot(last.snapshot_item(symbol));
+                        Resumed::Beyond
+                    }
+                    _ => {
+                        need = Some(self.hold(&mut sub, symbol, outbox, from));
+                        Resumed::Kafka
+                    }
+                }
+            }
+            None if !every_tick => {
+                sub.awaiting_snapshot = true;
+                Resumed::Memory(0)
+            }
+            None if too_old => {
+                sub.awaiting_snapshot = true;
+                sub.announce_from = Some(from.seq + 1);
+                Resumed::Beyond
+            }
+            None => {
+                need = Some(self.hold(&mut sub, symbol, outbox, from));
+                Resumed::Kafka
+            }
+        };
+        entry.subs.push(sub);
+        if first {
+            self.log_interest(symbol, true);
+        }
+        drop(shard);
+        if first {
+            self.interest.notify_one();
+        }
+        if let Some(need) = need {
+            self.resumes.queue.lock().unwrap().push(need);
+            self.resumes.ready.notify_one();
+        }
+        result
+    }
+
+    /// Makes `sub` hold the symbol's live ticks while its resume is read
+    /// from Kafka.
+    fn hold(
+        &self,
+        sub: &mut Subscriber,
+        symbol: &Symbol,
+        outbox: &Arc<Outbox>,
+        from: ResumeFrom,
+    ) -> ResumeNeed {
+        let id = self.resumes.next_id.fetch_add(1, Ordering::Relaxed);
+        sub.hold = Some(Box::new(Hold {
+            id,
+            after: from.seq,
+            ticks: Vec::new(),
+            overflow: false,
+        }));
+        ResumeNeed {
+            id,
+            symbol: symbol.clone(),
+            outbox: outbox.clone(),
+            after: from.seq,
+            ts: from.ts,
+        }
+    }
+
+    /// Resumes waiting to be read from Kafka, oldest first; waits up to
+    /// `timeout` for one when there is none.
+    pub fn take_resumes(&self, timeout: Duration) -> Vec<ResumeNeed> {
+        let mut queue = self.resumes.queue.lock().unwrap();
+        if queue.is_empty() {
+            queue = self.resumes.ready.wait_timeout(queue, timeout).unwrap().0;
+        }
+        std::mem::take(&mut *queue)
+    }
+
+    /// Ends a resume read from Kafka: queues for the client the ticks after
+    /// its seq, those of `kafka` (in order; `complete`: every record from
+    /// the client's place up to where the reader stopped was read) and
+    /// those held since it subscribed, with a `gap` for any hole; then
+    /// sends it the symbol's live ticks. More than its outbox's replay room
+    /// (or held ticks that overflowed it): a `gap` and the snapshot.
+    /// `dense`: whether the symbol's seqs go up by one, as the reader found
+    /// (`None`: as the edge last saw).
+    pub fn finish_resume(
+        &self,
+        need: &ResumeNeed,
+        kafka: Vec<Past>,
+        complete: bool,
+        dense: Option<bool>,
+        wake: &mut Vec<Arc<Outbox>>,
+    ) -> Finished {
+        let symbol = &need.symbol;
+        let mut shard = self.shard(symbol.as_str()).lock().unwrap();
+        let Some(entry) = shard.get_mut(symbol.as_str()) else {
+            return Finished::Gone;
+        };
+        let dense = dense.unwrap_or(entry.dense);
+        let Some(sub) = entry.subs.iter_mut().find(|s| {
+            Arc::ptr_eq(&s.outbox, &need.outbox) && s.hold.as_ref().is_some_and(|h| h.id == need.id)
+        }) else {
+            return Finished::Gone;
+        };
+        let hold = *sub.hold.take().expect("found by its hold");
+        let first_held = hold.ticks.first().map(|p| p.seq);
+        let mut merged: Vec<Past> = kafka
+            .into_iter()
+            .filter(|p| first_held.is_none_or(|f| p.seq < f))
+            .collect();
+        merged.extend(hold.ticks);
+        let (replay, n) = replay_of(symbol, merged.iter(), hold.after, dense, complete);
+        let newest = merged.iter().max_by_key(|p| p.seq);
+        let done = if !hold.overflow && sub.outbox.push_replay(replay) {
+            sub.floor = sub.floor.max(newest.map_or(hold.after, |p| p.seq));
+            Finished::Replayed(n)
+        } else {
+            let snapshot = match (&mut entry.last, newest) {
+                (Some(last), newest)
+                    if !last.provisional && newest.is_none_or(|p| p.seq <= last.seq) =>
+                {
+                    Some(last.snapshot_item(symbol))
+                }
+                (_, Some(p)) => Some(Item {
+                    symbol: symbol.clone(),
+                    seq: p.seq,
+                    bytes: wire::snapshot_of(&p.bytes),
+                    ts: 0,
+                }),
+                _ => None,
+            };
+            if let Some(item) = snapshot {
+                sub.floor = item.seq;
+                sub.announce_from = Some(hold.after + 1);
+                sub.push_snapshot(item);
+            }
+            Finished::Beyond
+        };
+        if sub.outbox.schedule() {
+            wake.push(sub.outbox.clone());
+        }
+        done
     }
 
     /// Whether a tick of `symbol` is cached (final or still replaying).
@@ -405,6 +834,58 @@ impl Registry {
     pub async fn interest_changed(&self) {
         self.interest.notified().await
     }
+}
+
+impl Hold {
+    /// Holds a tick published while the resume is read; past the outbox's
+    /// replay room only the newest is kept (the resume is beyond the window).
+    fn add(&mut self, outbox: &Outbox, seq: Seq, ts: i64, live: &Bytes) {
+        if seq <= self.after || self.ticks.last().is_some_and(|p| p.seq >= seq) {
+            return;
+        }
+        if self.ticks.len() >= outbox.replay_room() {
+            self.overflow = true;
+            self.ticks.clear();
+        }
+        self.ticks.push(Past {
+            seq,
+            ts,
+            bytes: live.clone(),
+        });
+    }
+}
+
+/// The replay of the ticks in `past` after seq `after`, with a `gap` for
+/// each hole: between seqs that go up by one (`dense`), any skip; between
+/// seqs numbered from offsets, only before the first tick when the reader
+/// did not read from the client's place on (`!complete`). Returns the
+/// entries and the number of ticks.
+fn replay_of<'a>(
+    symbol: &Symbol,
+    past: impl Iterator<Item = &'a Past>,
+    after: Seq,
+    dense: bool,
+    complete: bool,
+) -> (Vec<Replay>, usize) {
+    let mut out = Vec::new();
+    let (mut prev, mut n) = (after, 0);
+    for p in past {
+        if p.seq <= prev {
+            continue;
+        }
+        let hole = p.seq > prev + 1 && (dense || (prev == after && !complete));
+        if hole {
+            out.push(Replay::Gap(Gap {
+                symbol: symbol.clone(),
+                from_seq: prev + 1,
+                to_seq: p.seq - 1,
+            }));
+        }
+        out.push(Replay::Tick(p.item(symbol)));
+        n += 1;
+        prev = p.seq;
+    }
+    (out, n)
 }
 
 /// Wakes every writer touched by a batch, once.
@@ -559,6 +1040,189 @@ mod tests {
         assert!(reg.subscribed().is_empty());
         let total: usize = reg.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert_eq!(total, 0);
+    }
+
+    fn with_history() -> Registry {
+        Registry::with_history(History {
+            budget: 1 << 20,
+            window: Duration::from_secs(300),
+        })
+    }
+
+    fn resumer(room: usize) -> Arc<Outbox> {
+        Arc::new(Outbox::new(4).with_replay_room(room))
+    }
+
+    fn from(seq: Seq) -> ResumeFrom {
+        ResumeFrom { seq, ts: Some(0) }
+    }
+
+    fn publish_n(reg: &Registry, range: std::ops::RangeInclusive<Seq>) {
+        for seq in range {
+            reg.publish(&sym("A"), seq, enc(seq), &mut Vec::new());
+        }
+    }
+
+    #[test]
+    fn resume_from_memory_replays_exactly_beyond_the_outbox_capacity() {
+        let reg = with_history();
+        publish_n(&reg, 1..=10);
+        let ob = resumer(100);
+        let r = reg.subscribe_resume(&sym("A"), &ob, from(3), true, 0);
+        assert_eq!(r, Resumed::Memory(7));
+        publish_n(&reg, 11..=11);
+        let want: Vec<String> = (4..=11).map(|s| format!("{{\"seq\":{s}}}")).collect();
+        assert_eq!(
+            texts(&ob),
+            want,
+            "7 replayed in an outbox of 4, nothing dropped"
+        );
+        assert!(reg.take_resumes(Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn resume_when_current_or_ahead_sends_only_newer_ticks() {
+        let reg = with_history();
+        publish_n(&reg, 1..=5);
+        let (current, ahead) = (resumer(10), resumer(10));
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &current, from(5), true, 0),
+            Resumed::Current
+        );
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &ahead, from(7), true, 0),
+            Resumed::Current
+        );
+        publish_n(&reg, 6..=8);
+        assert_eq!(
+            texts(&current),
+            [r#"{"seq":6}"#, r#"{"seq":7}"#, r#"{"seq":8}"#]
+        );
+        assert_eq!(texts(&ahead), [r#"{"seq":8}"#]);
+    }
+
+    #[test]
+    fn resume_beyond_the_window_is_a_gap_then_the_snapshot() {
+        let reg = with_history();
+        publish_n(&reg, 1..=10);
+        let few = resumer(3);
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &few, from(2), true, 0),
+            Resumed::Beyond
+        );
+        assert_eq!(texts(&few), ["gap 3..9", r#"{"seq":10,"snapshot":true}"#]);
+        let old = resumer(100);
+        let now = Duration::from_secs(3600).as_micros() as i64;
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &old, from(8), true, now),
+            Resumed::Beyond
+        );
+        assert_eq!(texts(&old), ["gap 9..9", r#"{"seq":10,"snapshot":true}"#]);
+        // Conflated: the latest, no gap.
+        let screen = resumer(100);
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &screen, from(2), false, 0),
+            Resumed::Memory(0)
+        );
+        assert_eq!(texts(&screen), [r#"{"seq":10,"snapshot":true}"#]);
+    }
+
+    #[test]
+    fn resume_from_kafka_merges_the_read_with_ticks_held_meanwhile() {
+        let reg = Registry::new(); // no memory: every resume reads Kafka
+        publish_n(&reg, 1..=5);
+        let ob = resumer(100);
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &ob, from(2), true, 0),
+            Resumed::Kafka
+        );
+        let need = reg.take_resumes(Duration::ZERO).pop().expect("queued");
+        assert_eq!((need.after, need.ts), (2, Some(0)));
+        publish_n(&reg, 6..=7); // held, not sent
+        assert!(ob.is_empty());
+        let past = |seq| Past {
+            seq,
+            ts: 0,
+            bytes: enc(seq),
+        };
+        // The read overlaps the held ticks (the reader ran to a later end).
+        let read = vec![past(3), past(4), past(5), past(6)];
+        let mut wake = Vec::new();
+        assert_eq!(
+            reg.finish_resume(&need, read, true, Some(true), &mut wake),
+            Finished::Replayed(5)
+        );
+        assert_eq!(wake.len(), 1);
+        publish_n(&reg, 8..=8);
+        let want: Vec<String> = (3..=8).map(|s| format!("{{\"seq\":{s}}}")).collect();
+        assert_eq!(texts(&ob), want);
+        assert_eq!(
+            reg.finish_resume(&need, vec![], true, None, &mut wake),
+            Finished::Gone
+        );
+    }
+
+    #[test]
+    fn resume_from_kafka_announces_holes_and_overflow() {
+        let reg = Registry::new();
+        publish_n(&reg, 1..=5);
+        let past = |seq| Past {
+            seq,
+            ts: 0,
+            bytes: enc(seq),
+        };
+        let ob = resumer(100);
+        reg.subscribe_resume(&sym("A"), &ob, from(2), true, 0);
+        let need = reg.take_resumes(Duration::ZERO).pop().unwrap();
+        // Seq 3 is not in Kafka any more (retention): announced.
+        reg.finish_resume(
+            &need,
+            vec![past(4), past(5)],
+            false,
+            Some(true),
+            &mut Vec::new(),
+        );
+        assert_eq!(texts(&ob), ["gap 3..3", r#"{"seq":4}"#, r#"{"seq":5}"#]);
+        // More held than the replay room: gap and the newest as snapshot.
+        let small = resumer(2);
+        reg.subscribe_resume(&sym("A"), &small, from(4), true, 0);
+        let need = reg.take_resumes(Duration::ZERO).pop().unwrap();
+        publish_n(&reg, 6..=9);
+        assert_eq!(
+            reg.finish_resume(&need, vec![], true, Some(true), &mut Vec::new()),
+            Finished::Beyond
+        );
+        assert_eq!(texts(&small), ["gap 5..8", r#"{"seq":9,"snapshot":true}"#]);
+        publish_n(&reg, 10..=10);
+        assert_eq!(texts(&small), [r#"{"seq":10}"#]);
+    }
+
+    #[test]
+    fn history_stays_within_its_budget_and_window_and_is_forgotten_with_the_partition() {
+        let cost = enc(1000).len() + PAST_OVERHEAD;
+        let reg = Registry::with_history(History {
+            budget: 10 * cost,
+            window: Duration::from_micros(50),
+        });
+        for seq in 1000..1100 {
+            reg.publish_at(&sym("A"), seq, enc(seq), 0, true, &mut Vec::new());
+        }
+        assert!(reg.history_bytes() <= 10 * cost, "{}", reg.history_bytes());
+        assert!(reg.history_bytes() >= 9 * cost);
+        // Ticks more than 50 µs older than the newest go.
+        for (i, seq) in (1100..1105).enumerate() {
+            reg.publish_at(
+                &sym("A"),
+                seq,
+                enc(seq),
+                1000 + i as i64,
+                true,
+                &mut Vec::new(),
+            );
+        }
+        assert_eq!(reg.history_bytes(), 5 * cost);
+        reg.forget(|_| true);
+        assert_eq!(reg.history_bytes(), 0);
     }
 
     #[test]

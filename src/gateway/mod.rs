@@ -69,6 +69,24 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_DEFAULT_MAX_HZ", default_value_t = 0.0)]
     pub default_max_hz: f64,
 
+    /// How old a resume's position may be (the `ts` of the client's last
+    /// tick): an older one gets a `gap` and the snapshot. Also how far back
+    /// the edge keeps recent ticks in memory for resumes.
+    #[arg(long, env = "TICKFAN_RESUME_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resume_window: Duration,
+
+    /// Most ticks one connection's resumes may queue beyond
+    /// `--outbox-capacity` at once; a resume that would pass it gets a
+    /// `gap` and the snapshot.
+    #[arg(long, env = "TICKFAN_RESUME_MAX_TICKS", default_value_t = 5000)]
+    pub resume_max_ticks: usize,
+
+    /// Bytes of recent ticks kept in memory for resumes, all symbols
+    /// together (a symbol adding a tick while over it forgets its own
+    /// oldest). 0: every resume is read from Kafka.
+    #[arg(long, env = "TICKFAN_RESUME_MEMORY", default_value_t = 64 << 20)]
+    pub resume_memory: usize,
+
     /// The most updates per second per symbol any subscription gets, whatever
     /// it asks (`max_hz` above it, or 0, is lowered to it). 0: no cap.
     #[arg(long, env = "TICKFAN_MAX_HZ", default_value_t = 0.0)]
@@ -207,8 +225,17 @@ impl Config {
         (hz > 0.0).then(|| Duration::from_secs_f64(1.0 / hz))
     }
 
+    /// What the registry keeps for resumes.
+    pub fn history(&self) -> crate::fanout::History {
+        crate::fanout::History {
+            budget: self.resume_memory,
+            window: self.resume_window,
+        }
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.outbox_capacity >= 1, "--outbox-capacity must be >= 1");
+        anyhow::ensure!(!self.resume_window.is_zero(), "--resume-window must be > 0");
         for (flag, hz) in [
             ("--default-max-hz", self.default_max_hz),
             ("--max-hz", self.max_hz),
@@ -426,6 +453,9 @@ fn routes(
         .and(with.clone())
         .map(|s: Arc<Shared>| {
             s.metrics.outbox_queued.set(s.sessions.queued() as i64);
+            s.metrics
+                .resume_memory
+                .set(s.registry.history_bytes() as i64);
             warp::reply::with_header(
                 s.metrics.encode(),
                 "content-type",

@@ -8,8 +8,10 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use std::collections::HashMap;
+
 use crate::{
-    fanout::{FeedStatus, Gap},
+    fanout::{FeedStatus, Gap, ResumeFrom},
     market::Symbol,
 };
 
@@ -18,8 +20,9 @@ use crate::{
 pub enum Request {
     /// Symbols exactly as sent (validated one by one by the session, so one
     /// bad symbol does not spoil the rest), and the most updates per second
-    /// per symbol the client wants (`"max_hz"`; `None`: the edge's default).
-    Subscribe(Vec<String>, Options),
+    /// per symbol the client wants (`"max_hz"`; `None`: the edge's default),
+    /// and where it resumes symbols of the request (`"resume"`).
+    Subscribe(Vec<String>, Options, Resume),
     Unsubscribe(Vec<String>),
     /// A fresh token for the session (`{"op":"auth","token":"..."}`).
     Auth(String),
@@ -35,6 +38,10 @@ pub struct Options {
     /// the outbox is full).
     pub latest: bool,
 }
+
+/// `"resume"` of a subscribe: symbol (as sent, one of the request's) →
+/// the seq and `ts` of the last tick the client holds.
+pub type Resume = HashMap<String, ResumeFrom>;
 
 /// A subscription's requested rate, updates per second per symbol; `0`:
 /// every tick (unless the edge caps it).
@@ -68,6 +75,9 @@ pub enum ErrorCode {
     BadMaxHz,
     /// `mode` is not `"all"` or `"latest"`.
     BadMode,
+    /// `resume` is not an object of `{"seq":n,"ts":n}` for symbols of the
+    /// request.
+    BadResume,
 }
 
 impl ErrorCode {
@@ -87,6 +97,7 @@ impl ErrorCode {
             ErrorCode::EdgeFull => "edge_full",
             ErrorCode::BadMaxHz => "bad_max_hz",
             ErrorCode::BadMode => "bad_mode",
+            ErrorCode::BadResume => "bad_resume",
         }
     }
 }
@@ -189,11 +200,50 @@ pub fn parse(text: &str) -> Result<Request, Rejection> {
         }
         None => return Err(Rejection::new(ErrorCode::BadSymbols, "missing \"symbols\"")),
     };
+    let resume = match obj.remove("resume") {
+        None | Some(Value::Null) => Resume::new(),
+        Some(v) if subscribe => parse_resume(v, &symbols)?,
+        Some(_) => Resume::new(), // an unsubscribe has nothing to resume
+    };
     Ok(if subscribe {
-        Request::Subscribe(symbols, Options { max_hz, latest })
+        Request::Subscribe(symbols, Options { max_hz, latest }, resume)
     } else {
         Request::Unsubscribe(symbols)
     })
+}
+
+/// `"resume":{"AAPL":{"seq":41,"ts":1764270000123456},...}`, each symbol one
+/// of the request's `symbols`.
+fn parse_resume(v: Value, symbols: &[String]) -> Result<Resume, Rejection> {
+    let bad = |why: &str| {
+        Rejection::new(
+            ErrorCode::BadResume,
+            format!("\"resume\" must map symbols of the request to {{\"seq\":n,\"ts\":n}} (n integers, seq >= 0, ts optional): {why}"),
+        )
+    };
+    let Value::Object(entries) = v else {
+        return Err(bad("not an object"));
+    };
+    let mut out = Resume::with_capacity(entries.len());
+    for (symbol, at) in entries {
+        if !symbols.contains(&symbol) {
+            let shown: String = symbol.chars().take(32).collect();
+            return Err(bad(&format!("{shown:?} is not in \"symbols\"")));
+        }
+        let Value::Object(at) = at else {
+            return Err(bad("an entry is not an object"));
+        };
+        let seq = match at.get("seq").and_then(Value::as_i64) {
+            Some(seq) if seq >= 0 => seq,
+            _ => return Err(bad("\"seq\" missing or not an integer >= 0")),
+        };
+        let ts = match at.get("ts") {
+            None | Some(Value::Null) => None,
+            Some(t) => Some(t.as_i64().ok_or_else(|| bad("\"ts\" not an integer"))?),
+        };
+        out.insert(symbol, ResumeFrom { seq, ts });
+    }
+    Ok(out)
 }
 
 /// Messages from the edge other than tick frames.
@@ -291,7 +341,7 @@ mod tests {
     #[test]
     fn subscribe_options() {
         let opts = |text: &str| match parse(text) {
-            Ok(Request::Subscribe(_, o)) => Ok(o),
+            Ok(Request::Subscribe(_, o, _)) => Ok(o),
             Ok(other) => panic!("{other:?}"),
             Err(r) => Err(r.code),
         };
@@ -323,12 +373,46 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_resume() {
+        let resume = |extra: &str| match parse(&format!(
+            r#"{{"op":"subscribe","symbols":["A","B"],"resume":{extra}}}"#
+        )) {
+            Ok(Request::Subscribe(_, _, r)) => Ok(r),
+            Ok(other) => panic!("{other:?}"),
+            Err(r) => Err(r.code),
+        };
+        let r = resume(r#"{"A":{"seq":41,"ts":1764270000123456},"B":{"seq":0}}"#).unwrap();
+        assert_eq!(
+            r["A"],
+            ResumeFrom {
+                seq: 41,
+                ts: Some(1_764_270_000_123_456)
+            }
+        );
+        assert_eq!(r["B"], ResumeFrom { seq: 0, ts: None });
+        assert_eq!(resume("null"), Ok(Resume::new()));
+        for bad in [
+            r#"[]"#,
+            r#"{"C":{"seq":1}}"#,
+            r#"{"A":7}"#,
+            r#"{"A":{}}"#,
+            r#"{"A":{"seq":-1}}"#,
+            r#"{"A":{"seq":1.5}}"#,
+            r#"{"A":{"seq":"1"}}"#,
+            r#"{"A":{"seq":1,"ts":"x"}}"#,
+        ] {
+            assert_eq!(resume(bad), Err(ErrorCode::BadResume), "{bad}");
+        }
+    }
+
+    #[test]
     fn parses_requests() {
         assert_eq!(
             parse(r#"{"op":"subscribe","symbols":["AAPL","MSFT"]}"#),
             Ok(Request::Subscribe(
                 vec!["AAPL".into(), "MSFT".into()],
-                Options::default()
+                Options::default(),
+                Resume::new()
             ))
         );
         assert_eq!(

@@ -53,7 +53,7 @@ use super::{
 };
 use crate::{
     codec::wire,
-    fanout::{FeedStatus, Out, Outbox},
+    fanout::{FeedStatus, Out, Outbox, Resumed},
     market::{Symbol, SymbolError},
 };
 
@@ -166,7 +166,7 @@ where
         .max_write_buffer_size(c.max_frame_bytes.max(c.write_buffer_bytes) * 4)
         .max_message_size(Some(c.max_message_bytes))
         .max_frame_size(Some(c.max_message_bytes));
-    let outbox = Arc::new(Outbox::new(c.outbox_capacity));
+    let outbox = Arc::new(Outbox::new(c.outbox_capacity).with_replay_room(c.resume_max_ticks));
     let handle = shared.sessions.insert(outbox.clone());
     shared.metrics.connections.inc();
     let auth = grant.map(|g| {
@@ -697,7 +697,7 @@ impl Session {
             Ok(r) => r,
         };
         let symbols = match &request {
-            Request::Subscribe(s, _) | Request::Unsubscribe(s) => s.len(),
+            Request::Subscribe(s, _, _) | Request::Unsubscribe(s) => s.len(),
             Request::Auth(_) => 0,
         };
         let c = &self.shared.config;
@@ -717,7 +717,9 @@ impl Session {
             return self.rate_limited(msg);
         }
         match request {
-            Request::Subscribe(symbols, options) => self.subscribe(symbols, options),
+            Request::Subscribe(symbols, options, resume) => {
+                self.subscribe(symbols, options, resume)
+            }
             Request::Unsubscribe(symbols) => self.unsubscribe(symbols),
             Request::Auth(token) => self.refresh(&token),
         }
@@ -812,8 +814,17 @@ impl Session {
 
     /// Linear in the request: one hash lookup per symbol, one registry
     /// insert per new subscription.
-    fn subscribe(&mut self, requested: Vec<String>, options: Options) -> Vec<String> {
+    fn subscribe(
+        &mut self,
+        requested: Vec<String>,
+        options: Options,
+        mut resume: protocol::Resume,
+    ) -> Vec<String> {
         let interval = self.shared.config.update_interval(options.max_hz);
+        let every_tick = interval.is_none() && !options.latest;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
         let max = self.shared.config.max_symbols;
         let (mut accepted, mut invalid, mut over, mut denied, mut unknown, mut full) = (
             Vec::new(),
@@ -861,7 +872,28 @@ impl Session {
                 // the symbol's first turn.
                 self.outbox.set_max_rate(&symbol, interval);
                 self.outbox.set_latest(&symbol, options.latest);
-                self.shared.registry.subscribe(&symbol, &self.outbox);
+                match resume.remove(&raw) {
+                    None => {
+                        self.shared.registry.subscribe(&symbol, &self.outbox);
+                    }
+                    Some(from) => {
+                        let resumed = self.shared.registry.subscribe_resume(
+                            &symbol,
+                            &self.outbox,
+                            from,
+                            every_tick,
+                            now,
+                        );
+                        let m = &self.shared.metrics;
+                        match resumed {
+                            Resumed::Current => m.resumed("current", "memory", 0),
+                            Resumed::Memory(n) => m.resumed("memory", "memory", n),
+                            Resumed::Beyond => m.resumed("beyond", "memory", 0),
+                            // Counted when the history reader is done.
+                            Resumed::Kafka => {}
+                        }
+                    }
+                }
                 self.symbols.insert(symbol.clone());
                 self.shared.metrics.subscriptions.inc();
                 if !known {

@@ -433,7 +433,8 @@ impl PollLoop {
         counts.consumed += 1;
         let bytes = wire::encode_tick_exact(tick, decoded.exact.as_ref());
         if replay {
-            self.registry.remember(&tick.symbol, tick.seq, bytes);
+            self.registry
+                .remember_at(&tick.symbol, tick.seq, bytes, tick.ts, decoded.dense);
             self.maybe_finish_replay(&tp, offset, parts, counts, wake);
         } else {
             let fanout = trace
@@ -579,6 +580,7 @@ impl PollLoop {
                         partition: tp.partition,
                         next_offset: start,
                         warming,
+                        live_from,
                     },
                 );
                 self.metrics.assigned_partitions.inc();

@@ -17,6 +17,7 @@
 //! fan-out registry (`Registry::publish_at`); and it never commits an offset.
 
 pub mod consumer;
+pub mod history;
 pub mod interest;
 pub mod metadata;
 pub mod schemas;
@@ -185,6 +186,9 @@ pub struct PartitionView {
     pub next_offset: i64,
     /// Still replaying the snapshot rewind (ticks cached, not sent live).
     pub warming: bool,
+    /// The first offset handled live (records before it only rebuilt
+    /// snapshots).
+    pub live_from: i64,
 }
 
 /// Ingest state other parts of the edge read.
@@ -249,6 +253,7 @@ impl Status {
 pub struct Ingest {
     pub status: Arc<Status>,
     poll_thread: std::thread::JoinHandle<()>,
+    history_thread: std::thread::JoinHandle<()>,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -273,6 +278,27 @@ impl Ingest {
         let (counts_tx, counts_rx) = tokio::sync::watch::channel(Arc::new(HashMap::new()));
 
         let topics: Vec<Arc<str>> = kafka.topics.iter().map(|t| Arc::from(t.as_str())).collect();
+        let schemas = if config.mappings.iter().any(|m| m.format == Format::Avro) {
+            Some(schemas::Schemas::start(
+                &config.registry,
+                metrics.clone(),
+                shutdown.clone(),
+            )?)
+        } else {
+            None
+        };
+        let history_thread = history::HistoryReader {
+            consumer: history::consumer(kafka)?,
+            registry: registry.clone(),
+            topics: topics.clone(),
+            readers: config.readers(&kafka.topics),
+            schemas: schemas.clone(),
+            counts: counts_rx.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .spawn()?;
         let poll_thread = consumer::PollLoop {
             consumer: consumer.clone(),
             traces: tracer
@@ -283,15 +309,7 @@ impl Ingest {
             metrics: metrics.clone(),
             status: status.clone(),
             readers: std::cell::RefCell::new(config.readers(&kafka.topics)),
-            schemas: if config.mappings.iter().any(|m| m.format == Format::Avro) {
-                Some(schemas::Schemas::start(
-                    &config.registry,
-                    metrics.clone(),
-                    shutdown.clone(),
-                )?)
-            } else {
-                None
-            },
+            schemas,
             batch_max: config.batch_max,
             pacing_patience: config.pacing_patience,
             shutdown: shutdown.clone(),
@@ -323,6 +341,7 @@ impl Ingest {
         Ok(Ingest {
             status,
             poll_thread,
+            history_thread,
             tasks,
         })
     }
@@ -331,8 +350,12 @@ impl Ingest {
     /// shutdown token fired).
     pub async fn join(mut self) {
         while self.tasks.join_next().await.is_some() {}
-        let t = self.poll_thread;
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        let (t, h) = (self.poll_thread, self.history_thread);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = t.join();
+            let _ = h.join();
+        })
+        .await;
     }
 }
 

@@ -56,6 +56,9 @@ pub const SESSION_END_REASONS: [&str; 12] = [
 pub type PartitionLabels = Vec<(&'static str, String)>;
 
 /// The edge's metrics. Cheap to clone (each metric is an `Arc`).
+/// Outcomes of a resume (`tickfan_resumes_total{outcome}`).
+pub const RESUME_OUTCOMES: [&str; 4] = ["current", "memory", "kafka", "beyond"];
+
 #[derive(Clone)]
 pub struct Metrics {
     /// Open WebSocket sessions.
@@ -125,6 +128,13 @@ pub struct Metrics {
     pub conflated: Counter,
     /// Schema Registry lookups, by result (`SCHEMA_FETCH_RESULTS`).
     pub schema_fetches: Family<Reason, Counter>,
+    /// Resumed subscriptions, by how they were served
+    /// ([`RESUME_OUTCOMES`]).
+    pub resumes: Family<Reason, Counter>,
+    /// Ticks replayed to resuming clients, by source (`memory`, `kafka`).
+    pub replayed: Family<Reason, Counter>,
+    /// Bytes of recent ticks kept in memory for resumes.
+    pub resume_memory: Gauge,
     /// Partitions holding at a record whose writer schema is being fetched.
     pub partitions_awaiting_schema: Gauge,
     /// From a tick's `ts` to the socket write of the frame carrying it, in
@@ -174,6 +184,9 @@ impl Metrics {
             ingest_stalled_seconds: Counter::default(),
             lagging_clients: Counter::default(),
             conflated: Counter::default(),
+            resumes: Family::default(),
+            replayed: Family::default(),
+            resume_memory: Gauge::default(),
             schema_fetches: Family::default(),
             partitions_awaiting_schema: Gauge::default(),
             // 0.1 ms .. ~6.5 s
@@ -351,6 +364,27 @@ impl Metrics {
             m.conflated.clone(),
         );
         r.register(
+            "resumes",
+            "Subscriptions resumed after a reconnect, by outcome: current (nothing missed), memory, kafka, beyond (window exceeded: gap and snapshot)",
+            m.resumes.clone(),
+        );
+        for outcome in RESUME_OUTCOMES {
+            let _ = m.resumes.get_or_create(&vec![("outcome", outcome)]);
+        }
+        r.register(
+            "replayed_ticks",
+            "Ticks replayed to resuming clients, by source (memory, kafka)",
+            m.replayed.clone(),
+        );
+        for source in ["memory", "kafka"] {
+            let _ = m.replayed.get_or_create(&vec![("source", source)]);
+        }
+        r.register(
+            "resume_memory_bytes",
+            "Bytes of recent ticks kept in memory for resumes (--resume-memory bounds it)",
+            m.resume_memory.clone(),
+        );
+        r.register(
             "schema_fetches",
             "Schema Registry lookups of writer schemas, by result",
             m.schema_fetches.clone(),
@@ -437,6 +471,19 @@ impl Metrics {
         self.http_rejections
             .get_or_create(&vec![("reason", reason)])
             .inc();
+    }
+
+    /// Counts one resumed subscription by outcome (one of
+    /// [`RESUME_OUTCOMES`]) and the ticks it replayed from `source`.
+    pub fn resumed(&self, outcome: &'static str, source: &'static str, ticks: usize) {
+        self.resumes
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        if ticks > 0 {
+            self.replayed
+                .get_or_create(&vec![("source", source)])
+                .inc_by(ticks as u64);
+        }
     }
 
     /// Counts one protocol error answered to a client.
