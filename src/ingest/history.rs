@@ -225,15 +225,20 @@ impl HistoryReader {
         let topic = self.topics[t].clone();
         // The read must reach where this edge's poll loop sends the
         // partition live: ticks before that (its snapshot rewind) are held
-        // for the client only if they came after it subscribed.
+        // for the client only if the loop read them after it subscribed;
+        // and it must end after the rewind, whose ticks are not sent live.
         let tp = super::TopicPartition {
             topic: topic.clone(),
             partition,
         };
         let give_up = std::time::Instant::now() + COUNTS_WAIT;
         let live_from = loop {
+            // Once live: the ticks of its rewind (before `live_from`) that
+            // came after the client subscribed are all held by then.
             if let Some(v) = self.status.partitions.lock().unwrap().get(&tp) {
-                break v.live_from;
+                if !v.warming {
+                    break v.live_from;
+                }
             }
             if std::time::Instant::now() >= give_up || self.shutdown.is_cancelled() {
                 return Err(KafkaError::Canceled);
@@ -350,7 +355,19 @@ impl HistoryReader {
             }
             let msg = match self.consumer.poll(Duration::from_millis(100)) {
                 None => continue,
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // The end as of the last fetch, which may be older than
+                    // `to` (the mock cluster's can be): done only when the
+                    // position is past the range (control records count).
+                    let at = self.consumer.position().ok().and_then(|p| {
+                        p.find_partition(&topic, partition)
+                            .and_then(|e| e.offset().to_raw())
+                    });
+                    if at.is_some_and(|o| o >= to) {
+                        break;
+                    }
+                    continue;
+                }
                 Some(Err(e)) => {
                     self.consumer.unassign()?;
                     return Err(e);
