@@ -15,6 +15,21 @@
 //! * After a successful handshake the task emits [`Event::Connected`], sends
 //!   `subscribe` for its whole current symbol set (ops of at most
 //!   [`SUBSCRIBE_CHUNK`] symbols) and resets the attempt counter.
+//! * **Resume** ([`Config::resume`], on by default): the task remembers, per
+//!   subscribed symbol, the `seq` and `ts` of the last tick it delivered as an
+//!   [`Event::Tick`], and each `subscribe` sent on a reconnect carries
+//!   `"resume"` with those of the symbols of that op that have one
+//!   (`docs/protocol.md`, "Resume after a reconnect"): the edge then sends the
+//!   ticks after it instead of a snapshot. The first connect, symbols with no
+//!   tick yet and `subscribe`s sent while connected carry none. The position
+//!   is the highest `seq` delivered, with that tick's `ts` exactly as it came;
+//!   a snapshot tick sets it to its own `seq` (a feed that restarted its
+//!   numbering starts over); a `gap` frame does not move it. Ticks at or below
+//!   the position (the edge promises none) are delivered all the same, not
+//!   filtered, so a test sees a duplicate if an edge ever sends one. An
+//!   unsubscribe forgets the symbol's position; ticks of symbols not in the
+//!   current set (still in flight after an unsubscribe) are not tracked.
+//!   Tracking costs one map lookup per tick and allocates nothing.
 //! * When a connection ends (close frame, read error, EOF) or an attempt fails
 //!   (refused, no answer within [`CONNECT_TIMEOUT`], a non-101 answer), it emits
 //!   [`Event::Disconnected`] and sleeps before trying the next endpoint:
@@ -32,7 +47,7 @@
 //! It never imports the edge: it knows it only through the protocol on the
 //! wire, as any client does.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -77,6 +92,9 @@ pub struct Config {
     pub local_addr: Option<std::net::IpAddr>,
     /// Bearer token sent in the handshake's `Authorization` header.
     pub token: Option<String>,
+    /// Whether a reconnect resumes each symbol after its last delivered tick
+    /// (default `true`); `false`: every reconnect restarts from snapshots.
+    pub resume: bool,
 }
 
 impl Default for Config {
@@ -89,6 +107,7 @@ impl Default for Config {
             recv_buffer: None,
             local_addr: None,
             token: None,
+            resume: true,
         }
     }
 }
@@ -194,7 +213,7 @@ pub fn spawn_client(
 ) -> (Client, mpsc::Receiver<Event>, JoinHandle<()>) {
     let (events, rx) = mpsc::channel(EVENT_CAPACITY);
     let (commands, command_rx) = mpsc::unbounded_channel();
-    let symbols = config.symbols.iter().cloned().collect();
+    let symbols = config.symbols.iter().map(|s| (s.clone(), None)).collect();
     let runner = Runner {
         config,
         symbols,
@@ -305,9 +324,54 @@ enum End {
     Lost(String),
 }
 
+/// The last tick of a symbol the task delivered: what a resume names.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    seq: i64,
+    ts: i64,
+}
+
+/// Moves the position of a subscribed symbol to `tick`: to its `seq` when
+/// higher, or always for a snapshot (a new baseline). Ticks of symbols not
+/// in `symbols` are ignored.
+fn track(symbols: &mut BTreeMap<String, Option<Position>>, tick: &Tick) {
+    let Some(position) = symbols.get_mut(tick.symbol.as_str()) else {
+        return;
+    };
+    let newer = match position {
+        Some(p) => tick.snapshot || tick.seq > p.seq,
+        None => true,
+    };
+    if newer {
+        *position = Some(Position {
+            seq: tick.seq,
+            ts: tick.ts,
+        });
+    }
+}
+
+/// The `subscribe` op for `chunk`, with `"resume"` naming the symbols of it
+/// that have a position (omitted when none do). A negative `seq` (which the
+/// protocol's resume refuses) is left out rather than spoil the op.
+fn subscribe_op(chunk: &[(&String, Option<Position>)]) -> String {
+    let symbols: Vec<&String> = chunk.iter().map(|(s, _)| *s).collect();
+    let resume: serde_json::Map<String, Value> = chunk
+        .iter()
+        .filter_map(|(s, p)| p.filter(|p| p.seq >= 0).map(|p| (s, p)))
+        .map(|(s, p)| ((*s).clone(), serde_json::json!({"seq": p.seq, "ts": p.ts})))
+        .collect();
+    let mut op = serde_json::json!({ "op": "subscribe", "symbols": symbols });
+    if !resume.is_empty() {
+        op["resume"] = Value::Object(resume);
+    }
+    op.to_string()
+}
+
 struct Runner {
     config: Config,
-    symbols: BTreeSet<String>,
+    /// The symbols resubscribed on reconnect, each with its last delivered
+    /// tick (always `None` with [`Config::resume`] off).
+    symbols: BTreeMap<String, Option<Position>>,
     events: mpsc::Sender<Event>,
     commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
@@ -377,8 +441,7 @@ impl Runner {
         if !self.emit(connected).await {
             return End::Stop;
         }
-        let all: Vec<String> = self.symbols.iter().cloned().collect();
-        if let Some(end) = self.send_op(ws, "subscribe", &all).await {
+        if let Some(end) = self.resubscribe(ws).await {
             return end;
         }
         let mut batch = Vec::new();
@@ -400,9 +463,15 @@ impl Runner {
                     Some(Ok(Message::Text(text))) => {
                         parse_frame(&text, &mut batch);
                         for event in batch.drain(..) {
-                            if let Event::Reconnect { after_ms } = event {
-                                self.hint =
-                                    Some(tokio::time::Instant::now() + Duration::from_millis(after_ms));
+                            match &event {
+                                Event::Tick(tick) if self.config.resume => {
+                                    track(&mut self.symbols, tick);
+                                }
+                                Event::Reconnect { after_ms } => {
+                                    let after = Duration::from_millis(*after_ms);
+                                    self.hint = Some(tokio::time::Instant::now() + after);
+                                }
+                                _ => {}
                             }
                             if !self.emit(event).await {
                                 return End::Stop;
@@ -428,9 +497,13 @@ impl Runner {
         }
     }
 
+    /// Applies a command to the set; an unsubscribe forgets the positions.
     fn apply(&mut self, command: &Command) {
         if command.op == "subscribe" {
-            self.symbols.extend(command.symbols.iter().cloned());
+            for symbol in &command.symbols {
+                // Subscribing again keeps the position (the edge changes nothing).
+                self.symbols.entry(symbol.clone()).or_default();
+            }
         } else {
             for symbol in &command.symbols {
                 self.symbols.remove(symbol);
@@ -438,19 +511,39 @@ impl Runner {
         }
     }
 
+    /// Subscribes to the whole set in chunks, each with the resume of its
+    /// symbols; `Some` when the session must end.
+    async fn resubscribe(&self, ws: &mut Ws) -> Option<End> {
+        let all: Vec<(&String, Option<Position>)> =
+            self.symbols.iter().map(|(s, p)| (s, *p)).collect();
+        for chunk in all.chunks(SUBSCRIBE_CHUNK) {
+            if let Some(end) = self.send_text(ws, subscribe_op(chunk)).await {
+                return Some(end);
+            }
+        }
+        None
+    }
+
     /// Sends `op` in chunks; `Some` when the session must end.
     async fn send_op(&self, ws: &mut Ws, op: &str, symbols: &[String]) -> Option<End> {
         for chunk in symbols.chunks(SUBSCRIBE_CHUNK) {
             let text = serde_json::json!({ "op": op, "symbols": chunk }).to_string();
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return Some(End::Stop),
-                sent = ws.send(Message::text(text)) => if let Err(e) = sent {
-                    return Some(End::Lost(format!("send: {e}")));
-                },
+            if let Some(end) = self.send_text(ws, text).await {
+                return Some(end);
             }
         }
         None
+    }
+
+    /// Sends one text frame; `Some` when the session must end.
+    async fn send_text(&self, ws: &mut Ws, text: String) -> Option<End> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Some(End::Stop),
+            sent = ws.send(Message::text(text)) => {
+                sent.err().map(|e| End::Lost(format!("send: {e}")))
+            }
+        }
     }
 
     /// Queues an event, waiting while the channel is full; false means stop.
@@ -715,6 +808,51 @@ mod tests {
         json!({"op": op, "symbols": symbols})
     }
 
+    /// A `subscribe` carrying `resume`.
+    fn resuming(symbols: &[&str], resume: Value) -> Value {
+        json!({"op": "subscribe", "symbols": symbols, "resume": resume})
+    }
+
+    /// Sends a `ticks` frame of (symbol, seq, ts, snapshot).
+    async fn send_ticks(ws: &mut Ws, ticks: &[(&str, i64, i64, bool)]) {
+        let ticks: Vec<Value> = ticks
+            .iter()
+            .map(|&(symbol, seq, ts, snapshot)| {
+                let mut t =
+                    json!({"symbol": symbol, "price": 1.0, "size": 1.0, "ts": ts, "seq": seq});
+                if snapshot {
+                    t["snapshot"] = json!(true);
+                }
+                t
+            })
+            .collect();
+        let frame = json!({"type": "ticks", "ticks": ticks});
+        ws.send(Message::text(frame.to_string())).await.unwrap();
+    }
+
+    /// Waits for the next tick event, skipping others (`Connected`, ...).
+    async fn next_tick(events: &mut mpsc::Receiver<Event>) -> Tick {
+        let tick = async {
+            loop {
+                if let Event::Tick(t) = next_event(events).await {
+                    return t;
+                }
+            }
+        };
+        timeout(DEADLINE, tick).await.expect("no tick in time")
+    }
+
+    /// Stops the task while the server answers its close on `ws`.
+    async fn stop(shutdown: CancellationToken, task: JoinHandle<()>, mut ws: Ws) {
+        shutdown.cancel();
+        // Dropped once the close is answered: the edge ends TCP.
+        let answer = async move { while let Some(Ok(_)) = ws.next().await {} };
+        let (_, stopped) = timeout(DEADLINE, async { tokio::join!(answer, task) })
+            .await
+            .expect("task did not stop");
+        stopped.unwrap();
+    }
+
     fn config(endpoints: &[&String], base: Duration) -> Config {
         let endpoints = endpoints.iter().map(|e| e.to_string()).collect();
         let symbols = vec!["MSFT".into(), "AAPL".into()];
@@ -741,7 +879,8 @@ mod tests {
             ws.send(Message::text(ticks.to_string())).await.unwrap();
             drop(ws); // no close frame: an edge killed mid-stream
             let (mut ws, second) = accept(&listener).await;
-            assert_eq!(second, op("subscribe", &["AAPL", "MSFT"]));
+            let aapl = json!({"AAPL": {"seq": 1, "ts": 10}});
+            assert_eq!(second, resuming(&["AAPL", "MSFT"], aapl.clone()));
             assert_eq!(read_op(&mut ws).await, op("unsubscribe", &["MSFT"]));
             assert_eq!(read_op(&mut ws).await, op("subscribe", &["TSLA"]));
             let away = CloseFrame {
@@ -751,7 +890,7 @@ mod tests {
             ws.close(Some(away)).await.unwrap();
             drop(ws);
             let (mut ws, third) = accept(&listener).await;
-            assert_eq!(third, op("subscribe", &["AAPL", "TSLA"]));
+            assert_eq!(third, resuming(&["AAPL", "TSLA"], aapl));
             match timeout(DEADLINE, ws.next()).await.expect("no close") {
                 Some(Ok(Message::Close(Some(frame)))) => frame.code,
                 other => panic!("expected a close frame, got {other:?}"),
@@ -814,5 +953,153 @@ mod tests {
             .await
             .expect("task did not stop")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn resume_carries_the_last_tick_of_each_symbol_chunked_with_its_symbols() {
+        // Two chunks: S000..S499 and S500..S599.
+        let all: Vec<String> = (0..600).map(|i| format!("S{i:03}")).collect();
+        let (a, b) = (
+            all[..SUBSCRIBE_CHUNK].to_vec(),
+            all[SUBSCRIBE_CHUNK..].to_vec(),
+        );
+        let (listener, endpoint) = bind().await;
+        let server = tokio::spawn(async move {
+            let chunk = |c: &[String]| json!({"op": "subscribe", "symbols": c});
+            let (mut ws, first) = accept(&listener).await;
+            assert_eq!(first, chunk(&a), "no resume on the first connect");
+            assert_eq!(read_op(&mut ws).await, chunk(&b));
+            send_ticks(&mut ws, &[("S001", 5, 50, true), ("S001", 6, 60, false)]).await;
+            // A duplicate and a regression: delivered, but the position stays.
+            send_ticks(&mut ws, &[("S001", 6, 61, false), ("S001", 4, 40, false)]).await;
+            // A snapshot below the position (the feed restarted its seqs) resets it.
+            send_ticks(&mut ws, &[("S550", 9, 90, false), ("S550", 3, 30, true)]).await;
+            // Not subscribed: not tracked.
+            send_ticks(&mut ws, &[("OTHER", 7, 70, false)]).await;
+            drop(ws);
+            let (mut ws, first) = accept(&listener).await;
+            let mut resume_a = chunk(&a);
+            resume_a["resume"] = json!({"S001": {"seq": 6, "ts": 60}});
+            assert_eq!(first, resume_a);
+            let mut resume_b = chunk(&b);
+            resume_b["resume"] = json!({"S550": {"seq": 3, "ts": 30}});
+            assert_eq!(read_op(&mut ws).await, resume_b);
+            ws
+        });
+        let shutdown = CancellationToken::new();
+        let config = Config {
+            symbols: all,
+            ..config(&[&endpoint], Duration::from_millis(10))
+        };
+        let (mut events, task) = spawn(config, shutdown.clone());
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            let t = next_tick(&mut events).await;
+            seen.push((t.symbol, t.seq, t.ts, t.snapshot));
+        }
+        let expected = [
+            ("S001", 5, 50, true),
+            ("S001", 6, 60, false),
+            ("S001", 6, 61, false),
+            ("S001", 4, 40, false),
+            ("S550", 9, 90, false),
+            ("S550", 3, 30, true),
+            ("OTHER", 7, 70, false),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|&(s, q, t, snap)| (s.to_owned(), q, t, snap))
+            .collect();
+        assert_eq!(seen, expected, "every tick delivered, none filtered");
+        let ws = timeout(DEADLINE, server).await.expect("no resume").unwrap();
+        stop(shutdown, task, ws).await;
+    }
+
+    #[tokio::test]
+    async fn resume_off_resubscribes_without_positions() {
+        let (listener, endpoint) = bind().await;
+        let server = tokio::spawn(async move {
+            let (mut ws, _) = accept(&listener).await;
+            send_ticks(&mut ws, &[("AAPL", 1, 10, true), ("MSFT", 2, 20, false)]).await;
+            drop(ws);
+            let (ws, second) = accept(&listener).await;
+            assert_eq!(second, op("subscribe", &["AAPL", "MSFT"]));
+            ws
+        });
+        let shutdown = CancellationToken::new();
+        let config = Config {
+            resume: false,
+            ..config(&[&endpoint], Duration::from_millis(10))
+        };
+        let (mut events, task) = spawn(config, shutdown.clone());
+        assert_eq!(next_tick(&mut events).await.symbol, "AAPL");
+        assert_eq!(next_tick(&mut events).await.symbol, "MSFT");
+        let ws = timeout(DEADLINE, server)
+            .await
+            .expect("no resubscribe")
+            .unwrap();
+        stop(shutdown, task, ws).await;
+    }
+
+    #[tokio::test]
+    async fn an_unsubscribe_forgets_the_position() {
+        let (listener, endpoint) = bind().await;
+        let server = tokio::spawn(async move {
+            let (mut ws, _) = accept(&listener).await;
+            send_ticks(&mut ws, &[("AAPL", 1, 10, true), ("MSFT", 2, 20, true)]).await;
+            assert_eq!(read_op(&mut ws).await, op("unsubscribe", &["MSFT"]));
+            // A tick sent before the edge saw the unsubscribe: delivered,
+            // not tracked.
+            send_ticks(&mut ws, &[("MSFT", 3, 30, false)]).await;
+            // Subscribing again while connected carries no resume.
+            assert_eq!(read_op(&mut ws).await, op("subscribe", &["MSFT"]));
+            drop(ws);
+            let (ws, second) = accept(&listener).await;
+            let aapl = json!({"AAPL": {"seq": 1, "ts": 10}});
+            assert_eq!(second, resuming(&["AAPL", "MSFT"], aapl));
+            ws
+        });
+        let shutdown = CancellationToken::new();
+        let config = config(&[&endpoint], Duration::from_millis(10));
+        let (client, mut events, task) = spawn_client(config, shutdown.clone());
+        assert_eq!(next_tick(&mut events).await.symbol, "AAPL");
+        assert_eq!(next_tick(&mut events).await.symbol, "MSFT");
+        assert!(client.unsubscribe(&["MSFT"]));
+        let late = next_tick(&mut events).await;
+        assert_eq!((late.symbol.as_str(), late.seq), ("MSFT", 3));
+        assert!(client.subscribe(&["MSFT"]));
+        let ws = timeout(DEADLINE, server)
+            .await
+            .expect("no resubscribe")
+            .unwrap();
+        stop(shutdown, task, ws).await;
+    }
+
+    #[test]
+    fn positions_follow_the_highest_seq_and_reset_on_snapshots() {
+        let mut symbols = BTreeMap::from([("A".to_owned(), None)]);
+        let at = |symbols: &BTreeMap<String, Option<Position>>| symbols["A"].map(|p| (p.seq, p.ts));
+        for (t, position) in [
+            (tick("A", 7, 70, 1.0, false), (7, 70)), // the first tick, even without the flag
+            (tick("A", 8, 80, 1.0, false), (8, 80)),
+            (tick("A", 8, 81, 1.0, false), (8, 80)),
+            (tick("A", 2, 20, 1.0, false), (8, 80)),
+            (tick("A", 1, 10, 1.0, true), (1, 10)),
+        ] {
+            track(&mut symbols, &t);
+            assert_eq!(at(&symbols), Some(position), "after {t:?}");
+        }
+        track(&mut symbols, &tick("B", 1, 10, 1.0, true));
+        assert_eq!(symbols.len(), 1, "only subscribed symbols are tracked");
+        let (a, b, c) = ("A".to_owned(), "B".to_owned(), "C".to_owned());
+        let op: Value = serde_json::from_str(&subscribe_op(&[
+            (&a, Some(Position { seq: 1, ts: 10 })),
+            (&b, None),
+            (&c, Some(Position { seq: -1, ts: 5 })),
+        ]))
+        .unwrap();
+        let expected = json!({"op": "subscribe", "symbols": ["A", "B", "C"],
+            "resume": {"A": {"seq": 1, "ts": 10}}});
+        assert_eq!(op, expected, "only symbols with a valid position");
     }
 }
