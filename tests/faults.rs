@@ -399,8 +399,23 @@ async fn edge_started_before_kafka_becomes_ready_when_it_appears() {
     }
 }
 
+/// The reference client on a pair of edges, without resume: after edge A is
+/// SIGKILLed it reconnects to B and starts again from a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
+    killed_edge_scenario(false).await;
+}
+
+/// The same with the reference client's automatic resume (its default):
+/// after the SIGKILL it resumes on B with every tick after the last it got
+/// through A, exactly once, no snapshot and no gap (docs/protocol.md,
+/// "Resume after a reconnect").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_edge_resume_on_the_other_edge_without_a_hole() {
+    killed_edge_scenario(true).await;
+}
+
+async fn killed_edge_scenario(resume: bool) {
     use tickfan::client::{self, Event};
     let broker = Broker::start();
     let topic = broker.topic(3).await;
@@ -428,6 +443,7 @@ async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
         symbols: syms.clone(),
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_secs(2),
+        resume,
         ..client::Config::default()
     };
     let (mut events, task) = client::spawn(config, shutdown.clone());
@@ -480,17 +496,32 @@ async fn clients_of_a_killed_edge_reconnect_and_restart_from_snapshots() {
             .iter()
             .position(|e| matches!(e, Event::Connected { endpoint } if *endpoint == b.ws()))
             .unwrap();
+    assert!(
+        !log.iter().any(|e| matches!(e, Event::Gap { .. })),
+        "no gap announced"
+    );
     for s in &syms {
-        let before = ticks_of(&log[..crash_at], s);
+        // Everything before the client connected to B (including what A
+        // had written to its socket before it died).
+        let before = ticks_of(&log[..i], s);
         let after = ticks_of(&log[i..], s);
-        assert!(
-            after[0].snapshot,
-            "{s}: the new session starts with a snapshot"
-        );
-        assert!(
-            after[0].seq >= before.last().unwrap().seq,
-            "{s}: the snapshot is not older than what was seen"
-        );
+        if resume {
+            assert!(!after[0].snapshot, "{s}: a resume sends no snapshot");
+            assert_eq!(
+                after[0].seq,
+                before.last().unwrap().seq + 1,
+                "{s}: resumed right after the last tick seen through A"
+            );
+        } else {
+            assert!(
+                after[0].snapshot,
+                "{s}: the new session starts with a snapshot"
+            );
+            assert!(
+                after[0].seq >= before.last().unwrap().seq,
+                "{s}: the snapshot is not older than what was seen"
+            );
+        }
         for w in after.windows(2) {
             assert_eq!(
                 w[1].seq,
