@@ -3,12 +3,12 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
 use tickfan::{
     config::{defaults, EdgeConfig},
-    loadgen::{self, Scenario},
+    loadgen::{self, Mode, Scenario},
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -108,6 +108,8 @@ async fn loadgen_measures_deliveries_latency_and_stalls() {
     // Edge cost read from /proc (here the test process itself hosts the edge).
     assert!(summary["edge"]["cpu_seconds"].as_f64().is_some());
     assert!(summary["edge"]["rss_kib"].as_u64().unwrap() > 0);
+    // The clients' own CPU (their threads in this process).
+    assert_clients_cpu(&summary);
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("loadgen-summary.json")).unwrap()).unwrap();
     assert_eq!(written["scenario"], "slow");
@@ -249,6 +251,63 @@ async fn storm_reconnects_every_client_within_the_admission_rate() {
             .await
             > 0.0
     );
+    edge.stop().await;
+}
+
+/// The clients' CPU in the window is in the summary, total and per delivery.
+fn assert_clients_cpu(summary: &serde_json::Value) {
+    let cpu = &summary["clients_cpu"];
+    let seconds = cpu["cpu_seconds"]
+        .as_f64()
+        .expect("clients_cpu.cpu_seconds");
+    let per = cpu["cpu_us_per_delivery"]
+        .as_f64()
+        .expect("clients_cpu.cpu_us_per_delivery");
+    assert!(seconds >= 0.0 && per >= 0.0, "{summary}");
+}
+
+/// `--max-hz` (and `--mode`) ride on every subscribe, including the
+/// resubscribe after the storm's reconnect: each client's symbols arrive at
+/// most once a second instead of every 2 ms, the ticks say how many they
+/// replaced, and the edge counts them. Clients in two processes, whose CPU
+/// adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_hz_reaches_the_edge_on_every_subscribe_and_clients_report_their_cpu() {
+    const HZ: f64 = 1.0;
+    let (broker, topic, edge) = ready_edge(|_| {}).await;
+    let (stop, feeding) = feed(&broker, &topic);
+    let mut config = config(&edge);
+    config.scenario = Scenario::Storm;
+    config.duration = Duration::from_secs(2);
+    config.max_hz = Some(HZ);
+    config.mode = Some(Mode::Latest);
+    two_processes(&mut config);
+    let per_client = config.per_client as f64;
+    let started = Instant::now();
+    let summary = loadgen::run(config, CancellationToken::new())
+        .await
+        .unwrap();
+    // No client was connected longer than this.
+    let lived = started.elapsed().as_secs_f64();
+    stop.cancel();
+    let fed = feeding.await.unwrap();
+
+    assert_eq!(summary["storm"]["back"], 20, "{summary}");
+    // Per symbol and connection (two: before and after the storm): the
+    // snapshot, a first tick at once, then at most one a turn.
+    let bound = per_client * 2.0 * (3.0 + HZ * lived);
+    let most = summary["per_client_ticks"]["max"].as_u64().unwrap();
+    assert!(
+        (most as f64) <= bound,
+        "{most} ticks to one client in {lived:.1} s at {HZ} Hz (the feed sent {fed}): {summary}"
+    );
+    assert!(summary["per_client_ticks"]["min"].as_u64().unwrap() > 0);
+    assert!(
+        summary["conflated_ticks"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(edge.metric("tickfan_conflated_total").await > 0.0);
+    assert_clients_cpu(&summary);
     edge.stop().await;
 }
 

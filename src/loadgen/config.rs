@@ -26,6 +26,17 @@ pub enum Scenario {
     Storm,
 }
 
+/// What a subscription asks the edge to send while the client is behind
+/// (the subscribe's `"mode"`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Every tick (the edge's default).
+    All,
+    /// Only the newest tick of each symbol.
+    Latest,
+}
+
 /// Which share of the clients a worker process runs: `I/P` runs the clients
 /// whose index i has i % P == I.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +96,17 @@ pub struct Config {
     /// Fraction of clients that stop reading in `slow`.
     #[arg(long, env = "TICKFAN_LOADGEN_SLOW_FRACTION", default_value_t = 0.1)]
     pub slow_fraction: f64,
+
+    /// Every client's subscribe asks for at most this many updates a second
+    /// per symbol (`"max_hz"`, 0 to 1000; 0: every tick). Absent: not sent,
+    /// the edge's `--default-max-hz` applies.
+    #[arg(long, env = "TICKFAN_LOADGEN_MAX_HZ")]
+    pub max_hz: Option<f64>,
+
+    /// Every client's subscribe carries this `"mode"`. Absent: not sent
+    /// (the edge's default, every tick).
+    #[arg(long, env = "TICKFAN_LOADGEN_MODE", value_enum)]
+    pub mode: Option<Mode>,
 
     /// Time after connecting before measuring.
     #[arg(long, env = "TICKFAN_LOADGEN_WARMUP", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -168,6 +190,10 @@ impl Config {
         anyhow::ensure!(
             self.ramp_rate >= 0.0 && self.ramp_rate.is_finite(),
             "--ramp-rate must be >= 0"
+        );
+        anyhow::ensure!(
+            self.max_hz.is_none_or(|hz| (0.0..=1000.0).contains(&hz)),
+            "--max-hz must be a number from 0 (every tick) to 1000"
         );
         Ok(())
     }

@@ -19,7 +19,7 @@ use tokio_tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::shared::Shared;
+use super::{plan::SubscribeOptions, shared::Shared};
 use crate::{client, feed::now_micros};
 
 type Ws = WebSocketStream<TcpStream>;
@@ -136,9 +136,25 @@ async fn connect(
     }
 }
 
-async fn subscribe(ws: &mut Ws, symbols: &[String]) -> Result<(), tungstenite::Error> {
+/// One subscribe request: `symbols`, and `max_hz` and `mode` when given.
+fn subscribe_request(symbols: &[String], options: SubscribeOptions) -> String {
+    let mut req = serde_json::json!({"op": "subscribe", "symbols": symbols});
+    if let Some(hz) = options.max_hz {
+        req["max_hz"] = hz.into();
+    }
+    if let Some(mode) = options.mode {
+        req["mode"] = serde_json::to_value(mode).expect("a mode is a string");
+    }
+    req.to_string()
+}
+
+async fn subscribe(
+    ws: &mut Ws,
+    symbols: &[String],
+    options: SubscribeOptions,
+) -> Result<(), tungstenite::Error> {
     for chunk in symbols.chunks(client::SUBSCRIBE_CHUNK) {
-        let req = serde_json::json!({"op": "subscribe", "symbols": chunk}).to_string();
+        let req = subscribe_request(chunk, options);
         ws.send(Message::text(req)).await?;
     }
     Ok(())
@@ -166,14 +182,19 @@ struct WireTick {
     /// Snapshots carry the `ts` of an older tick: not a latency sample.
     #[serde(default)]
     snapshot: bool,
+    /// Ticks of the symbol this one replaced (`max_hz`, `"mode":"latest"`).
+    #[serde(default)]
+    conflated: u64,
 }
 
-/// One client: connects, subscribes, reads until stopped; returns the ticks
-/// it received.
+/// One client: connects, subscribes (with `options`), reads until stopped;
+/// returns the ticks it received.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_client(
     start_delay: Duration,
     target: Target,
     symbols: Vec<String>,
+    options: SubscribeOptions,
     stall: Arc<AtomicBool>,
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -186,7 +207,7 @@ pub(super) async fn run_client(
     let Some(mut ws) = connect(&target, &shared, &stop, false).await else {
         return Ok(0);
     };
-    subscribe(&mut ws, &symbols).await?;
+    subscribe(&mut ws, &symbols, options).await?;
     shared.counters.connected.fetch_add(1, Ordering::Relaxed);
     let mut mine = 0u64;
     // Storm: when this client closed its connection, until its first tick
@@ -206,7 +227,7 @@ pub(super) async fn run_client(
         };
         let Some(msg) = msg else {
             storm = None;
-            match storm_reconnect(ws, &target, &symbols, &shared, &stop).await? {
+            match storm_reconnect(ws, &target, &symbols, options, &shared, &stop).await? {
                 Some((again, closed)) => (ws, closed_at) = (again, Some(closed)),
                 None => return Ok(mine),
             }
@@ -217,12 +238,14 @@ pub(super) async fn run_client(
     }
 }
 
-/// The storm: close now, reconnect at once (retrying), resubscribe. The new
-/// connection and when the old one closed; `None` when stopped first.
+/// The storm: close now, reconnect at once (retrying), resubscribe (with the
+/// same `options`). The new connection and when the old one closed; `None`
+/// when stopped first.
 async fn storm_reconnect(
     mut ws: Ws,
     target: &Target,
     symbols: &[String],
+    options: SubscribeOptions,
     shared: &Shared,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<(Ws, Instant)>> {
@@ -232,7 +255,7 @@ async fn storm_reconnect(
         Some(ws) => ws,
         None => return Ok(None),
     };
-    subscribe(&mut ws, symbols).await?;
+    subscribe(&mut ws, symbols, options).await?;
     shared.storm.reconnected.fetch_add(1, Ordering::Relaxed);
     Ok(Some((ws, closed)))
 }
@@ -252,6 +275,10 @@ fn count_frame(shared: &Shared, text: &str, closed_at: &mut Option<Instant>) -> 
             let n = frame.ticks.len() as u64;
             c.ticks.fetch_add(n, Ordering::Relaxed);
             c.frames.fetch_add(1, Ordering::Relaxed);
+            let conflated: u64 = frame.ticks.iter().map(|t| t.conflated).sum();
+            if conflated > 0 {
+                c.conflated.fetch_add(conflated, Ordering::Relaxed);
+            }
             if let Some(at) = closed_at.take() {
                 let took = at.elapsed().as_micros() as u64;
                 shared.storm.times.lock().unwrap().0.saturating_record(took);
@@ -273,5 +300,37 @@ fn count_frame(shared: &Shared, text: &str, closed_at: &mut Option<Instant>) -> 
             0
         }
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::Mode;
+
+    #[test]
+    fn a_subscribe_carries_max_hz_and_mode_only_when_given() {
+        let symbols = ["AAPL".to_owned(), "MSFT".to_owned()];
+        let sent = |options| -> serde_json::Value {
+            serde_json::from_str(&subscribe_request(&symbols, options)).unwrap()
+        };
+        assert_eq!(
+            sent(SubscribeOptions::default()),
+            serde_json::json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"]})
+        );
+        let both = SubscribeOptions {
+            max_hz: Some(4.0),
+            mode: Some(Mode::Latest),
+        };
+        assert_eq!(
+            sent(both),
+            serde_json::json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"], "max_hz": 4.0, "mode": "latest"})
+        );
+        let every_tick = SubscribeOptions {
+            max_hz: Some(0.0),
+            mode: Some(Mode::All),
+        };
+        assert_eq!(sent(every_tick)["max_hz"], 0.0);
+        assert_eq!(sent(every_tick)["mode"], "all");
     }
 }

@@ -8,10 +8,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    cpu::proc_sample,
     plan::{Plan, CONNECT_DEADLINE},
     procs::{self, Workers},
     producer::Producer,
-    report::{self, proc_sample, EdgeSamples, Window},
+    report::{self, EdgeSamples, Window},
     wire::{Request, StormReport},
     Config, Scenario,
 };
@@ -107,7 +108,8 @@ async fn measure(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Window> {
     let epoch_us = now_micros();
-    let base = workers.ask(Request::Measure { epoch_us }).await?.totals;
+    let started = workers.ask(Request::Measure { epoch_us }).await?;
+    let base = started.totals;
     let t0 = Instant::now();
     let mut series: Vec<(u64, u64, u64, u64)> = Vec::new(); // second, p50, p99, max (µs)
     let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
@@ -136,12 +138,17 @@ async fn measure(
     }
     let end = workers.ask(Request::End).await?;
     let secs = t0.elapsed().as_secs_f64();
+    let clients_cpu = match (started.clients_cpu, end.clients_cpu) {
+        (Some(s), Some(e)) => Some(e - s),
+        _ => None,
+    };
     Ok(Window {
         base,
         end: end.totals,
         latency: end.latency.unwrap_or_default().0,
         storm: end.storm,
         secs,
+        clients_cpu,
         series,
     })
 }

@@ -1,10 +1,12 @@
 //! `tickfan loadgen`: N WebSocket clients against one or more edges, a
 //! scenario of subscriptions, a warm-up, then a measured window. Per-tick
 //! end-to-end latency (now − the tick's `ts`) goes into an HDR histogram;
-//! deliveries, frames, bytes and gap notices are counted; the edge's own CPU
-//! and RSS are read from /proc when its pid is given. Prints a progress line
-//! per second and a JSON summary; optionally writes an SVG plot of latency
-//! over time.
+//! deliveries, frames, bytes, gap notices and conflated ticks are counted;
+//! the edge's own CPU and RSS are read from /proc when its pid is given, and
+//! the clients' CPU (the threads of the runtime they run on, in every
+//! process) always. Prints a progress line per second and a JSON summary;
+//! optionally writes an SVG plot of latency over time. `--max-hz` and
+//! `--mode` ride on every subscribe.
 //!
 //! The clients here are deliberately thinner than [`crate::client`]: no event
 //! per tick, one histogram lock per frame, so the generator costs little next
@@ -30,6 +32,7 @@
 
 mod config;
 mod conn;
+mod cpu;
 mod driver;
 mod plan;
 mod procs;
@@ -39,5 +42,5 @@ mod shared;
 mod wire;
 mod worker;
 
-pub use config::{Config, Scenario, Slot};
+pub use config::{Config, Mode, Scenario, Slot};
 pub use driver::run;

@@ -7,7 +7,7 @@ use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
 
-use super::{conn::Target, Config, Scenario};
+use super::{conn::Target, Config, Mode, Scenario};
 
 /// How long clients may take to connect, and a storm to come back.
 pub(super) const CONNECT_DEADLINE: Duration = Duration::from_secs(120);
@@ -27,6 +27,17 @@ pub(super) struct Plan {
     /// Clients per second at the start (0: all at once).
     #[serde(default)]
     ramp_rate: f64,
+    /// What every subscribe carries besides its symbols.
+    #[serde(default)]
+    pub(super) options: SubscribeOptions,
+}
+
+/// What every client's subscribe asks for besides its symbols (`--max-hz`,
+/// `--mode`); each is sent only when given.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct SubscribeOptions {
+    pub(super) max_hz: Option<f64>,
+    pub(super) mode: Option<Mode>,
 }
 
 impl Plan {
@@ -48,6 +59,10 @@ impl Plan {
             slow_clients: slow_n,
             source_addresses: c.source_addresses,
             ramp_rate: c.ramp_rate,
+            options: SubscribeOptions {
+                max_hz: c.max_hz,
+                mode: c.mode,
+            },
         })
     }
 

@@ -135,7 +135,7 @@ impl Workers {
     pub(super) async fn start(c: &Config, plan: &Plan) -> anyhow::Result<Workers> {
         if c.processes <= 1 {
             let all = Slot { index: 0, of: 1 };
-            return Ok(Workers::Local(Load::start(plan, all).await));
+            return Ok(Workers::Local(Load::start(plan, all).await?));
         }
         let exe = match &c.worker_exe {
             Some(exe) => exe.clone(),
@@ -203,7 +203,7 @@ pub(super) async fn worker(slot: Slot) -> anyhow::Result<()> {
         return Ok(());
     };
     let plan: Plan = serde_json::from_str(&line).context("bad plan on stdin")?;
-    let mut load = Load::start(&plan, slot).await;
+    let mut load = Load::start(&plan, slot).await?;
     while let Some(line) = input.next_line().await? {
         let request: Request =
             serde_json::from_str(&line).with_context(|| format!("bad request {line:?}"))?;

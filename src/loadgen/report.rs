@@ -1,5 +1,6 @@
 //! What a run reports: a progress line per second, the JSON summary
-//! (latency, storm, the edge's cost from /proc) and the SVG latency plot.
+//! (latency, storm, the edge's and the clients' cost from /proc) and the SVG
+//! latency plot.
 
 use std::fmt::Write as _;
 
@@ -23,36 +24,18 @@ pub(super) struct Window {
     pub(super) storm: Option<StormReport>,
     /// How long it took.
     pub(super) secs: f64,
+    /// CPU seconds the clients used in it (every process's client threads).
+    pub(super) clients_cpu: Option<f64>,
     /// second, p50, p99, max (µs)
     pub(super) series: Vec<(u64, u64, u64, u64)>,
 }
 
-/// The edge's CPU seconds and RSS ([`proc_sample`]) before the clients
-/// connected, and when the window started and ended.
+/// The edge's CPU seconds and RSS ([`proc_sample`](super::cpu::proc_sample))
+/// before the clients connected, and when the window started and ended.
 pub(super) struct EdgeSamples {
     pub(super) before: Option<(f64, u64)>,
     pub(super) start: Option<(f64, u64)>,
     pub(super) end: Option<(f64, u64)>,
-}
-
-/// CPU seconds (user + system) and RSS in KiB of a process.
-pub(super) fn proc_sample(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields after the command: state is [0]; utime is field 14 → [11], stime [12].
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    // USER_HZ is 100 on Linux.
-    Some((ticks / 100.0, rss))
 }
 
 /// The progress line of `second`: what arrived since `last`, and the
@@ -110,6 +93,7 @@ pub(super) fn summary(
         "frames_per_sec": (end.frames - base.frames) as f64 / secs,
         "bytes_per_sec": (end.bytes - base.bytes) as f64 / secs,
         "gap_frames": end.gaps - base.gaps,
+        "conflated_ticks": end.conflated - base.conflated,
         "latency_ms": {
             "p50": ms(h.value_at_quantile(0.5)), "p90": ms(h.value_at_quantile(0.9)),
             "p99": ms(h.value_at_quantile(0.99)), "p99_9": ms(h.value_at_quantile(0.999)),
@@ -119,7 +103,20 @@ pub(super) fn summary(
         "storm": storm_summary(c, w.storm.as_ref()),
         "producer": producer,
         "edge": edge_cost(edge, delivered, c.clients),
+        "clients_cpu": clients_cost(w.clients_cpu, delivered),
     })
+}
+
+/// The clients' CPU (receiving and parsing) in the window, and per delivered
+/// tick; `null` when /proc could not tell.
+fn clients_cost(cpu_seconds: Option<f64>, delivered: u64) -> serde_json::Value {
+    match cpu_seconds {
+        Some(s) => serde_json::json!({
+            "cpu_seconds": s,
+            "cpu_us_per_delivery": if delivered > 0 { s * 1e6 / delivered as f64 } else { 0.0 },
+        }),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// The edge's CPU per delivered tick and RSS per connection; `null` without

@@ -20,6 +20,8 @@ pub(super) struct Counters {
     pub(super) frames: AtomicU64,
     pub(super) bytes: AtomicU64,
     pub(super) gaps: AtomicU64,
+    /// The `conflated` counts of the ticks received.
+    pub(super) conflated: AtomicU64,
     pub(super) connected: AtomicU64,
 }
 
@@ -30,6 +32,7 @@ impl Counters {
             frames: self.frames.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
+            conflated: self.conflated.load(Ordering::Relaxed),
         }
     }
 }

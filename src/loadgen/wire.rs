@@ -20,10 +20,12 @@ pub(super) enum Request {
     /// Start the measured window: stall the slow clients, record latency,
     /// and in `storm` close and reconnect every client. `epoch_us` (wall
     /// clock) starts the per-second admission counts of every process.
+    /// Counters and the clients' CPU so far.
     Measure { epoch_us: i64 },
     /// Counters, the latency since the last sample, storm progress.
     Sample,
-    /// End the window: counters, the window's latency, the storm.
+    /// End the window: counters, the window's latency, the storm, the
+    /// clients' CPU so far.
     End,
     /// Close every client: ticks per client.
     Stop,
@@ -44,6 +46,10 @@ pub(super) struct Report {
     pub(super) storm: Option<StormReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) per_client: Option<TickRange>,
+    /// User + system CPU seconds of the clients' threads so far (summed over
+    /// processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) clients_cpu: Option<f64>,
 }
 
 impl Report {
@@ -57,6 +63,7 @@ impl Report {
             min: a.min.into_iter().chain(b.min).min(),
             max: a.max.into_iter().chain(b.max).max(),
         });
+        self.clients_cpu = merge(self.clients_cpu, o.clients_cpu, |a, b| a + b);
         self
     }
 }
@@ -75,6 +82,10 @@ pub(super) struct Totals {
     pub(super) frames: u64,
     pub(super) bytes: u64,
     pub(super) gaps: u64,
+    /// The `conflated` counts of the ticks received: ticks the edge replaced
+    /// by a newer one at the clients' request.
+    #[serde(default)]
+    pub(super) conflated: u64,
 }
 
 impl Totals {
@@ -84,6 +95,7 @@ impl Totals {
             frames: self.frames + o.frames,
             bytes: self.bytes + o.bytes,
             gaps: self.gaps + o.gaps,
+            conflated: self.conflated + o.conflated,
         }
     }
 }
@@ -202,6 +214,7 @@ mod tests {
                     frames: 1,
                     bytes: 10,
                     gaps: 0,
+                    conflated: 3,
                 },
                 latency: Some(latency),
                 storm: Some(StormReport {
@@ -216,6 +229,7 @@ mod tests {
                     min: Some(ticks),
                     max: Some(ticks),
                 }),
+                clients_cpu: Some(ticks as f64 / 4.0),
                 ..Report::default()
             };
             let line = serde_json::to_string(&report).unwrap();
@@ -226,6 +240,8 @@ mod tests {
             .merge(report(&[300_000], vec![2], 503, 5));
         assert_eq!(merged.totals.ticks, 12);
         assert_eq!(merged.totals.bytes, 20);
+        assert_eq!(merged.totals.conflated, 6);
+        assert_eq!(merged.clients_cpu, Some(3.0));
         let latency = merged.latency.unwrap().0;
         assert_eq!(latency.len(), 3);
         assert!(latency.equivalent(latency.max(), 300_000));

@@ -1,5 +1,6 @@
 //! The clients of one process (all of them, or one worker's share): starting
-//! them, and answering the driver's [`Request`]s about them.
+//! them on a runtime of their own (so their CPU is theirs alone), and
+//! answering the driver's [`Request`]s about them.
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     conn::run_client,
+    cpu::ClientRuntime,
     plan::{subscriptions, Plan},
     shared::{histogram, Shared},
     wire::{Hist, Report, Request, StormReport, TickRange},
@@ -26,11 +28,13 @@ pub(super) struct Load {
     stop: CancellationToken,
     storm: CancellationToken,
     scenario: Scenario,
+    /// Declared last: dropped after `stop` is cancelled.
+    runtime: ClientRuntime,
 }
 
 impl Load {
     /// Starts the clients of `slot` (they connect in the background).
-    pub(super) async fn start(plan: &Plan, slot: Slot) -> Load {
+    pub(super) async fn start(plan: &Plan, slot: Slot) -> anyhow::Result<Load> {
         let mut rng = SmallRng::seed_from_u64(7);
         let subs = subscriptions(plan, &mut rng);
         let shared = Arc::new(Shared::new());
@@ -42,6 +46,7 @@ impl Load {
             stop,
             storm,
             scenario: plan.scenario,
+            runtime: ClientRuntime::new()?,
         };
         let mine = subs.into_iter().enumerate().skip(slot.index);
         for (n, (i, symbols)) in mine.step_by(slot.of).enumerate() {
@@ -51,10 +56,11 @@ impl Load {
             }
             let target = plan.target(i);
             let storm = (plan.scenario == Scenario::Storm).then(|| load.storm.clone());
-            load.tasks.push(tokio::spawn(run_client(
+            load.tasks.push(load.runtime.handle().spawn(run_client(
                 plan.start_delay(i),
                 target,
                 symbols,
+                plan.options,
                 stall,
                 load.shared.clone(),
                 load.stop.clone(),
@@ -64,7 +70,7 @@ impl Load {
                 tokio::task::yield_now().await;
             }
         }
-        load
+        Ok(load)
     }
 
     pub(super) async fn handle(&mut self, request: Request) -> Report {
@@ -81,10 +87,12 @@ impl Load {
                 }
                 s.storm.epoch_us.store(epoch_us, Ordering::Relaxed);
                 let totals = s.counters.totals();
+                let clients_cpu = self.runtime.cpu_seconds();
                 s.measuring.store(true, Ordering::Relaxed);
                 self.storm.cancel();
                 Report {
                     totals,
+                    clients_cpu,
                     ..Report::default()
                 }
             }
@@ -103,6 +111,7 @@ impl Load {
                     totals: s.counters.totals(),
                     latency: Some(Hist(s.window.lock().unwrap().clone())),
                     storm: self.storm_report(),
+                    clients_cpu: self.runtime.cpu_seconds(),
                     ..Report::default()
                 }
             }
