@@ -13,17 +13,42 @@
  * ```
  *
  * What it does for you:
- * - **Snapshot, then live, per symbol.** After (re)subscribing, a symbol's
+ * - **Snapshot, then live, per symbol.** After subscribing, a symbol's
  *   first tick is its snapshot (`"snapshot":true`): it replaces what the
  *   client held. A live tick is applied only when its `seq` is above the last
- *   one applied on this connection, so nothing older than the snapshot is.
- *   A slow client's outbox can drop the snapshot like any tick (a `gap` frame
- *   says so); the first tick that does arrive, a full quote, stands in for it.
+ *   one applied, so nothing older than the snapshot is. A snapshot always
+ *   sets a new baseline. A slow client's outbox can drop the snapshot like
+ *   any tick (a `gap` frame says so); the first tick that does arrive, a full
+ *   quote, stands in for it.
+ * - **Resume after a reconnect** (option `resume`, default on). When it
+ *   subscribes again after a lost connection (or after `close()` and
+ *   `connect()`), each `subscribe` op carries
+ *   `"resume":{"AAPL":{"seq":41,"ts":1764270000123456}}`: for every symbol of
+ *   that op of which it holds a tick from an earlier connection, that tick's
+ *   `seq` and `ts`, exactly as received. The edge then sends the ticks after
+ *   it, as ordinary ticks (no snapshot flag), then live ticks; so for a
+ *   resumed symbol the client keeps its last `seq` across the reconnect and
+ *   applies only ticks with a higher one: the missed ticks arrive as `tick`
+ *   events, in order, each once, and nothing is lost over the outage. Beyond
+ *   the edge's resume window the edge sends a `gap` frame (the symbol is
+ *   stale until its next tick), then a snapshot, which resets the baseline as
+ *   always. Symbols without a tick yet are subscribed as before (snapshot,
+ *   then live; the first tick of the connection is the baseline). Resume
+ *   entries count toward an op's size: an op holds at most
+ *   {@link SUBSCRIBE_CHUNK} symbols and about 3.5 KB, its entries only for
+ *   its own symbols. An entry is sent again (by the `rate_limited` and
+ *   `unknown_symbol` retries) until the symbol's first tick or `gap` of the
+ *   connection. With `maxHz` or `mode: 'latest'` the edge answers a resume
+ *   with the newest tick rather than every missed one; the entry is sent
+ *   anyway. If the edge refuses a subscribe as `bad_resume` (it ignored the
+ *   whole op), the client subscribes its whole set again without resume, the
+ *   first tick of the connection the baseline, as with `resume: false`.
  * - **Staleness.** A symbol is stale while at least one reason holds:
  *   `gap` (a `gap` frame announced lost ticks; the next tick, a full quote,
  *   clears it), `feed` (the edge reported `{"type":"status","feed":"stale"}`;
  *   `live` clears it) or `disconnected` (the connection was lost; the first
- *   tick after the resubscribe, normally the snapshot, clears it).
+ *   tick after the resubscribe clears it: the snapshot, or for a resumed
+ *   symbol the first missed or live tick).
  * - **Reconnect.** After a lost connection it waits
  *   `uniform(0, min(capMs, baseMs * 2^attempt))` (exponential backoff with full
  *   jitter), then reconnects and resubscribes every symbol. It connects with
@@ -128,6 +153,9 @@ function jwtExp(token) {
  *   (`max_hz`; the rest conflated, see docs/protocol.md); default: the edge's
  * @property {'all'|'latest'} [mode] `latest`: while behind, keep only the
  *   newest tick of each symbol (default `all`: every tick)
+ * @property {boolean} [resume] after a reconnect, ask the edge for the ticks
+ *   missed since the last tick held of each symbol (`resume` in `subscribe`;
+ *   default true). `false`: a snapshot per symbol, as before resume existed
  * @property {boolean} [autoConnect] connect on the next microtask (default true)
  * @property {typeof WebSocket} [WebSocket] WebSocket implementation (default: the global)
  */
@@ -170,7 +198,10 @@ export class TickfanClient extends EventTarget {
     this.retryAt = null;
     this.attempt = 0;
     this._token = options.token || null;
-    this._syms = new Map(); // symbol -> {tick, seq (of this connection), reasons: Set}
+    // symbol -> {tick, seq (last applied; kept across a reconnect only when
+    // resumed), reasons: Set, resume: {seq, ts} sent on this connection until
+    // the symbol's first tick or gap of it, else null}
+    this._syms = new Map();
     this._unsubPending = new Set(); // unsubscribed on this connection, not yet confirmed
     this._ws = null;
     this._timer = null;
@@ -260,33 +291,56 @@ export class TickfanClient extends EventTarget {
   }
 
   _entry(s) {
-    this._syms.set(s, { tick: null, seq: null, reasons: new Set() });
+    this._syms.set(s, { tick: null, seq: null, reasons: new Set(), resume: null });
+  }
+
+  /**
+   * A new connection: the symbols holding a tick of an earlier one resume
+   * from it (unless `resume: false`) and keep their baseline; the others take
+   * the first tick of this connection as theirs.
+   */
+  _startResume() {
+    const on = this.options.resume !== false;
+    for (const e of this._syms.values()) {
+      const t = e.tick;
+      e.resume = on && t && Number.isSafeInteger(t.seq) && t.seq >= 0 && Number.isSafeInteger(t.ts)
+        ? { seq: t.seq, ts: t.ts } : null;
+      if (!e.resume) e.seq = null;
+    }
   }
 
   _send(msg) {
     if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(msg));
   }
 
-  /** Sends `op` in messages of at most SUBSCRIBE_CHUNK symbols and about OP_BYTES. */
+  /**
+   * Sends `op` in messages of at most SUBSCRIBE_CHUNK symbols and about
+   * OP_BYTES, a subscribe's resume entries counted, each in its symbol's op.
+   */
   _op(op, symbols) {
-    let chunk = [], bytes = 0;
+    let chunk = [], resume = null, bytes = 0;
     for (const s of symbols) {
-      if (chunk.length >= SUBSCRIBE_CHUNK || bytes + s.length > OP_BYTES) {
-        this._send(this._msg(op, chunk));
-        chunk = []; bytes = 0;
+      const r = op === 'subscribe' ? this._syms.get(s)?.resume : null;
+      // `"SYM",` in symbols, and `"SYM":{"seq":41,"ts":...},` in resume
+      const cost = s.length + 3 + (r ? s.length + 4 + JSON.stringify(r).length : 0);
+      if (chunk.length && (chunk.length >= SUBSCRIBE_CHUNK || bytes + cost > OP_BYTES)) {
+        this._send(this._msg(op, chunk, resume));
+        chunk = []; resume = null; bytes = 0;
       }
       chunk.push(s);
-      bytes += s.length + 3;
+      if (r) (resume ??= {})[s] = r;
+      bytes += cost;
     }
-    if (chunk.length) this._send(this._msg(op, chunk));
+    if (chunk.length) this._send(this._msg(op, chunk, resume));
   }
 
-  /** An op message; a subscribe carries the delivery options (`maxHz`, `mode`). */
-  _msg(op, symbols) {
+  /** An op message; a subscribe carries the delivery options (`maxHz`, `mode`) and its resume entries. */
+  _msg(op, symbols, resume) {
     const msg = { op, symbols };
     if (op === 'subscribe') {
       if (this.options.maxHz != null) msg.max_hz = this.options.maxHz;
       if (this.options.mode != null) msg.mode = this.options.mode;
+      if (resume) msg.resume = resume;
     }
     return msg;
   }
@@ -331,7 +385,7 @@ export class TickfanClient extends EventTarget {
       clearTimeout(confirmTimer);
       openedAt = Date.now();
       this.feed = null;
-      for (const [s, e] of this._syms) { e.seq = null; this._mark(s, e, 'feed', false); }
+      for (const [s, e] of this._syms) this._mark(s, e, 'feed', false);
       this._status('open', {});
       this._scheduleRefresh();
     };
@@ -339,6 +393,7 @@ export class TickfanClient extends EventTarget {
       if (ws !== this._ws) return;
       upgraded = true;
       this._unsubPending.clear(); // a new session holds only what we subscribe now
+      this._startResume();
       this._op('subscribe', this.symbols);
       confirmTimer = setTimeout(confirm, this.options.confirmMs ?? 1000);
     };
@@ -416,6 +471,7 @@ export class TickfanClient extends EventTarget {
       case 'gap': {
         const e = this._syms.get(m.symbol);
         if (!e) return;
+        e.resume = null; // the edge answered the resume (beyond its window: a snapshot follows)
         this._emit('gap', { symbol: m.symbol, from_seq: m.from_seq, to_seq: m.to_seq });
         return this._mark(m.symbol, e, 'gap', true);
       }
@@ -441,6 +497,14 @@ export class TickfanClient extends EventTarget {
         // rejected again on every reconnect: drop them.
         if (['invalid_symbol', 'not_entitled', 'too_many_symbols'].includes(m.code))
           for (const s of symbols) this._syms.delete(s);
+        // The edge ignored a whole subscribe for its resume (which one, it
+        // does not say): subscribe the whole set again (idempotent) without
+        // resume; the first tick of the connection is then the baseline of
+        // the symbols that were waiting for theirs.
+        if (m.code === 'bad_resume') {
+          for (const e of this._syms.values()) if (e.resume) { e.resume = null; e.seq = null; }
+          this._op('subscribe', this.symbols);
+        }
         // An op over --control-rate was ignored: resubscribe everything (idempotent) a second later.
         if (m.code === 'rate_limited' && !this._resub) {
           this._resub = setTimeout(() => {
@@ -475,10 +539,12 @@ export class TickfanClient extends EventTarget {
     for (const t of ticks) {
       const e = this._syms.get(t.symbol);
       if (!e) continue; // unsubscribed meanwhile
-      // e.seq is null until the first tick of this connection (the baseline)
+      // e.seq is null until the first tick of this connection (the baseline),
+      // unless the symbol resumed: then it is the last seq of the earlier one
       if (!t.snapshot && e.seq != null && !(t.seq > e.seq)) continue; // not newer
       e.tick = t;
       e.seq = t.seq;
+      e.resume = null;
       applied.push(t);
       this._emit(t.snapshot ? 'snapshot' : 'tick', { symbol: t.symbol, tick: t, receivedAt });
       this._mark(t.symbol, e, 'gap', false);

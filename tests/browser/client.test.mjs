@@ -176,8 +176,8 @@ test('symbols refused as unknown_symbol or edge_full are kept and asked for agai
   c.close();
 });
 
-test('snapshot then live per symbol; gaps, feed and lost connections make a symbol stale', () => {
-  const { c, ws, events, last } = setup();
+test('snapshot then live per symbol; gaps, feed and lost connections make a symbol stale (resume off)', () => {
+  const { c, ws, events, last } = setup({ resume: false });
   c.subscribe(['AAPL', 'MSFT']);
   c.connect();
   ws().open();
@@ -202,7 +202,7 @@ test('snapshot then live per symbol; gaps, feed and lost connections make a symb
   assert.equal(c.quote('MSFT').stale, false, 'no data, nothing to be stale');
   c.connect();
   ws().open();
-  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL', 'MSFT'] }], 'resubscribed');
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL', 'MSFT'] }], 'resubscribed, without resume');
   // The feed restarted (lower seq), and the snapshot was lost to a gap: the first tick is the baseline.
   ws().recv({ type: 'gap', symbol: 'AAPL', from_seq: 3, to_seq: 4 });
   ws().recv({ type: 'ticks', ticks: [tick('AAPL', 5), tick('AAPL', 4), tick('AAPL', 6)] });
@@ -215,5 +215,152 @@ test('snapshot then live per symbol; gaps, feed and lost connections make a symb
   assert.equal(c.quote('AAPL'), null);
   ws().recv({ type: 'error', code: 'not_entitled', message: 'no', symbols: ['MSFT'] });
   assert.deepEqual(c.symbols, [], 'rejected symbols are not resubscribed');
+  c.close();
+});
+
+test('after a reconnect each subscribe resumes the symbols it holds a tick of: last seq and ts, exactly', () => {
+  const { c, ws, events } = setup({ symbols: ['AAPL', 'MSFT', 'NVDA', 'TSLA'] });
+  c.connect();
+  ws().open();
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL', 'MSFT', 'NVDA', 'TSLA'] }], 'nothing to resume yet');
+  const ts = 1764270000123456;   // µs: exact in a double, sent back as received
+  ws().recv({ type: 'ticks', ticks: [
+    tick('AAPL', 10, { snapshot: true, ts }), tick('AAPL', 11, { ts: ts + 7 }),
+    tick('MSFT', 5, { snapshot: true, ts: ts + 1 }), tick('TSLA', 3, { snapshot: true, ts: ts + 2 }),
+  ] });
+  ws().recv({ type: 'gap', symbol: 'TSLA', from_seq: 4, to_seq: 6 });   // still lost when the connection goes
+  ws().end(1006);
+  assert.equal(c.quote('AAPL').stale, true);
+
+  c.connect();
+  ws().open();
+  assert.deepEqual(ws().sent, [{
+    op: 'subscribe', symbols: ['AAPL', 'MSFT', 'NVDA', 'TSLA'],
+    resume: { AAPL: { seq: 11, ts: ts + 7 }, MSFT: { seq: 5, ts: ts + 1 }, TSLA: { seq: 3, ts: ts + 2 } },
+  }], 'NVDA has no tick: a snapshot as usual; TSLA resumes from its last tick, before its gap');
+  ws().recv({ type: 'status', feed: 'live' });
+  ws().recv({ type: 'subscribed', symbols: ['AAPL', 'MSFT', 'NVDA', 'TSLA'] });
+  events.length = 0;
+  const applied = () => events.filter((e) => e.t === 'tick' || e.t === 'snapshot').map((e) => `${e.tick.symbol}:${e.t}:${e.tick.seq}`);
+
+  // The replay: ordinary ticks above the resumed seq, kept in order, each once.
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 11), tick('AAPL', 12), tick('TSLA', 4), tick('AAPL', 13)] });
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 13), tick('AAPL', 12), tick('AAPL', 14), tick('NVDA', 40, { snapshot: true })] });
+  assert.deepEqual(applied(), ['AAPL:tick:12', 'TSLA:tick:4', 'AAPL:tick:13', 'AAPL:tick:14', 'NVDA:snapshot:40'],
+    'the resumed baseline holds across the reconnect: not newer, not applied');
+  assert.equal(c.quote('AAPL').stale, false, 'the first replayed tick clears disconnected');
+  assert.equal(c.quote('TSLA').stale, false);
+  assert.equal(events.filter((e) => e.t === 'gap').length, 0);
+
+  // Beyond the window: a gap, stale until the snapshot, which is the new baseline.
+  events.length = 0;
+  ws().recv({ type: 'gap', symbol: 'MSFT', from_seq: 6, to_seq: 99 });
+  assert.deepEqual(c.quote('MSFT').reasons, ['disconnected', 'gap']);
+  ws().recv({ type: 'ticks', ticks: [tick('MSFT', 100, { snapshot: true }), tick('MSFT', 101)] });
+  assert.equal(c.quote('MSFT').tick.seq, 101);
+  assert.equal(c.quote('MSFT').stale, false);
+  // A snapshot always resets the baseline, even below it (the feed restarted its numbering).
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 1, { snapshot: true }), tick('AAPL', 2)] });
+  assert.deepEqual(applied(), ['MSFT:snapshot:100', 'MSFT:tick:101', 'AAPL:snapshot:1', 'AAPL:tick:2']);
+
+  // Later subscribes on this connection and unsubscribes carry no resume.
+  c.subscribe(['META']);
+  c.unsubscribe(['NVDA']);
+  assert.deepEqual(ws().sent.slice(1), [{ op: 'subscribe', symbols: ['META'] }, { op: 'unsubscribe', symbols: ['NVDA'] }]);
+  // A symbol unsubscribed and subscribed again starts afresh: nothing to resume.
+  c.unsubscribe(['TSLA']);
+  c.subscribe(['TSLA']);
+  ws().end(1006);
+  c.connect();
+  ws().open();
+  assert.deepEqual(ws().sent, [{
+    op: 'subscribe', symbols: ['AAPL', 'MSFT', 'META', 'TSLA'],
+    resume: { AAPL: { seq: 2, ts: c.quote('AAPL').tick.ts }, MSFT: { seq: 101, ts: c.quote('MSFT').tick.ts } },
+  }]);
+  c.close();
+});
+
+test('resume entries count toward an op: at most 500 symbols and about 3.5 KB each, entries in their own op', () => {
+  const { c, ws } = setup({ maxHz: 4, mode: 'latest' });
+  // Long symbols and big numbers: the entries, not the symbol count, fill the ops.
+  const symbols = Array.from({ length: 1500 }, (_, i) => `LONG:SYMBOL/NAME-${String(i).padStart(15, '0')}`);
+  assert.ok(symbols.every((s) => s.length === 32));
+  const short = Array.from({ length: 1200 }, (_, i) => `S${i}`);
+  c.subscribe([...symbols, ...short]);
+  c.connect();
+  ws().open();
+  const ts = 1764270000000000;
+  const held = new Map();
+  // Every third long symbol and every short one but the multiples of 7 get a tick.
+  const ticks = [...symbols.filter((_, i) => i % 3 === 0), ...short.filter((_, i) => i % 7 !== 0)]
+    .map((s, i) => tick(s, 1_000_000_000 + i, { snapshot: true, ts: ts + i }));
+  for (const t of ticks) held.set(t.symbol, { seq: t.seq, ts: t.ts });
+  ws().recv({ type: 'ticks', ticks });
+  ws().end(1006);
+  c.connect();
+  ws().open();
+  const ops = ws().sent;
+  assert.ok(ops.length > 3, `split in ${ops.length} ops`);
+  assert.deepEqual(ops.flatMap((o) => o.symbols), [...symbols, ...short], 'every symbol once, in order');
+  // What a symbol adds to an op: `"SYM",` and, when held, `"SYM":{"seq":N,"ts":N},`.
+  const cost = (s) => s.length + 3 + (held.has(s) ? s.length + 4 + JSON.stringify(held.get(s)).length : 0);
+  const fixed = JSON.stringify({ op: 'subscribe', symbols: [], max_hz: 4, mode: 'latest', resume: {} }).length;
+  const resumed = new Map();
+  for (const [i, o] of ops.entries()) {
+    const bytes = JSON.stringify(o).length, used = o.symbols.reduce((n, s) => n + cost(s), 0);
+    assert.equal(o.op, 'subscribe');
+    assert.deepEqual([o.max_hz, o.mode], [4, 'latest'], 'the delivery options go with every op');
+    assert.ok(o.symbols.length <= 500, `op ${i}: ${o.symbols.length} symbols`);
+    assert.ok(used <= 3500 && bytes <= used + fixed, `op ${i}: ${bytes} bytes, ${used} counted`);
+    assert.ok(bytes < 4096, 'under the 4 KiB an edge reads from a socket it refuses in band');
+    if (i < ops.length - 1) {
+      assert.ok(o.symbols.length === 500 || used + cost(ops[i + 1].symbols[0]) > 3500,
+        `op ${i} is full: the next op's first symbol did not fit (${used} bytes counted)`);
+    }
+    const keys = Object.keys(o.resume || {});
+    assert.deepEqual(keys, o.symbols.filter((s) => held.has(s)), `op ${i}: entries for its own held symbols only`);
+    for (const k of keys) resumed.set(k, o.resume[k]);
+  }
+  assert.deepEqual(resumed, held, 'every held symbol resumes from its last seq and ts');
+  c.close();
+});
+
+test('resume: false sends no resume; the first tick of the connection is the baseline', () => {
+  const { c, ws } = setup({ symbols: ['AAPL'], resume: false });
+  c.connect();
+  ws().open();
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 50, { snapshot: true })] });
+  ws().end(1006);
+  c.connect();
+  ws().open();
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL'] }]);
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 7)] });
+  assert.equal(c.quote('AAPL').tick.seq, 7);
+  c.close();
+});
+
+test('a pending resume goes with the rate_limited retry; bad_resume resubscribes without resume', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { c, ws } = setup({ symbols: ['AAPL', 'MSFT', 'NVDA'] });
+  c.connect();
+  ws().open();
+  const ts = 1764270000000000;
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 10, { snapshot: true, ts }), tick('MSFT', 20, { snapshot: true, ts: ts + 1 })] });
+  ws().end(1006);
+  c.connect();
+  ws().open();
+  ws().recv({ type: 'ticks', ticks: [tick('AAPL', 11, { ts: ts + 2 })] });   // AAPL's resume was served
+  ws().recv({ type: 'error', code: 'rate_limited', message: 'ignored' });
+  ws().sent = [];
+  t.mock.timers.tick(1300);
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL', 'MSFT', 'NVDA'], resume: { MSFT: { seq: 20, ts: ts + 1 } } }],
+    'only MSFT still waits for its resume');
+
+  ws().sent = [];
+  ws().recv({ type: 'error', code: 'bad_resume', message: 'bad resume' });
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL', 'MSFT', 'NVDA'] }], 'the whole set, without resume');
+  ws().recv({ type: 'ticks', ticks: [tick('MSFT', 3), tick('AAPL', 11), tick('AAPL', 12)] });
+  assert.equal(c.quote('MSFT').tick.seq, 3, 'MSFT: the first tick of the connection is its baseline again');
+  assert.equal(c.quote('AAPL').tick.seq, 12, 'AAPL kept its baseline: it had its tick of this connection');
   c.close();
 });
