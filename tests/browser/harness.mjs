@@ -53,8 +53,8 @@ const logs = new Set(); // logs started by this run (truncated first, then appen
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
 for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 
-/** Starts `tickfan ARGS`, its output appended to OUT/<log>.log. */
-function start(args, log) {
+/** Starts `tickfan ARGS`, its output appended to OUT/<log>.log; `child.exited` resolves to {code, signal}. */
+export function start(args, log) {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run cargo build --bin tickfan, or set TICKFAN_BIN`);
   const out = fs.createWriteStream(path.join(OUT, `${log}.log`), { flags: logs.has(log) ? 'a' : 'w' });
   logs.add(log);
@@ -111,6 +111,28 @@ export async function startDemo(port, args = [], log = 'demo') {
     return status;
   };
   return { child, ...info, stop };
+}
+
+/**
+ * `tickfan edge --brokers B --topic T --listen 127.0.0.1:PORT --page ARGS` on
+ * the Kafka of a demo (`startDemo`'s `brokers` and `topic`); resolves once
+ * `/readyz` answers 200.
+ * @returns {Promise<{child, url, readyAt: number, kill: (signal?: string) => Promise<object>}>}
+ */
+export async function startEdge(port, { brokers, topic }, args = [], log = 'edge') {
+  const child = start(['edge', '--brokers', brokers, '--topic', topic, '--listen', `127.0.0.1:${port}`, '--page', ...args], log);
+  const url = `http://127.0.0.1:${port}/`;
+  let exited = null;
+  child.exited.then((e) => { exited = e; });
+  await waitFor('edge /readyz', async () => {
+    if (exited) throw new Error(`tickfan edge exited (${JSON.stringify(exited)}); see ${OUT}/${log}.log`);
+    try { return (await fetch(new URL('/readyz', url))).ok; } catch (_) { return false; }
+  });
+  const kill = async (signal = 'SIGKILL') => {
+    child.kill(signal);
+    return child.exited;
+  };
+  return { child, url, readyAt: Date.now(), kill };
 }
 
 /** Runs `tickfan produce ARGS` to completion; rejects on a non-zero exit. */

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import {
-  DEADLINE_MS, OUT, freePort, jwt, killAll, launchBrowser, produce, rows, screenshot, startDemo, status, waitFor,
+  DEADLINE_MS, OUT, freePort, jwt, killAll, launchBrowser, produce, rows, screenshot, startDemo, startEdge, status, waitFor,
 } from './harness.mjs';
 
 let browser;
@@ -28,13 +28,17 @@ afterEach(async () => {
   await killAll();
 });
 
-/** Opens `url` in a fresh context and (unless told not to) waits until the client is connected. */
-async function open(url, { connected = true } = {}) {
+/**
+ * Opens `url` in a fresh context and (unless told not to) waits until the
+ * client is connected; `setup(page)` runs before the page loads.
+ */
+async function open(url, { connected = true, setup } = {}) {
   await page?.context().close();
   const context = await browser.newContext({ viewport: { width: 1440, height: 720 } });
   page = await context.newPage();
   pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  if (setup) setup(page);
   await page.goto(url);
   if (connected) {
     await page.waitForFunction(() => document.querySelector('[data-testid=status]')?.dataset.state === 'open',
@@ -51,12 +55,25 @@ function rowsGrow(symbols, counts, fresh = false) {
   }), [symbols, counts, fresh], { timeout: DEADLINE_MS, polling: 50 });
 }
 
-/** Runs `body`, then saves a screenshot named `name` whatever happened. */
+/** The time and sales list, newest first: {sym, seq, snapshot} per tick row, {sym, gap: [from, to]} per gap row. */
+function tape(page) {
+  return page.evaluate(() => [...document.querySelectorAll('#tape-rows tr')].map((r) => (r.classList.contains('tape-gap')
+    ? { sym: r.dataset.sym, gap: [Number(r.dataset.gapFrom), Number(r.dataset.gapTo)] }
+    : { sym: r.dataset.sym, seq: Number(r.dataset.seq), snapshot: r.classList.contains('snap') })));
+}
+
+/** Runs `body`, then saves a screenshot named `name` whatever happened (a failed screenshot never hides the body's error). */
 async function shooting(name, body) {
   try {
     await body();
   } finally {
-    if (page) console.log(`screenshot: ${await screenshot(page, name)}`);
+    if (page) {
+      try {
+        console.log(`screenshot: ${await screenshot(page, name)}`);
+      } catch (err) {
+        console.log(`screenshot ${name} failed: ${err.message.split('\n')[0]}`);
+      }
+    }
   }
   assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
 }
@@ -83,6 +100,30 @@ describe('demo page', () => {
       assert.equal(now[s].stale, false, `${s} is fresh`);
       assert.match(now[s].price, /^\d+\.\d{2,4}$/, `${s} shows a price`);
     }
+
+    // Time and sales: the first row is selected to begin with; Enter on a
+    // focused row selects it alone, Space adds the next one (arrow keys move).
+    const selected = () => page.evaluate(() => [...document.querySelectorAll('#rows tr[aria-selected=true]')].map((r) => r.dataset.symbol));
+    assert.deepEqual(await selected(), ['AAPL']);
+    await page.focus('tr[data-symbol="MSFT"]');
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Space');
+    assert.deepEqual(await selected(), ['MSFT', 'NVDA']);
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.symbol), 'NVDA');
+    await waitFor('time and sales of MSFT and NVDA, newest first', async () => {
+      const list = await tape(page);
+      return new Set(list.map((t) => t.sym)).size === 2 && list.length >= 10;
+    });
+    const list = await tape(page);
+    assert.ok(list.every((t) => ['MSFT', 'NVDA'].includes(t.sym) && !t.gap), JSON.stringify(list.slice(0, 5)));
+    for (const s of ['MSFT', 'NVDA']) {
+      const seqs = list.filter((t) => t.sym === s).map((t) => t.seq);
+      assert.ok(seqs.every((q, i) => i === 0 || q < seqs[i - 1]), `${s}: newest first: ${seqs}`);
+    }
+    assert.match(page.url(), /sel=MSFT,NVDA/, 'the URL keeps the selection');
+    await page.click('tr[data-symbol="AAPL"] td.px');
+    assert.deepEqual(await selected(), ['AAPL'], 'a click selects one row');
 
     // Search: type the start of a symbol this edge holds, pick the suggestion.
     const held = await (await fetch(new URL('/symbols', demo.url))).json();
@@ -143,6 +184,91 @@ describe('demo page', () => {
     await rowsGrow(symbols, Object.fromEntries(Object.entries(await rows(page)).map(([s, r]) => [s, r.ticks])));
   }));
 
+  test('time and sales over an edge killed and restarted: the client resumes, the list has no hole', () => shooting('resume', async () => {
+    // The demo is Kafka and the feed; the page is served by a separate edge on
+    // it, which is SIGKILLed and started again on the same port while the feed
+    // goes on. The new edge holds nothing of the outage in memory: it reads
+    // the missed ticks back from Kafka. The demo's mock cluster keeps about
+    // 400 records per partition (5 MB logs of 12 KiB padded records): at the
+    // default 1000 ticks/s a couple of seconds of history, less than a restart
+    // and reconnect take on a loaded machine; at 30 ticks/s about a minute.
+    const demo = await startDemo(await freePort(), ['--rate', '30'], 'resume.demo');
+    const port = await freePort();
+    let edge = await startEdge(port, demo, [], 'resume.edge');
+    const sym = 'AAPL';   // the feed's busiest symbol (Zipf popularity, the well-known tickers first)
+    const sent = [];      // every frame the page sends, on every connection
+    await open(`${edge.url}?symbols=MSFT,${sym}&tape=5000`, {
+      setup: (p) => p.on('websocket', (ws) => ws.on('framesent', ({ payload }) => sent.push(String(payload)))),
+    });
+    // Every tick the client delivers for the symbol, and every gap.
+    await page.evaluate((sym) => {
+      const c = window.tickfanDemo.client;
+      window.delivered = [];
+      c.on('snapshot', ({ symbol, tick }) => symbol === sym && window.delivered.push({ seq: tick.seq, ts: tick.ts, snapshot: true }));
+      c.on('tick', ({ symbol, tick }) => symbol === sym && window.delivered.push({ seq: tick.seq, ts: tick.ts }));
+      c.on('gap', (g) => window.delivered.push({ gap: g }));
+    }, sym);
+    await page.click(`tr[data-symbol="${sym}"] td.px`);
+    assert.equal(await page.getAttribute(`tr[data-symbol="${sym}"]`, 'aria-selected'), 'true');
+    await page.waitForFunction(() => document.querySelectorAll('#tape-rows tr').length >= 10 && window.delivered.length >= 10,
+      null, { timeout: DEADLINE_MS, polling: 50 });
+
+    const exit = await edge.kill('SIGKILL');
+    assert.equal(exit.signal, 'SIGKILL');
+    await page.waitForFunction(() => window.tickfanDemo.client.status === 'reconnecting', null, { timeout: DEADLINE_MS, polling: 20 });
+    // The connection is gone: nothing more arrives, this is the last tick the client holds.
+    const before = await page.evaluate(() => window.delivered.at(-1));
+    assert.ok(before && !before.gap, `a last tick: ${JSON.stringify(before)}`);
+    // The edge stays away a while (the feed goes on; that ticks were made
+    // meanwhile, and replayed, is asserted below).
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.notEqual(await status(page), 'open');
+    console.log(`screenshot: ${await screenshot(page, 'resume-down')}`);
+    edge = await startEdge(port, demo, [], 'resume.edge');
+
+    // Back: wait for a live tick, one the feed made after the new edge was ready, in the list.
+    const live = await (await page.waitForFunction((t) => window.delivered.find((d) => d.ts / 1000 > t),
+      edge.readyAt, { timeout: DEADLINE_MS, polling: 50 })).jsonValue();
+    await page.waitForFunction((seq) => document.querySelector(`#tape-rows tr[data-seq="${seq}"]`), live.seq,
+      { timeout: DEADLINE_MS, polling: 50 });
+    console.log(`screenshot: ${await screenshot(page, 'resume-back')}`);
+
+    // The resubscribe asked to resume from exactly that tick.
+    const ops = sent.map((f) => JSON.parse(f)).filter((o) => o.op === 'subscribe');
+    const resumed = ops.filter((o) => o.resume);
+    assert.equal(resumed.length, 1, `one resuming subscribe: ${JSON.stringify(ops)}`);
+    assert.deepEqual(resumed[0].resume[sym], { seq: before.seq, ts: before.ts });
+    assert.ok(resumed[0].symbols.includes(sym) && resumed[0].resume.MSFT, 'every symbol held resumes');
+
+    // What the client delivered: no gap, no snapshot after the reconnect, and
+    // every seq exactly once, from the first one recorded through the live one.
+    const delivered = await page.evaluate(() => window.delivered);
+    assert.deepEqual(delivered.filter((d) => d.gap), [], 'no gap');
+    const k = delivered.findIndex((d) => d.seq === before.seq);
+    const end = delivered.findIndex((d) => d.seq === live.seq);
+    assert.ok(k >= 0 && end > k);
+    const snap = delivered.slice(k + 1).find((d) => d.snapshot);
+    assert.ok(!snap, `resumed ticks are ordinary ticks, but seq ${snap?.seq} came as a snapshot after the reconnect ` +
+      `(last before the kill ${before.seq}): the edge did not resume`);
+    const seqs = delivered.map((d) => d.seq);
+    const holes = seqs.filter((q, i) => i > 0 && q !== seqs[i - 1] + 1).map((q) => `${seqs[seqs.indexOf(q) - 1]}->${q}`);
+    assert.deepEqual(holes, [], `contiguous seqs (last before the kill ${before.seq}, first live ${live.seq})`);
+    const missed = delivered.slice(k + 1, end).length;
+    assert.ok(missed > 0, 'ticks made while the edge was down were replayed');
+    console.log(`${sym}: last before the kill ${before.seq}, ${missed} replayed, first live ${live.seq}`);
+
+    // The page's list, newest first: the same seqs, each once, no gap mark,
+    // reaching from before the kill through the live tick.
+    const list = await tape(page);
+    assert.ok(list.every((t) => t.sym === sym && !t.gap), 'only the selected symbol, no gap');
+    const shown = list.map((t) => t.seq);
+    const bad = shown.filter((q, i) => i > 0 && q !== shown[i - 1] - 1);
+    assert.deepEqual(bad, [], 'the list is contiguous');
+    assert.ok(shown.at(-1) <= before.seq && shown[0] >= live.seq, `the list spans ${before.seq}..${live.seq}: ${shown.at(-1)}..${shown[0]}`);
+    await page.waitForFunction((s) => document.querySelector(`tr[data-symbol="${s}"]`).dataset.stale === 'false', sym,
+      { timeout: DEADLINE_MS });
+  }));
+
   test('a gap marks the row stale until the next tick', () => shooting('gap', async () => {
     // A two-tick outbox and no pacing (the edge would otherwise wait for the
     // page, which reads): a burst for one symbol overflows it, the edge drops
@@ -173,6 +299,13 @@ describe('demo page', () => {
     }
     assert.ok(seen.gaps > 0, `a gap frame arrived: ${JSON.stringify(seen)}`);
     assert.match(seen.reason, /gap/);
+    // The row is selected (the only one): its time and sales mark the gap in place.
+    const marks = await waitFor('a gap row in the time and sales', async () => {
+      const m = (await tape(page)).filter((t) => t.gap);
+      return m.length && m;
+    });
+    assert.ok(marks.every((t) => t.sym === sym && t.gap[0] <= t.gap[1]), `gap rows: ${JSON.stringify(marks)}`);
+    assert.match(await page.textContent('#tape-rows tr.tape-gap'), new RegExp(`${sym} gap · seq \\d+(–\\d+)? lost`));
 
     // The protocol does not resync after a gap: the next tick is a full quote and
     // authoritative, so the row is fresh again without a resubscribe.
