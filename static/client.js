@@ -36,9 +36,9 @@
  *   then live; the first tick of the connection is the baseline). Resume
  *   entries count toward an op's size: an op holds at most
  *   {@link SUBSCRIBE_CHUNK} symbols and about 3.5 KB, its entries only for
- *   its own symbols. An entry is sent again (by the `rate_limited` and
- *   `unknown_symbol` retries) until the symbol's first tick or `gap` of the
- *   connection. With `maxHz` or `mode: 'latest'` the edge answers a resume
+ *   its own symbols. An entry is sent again (by the `rate_limited`,
+ *   `unknown_symbol` and `edge_full` retries) until the symbol's first tick
+ *   or `gap` of the connection. With `maxHz` or `mode: 'latest'` the edge answers a resume
  *   with the newest tick rather than every missed one; the entry is sent
  *   anyway. If the edge refuses a subscribe as `bad_resume` (it ignored the
  *   whole op), the client subscribes its whole set again without resume, the
@@ -48,7 +48,9 @@
  *   clears it), `feed` (the edge reported `{"type":"status","feed":"stale"}`;
  *   `live` clears it) or `disconnected` (the connection was lost; the first
  *   tick after the resubscribe clears it: the snapshot, or for a resumed
- *   symbol the first missed or live tick).
+ *   symbol the first missed or live tick; a resumed symbol that missed
+ *   nothing stays stale until its next live tick, as the edge sends nothing
+ *   before it and says nothing of a finished replay).
  * - **Reconnect.** After a lost connection it waits
  *   `uniform(0, min(capMs, baseMs * 2^attempt))` (exponential backoff with full
  *   jitter), then reconnects and resubscribes every symbol. It connects with

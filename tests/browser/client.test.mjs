@@ -240,6 +240,7 @@ test('after a reconnect each subscribe resumes the symbols it holds a tick of: l
   }], 'NVDA has no tick: a snapshot as usual; TSLA resumes from its last tick, before its gap');
   ws().recv({ type: 'status', feed: 'live' });
   ws().recv({ type: 'subscribed', symbols: ['AAPL', 'MSFT', 'NVDA', 'TSLA'] });
+  assert.deepEqual(c.quote('AAPL').reasons, ['disconnected'], 'stale until a tick: the edge says nothing of a finished replay');
   events.length = 0;
   const applied = () => events.filter((e) => e.t === 'tick' || e.t === 'snapshot').map((e) => `${e.tick.symbol}:${e.t}:${e.tick.seq}`);
 
