@@ -2,12 +2,12 @@
 //! subscribers, outbox push and drain into one frame, registry churn.
 //! `cargo bench --bench hot_path`; results belong in BENCHMARKS.md.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tickfan::{
     codec::{avro::TickCodec, wire},
-    fanout::{wake_all, Item, Out, Outbox, Registry},
+    fanout::{wake_all, History, Item, Out, Outbox, Registry, ResumeFrom, Resumed},
     feed::{encode_padded, Generator},
     market::Symbol,
 };
@@ -59,6 +59,78 @@ fn fanout(c: &mut Criterion) {
                 reg.publish(&sym, seq, encoded.clone(), &mut wake);
                 wake_all(&mut wake);
             })
+        });
+    }
+    g.finish();
+}
+
+/// What keeping history for resumes adds to publishing a tick when no
+/// client resumes: the same fan-out with `--resume-memory 0` and with the
+/// default 64 MiB.
+fn history(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout_history");
+    let sym = Symbol::parse("AAPL").unwrap();
+    let encoded = wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0));
+    for (name, budget) in [("off", 0usize), ("on", 64 << 20)] {
+        for n in [1usize, 100] {
+            let reg = Registry::with_history(History {
+                budget,
+                window: Duration::from_secs(300),
+            });
+            let outboxes: Vec<_> = (0..n).map(|_| Arc::new(Outbox::new(1024))).collect();
+            for ob in &outboxes {
+                reg.subscribe(&sym, ob);
+            }
+            let mut wake = Vec::with_capacity(n);
+            let mut seq = 0;
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    seq += 1;
+                    reg.publish_at(&sym, seq, encoded.clone(), seq, true, &mut wake);
+                    wake_all(&mut wake);
+                    if seq % 512 == 0 {
+                        for ob in &outboxes {
+                            ob.drain(usize::MAX);
+                        }
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+/// A resume of N ticks served from memory: the registry finds the client's
+/// place in the symbol's history and queues the N ticks after it.
+fn resume(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resume_from_memory");
+    let sym = Symbol::parse("AAPL").unwrap();
+    let encoded = wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0));
+    let reg = Registry::with_history(History {
+        budget: 64 << 20,
+        window: Duration::from_secs(300),
+    });
+    const HELD: i64 = 10_000;
+    for seq in 1..=HELD {
+        reg.publish_at(&sym, seq, encoded.clone(), seq, true, &mut Vec::new());
+    }
+    for n in [100i64, 1000, 5000] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_batched(
+                || Arc::new(Outbox::new(1024).with_replay_room(5000)),
+                |ob| {
+                    let from = ResumeFrom {
+                        seq: HELD - n,
+                        ts: Some(HELD - n),
+                    };
+                    let r = reg.subscribe_resume(&sym, &ob, from, true, HELD);
+                    assert_eq!(r, Resumed::Memory(n as usize));
+                    reg.unsubscribe(&sym, &ob);
+                    ob
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     g.finish();
@@ -288,5 +360,5 @@ fn mapped(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, mapped, fanout, outbox, registry, interest);
+criterion_group!(benches, codec, mapped, fanout, history, resume, outbox, registry, interest);
 criterion_main!(benches);
