@@ -330,6 +330,29 @@ impl Registry {
         }
     }
 
+    /// Forgets kept ticks older than the window before `now` (µs since the
+    /// epoch) of every symbol: a symbol that went quiet would otherwise
+    /// keep its last ticks, and their share of the budget, until its
+    /// partition is released. Called about once a second.
+    pub fn expire_history(&self, now: i64) {
+        if self.history.budget == 0 || self.history_bytes() == 0 {
+            return;
+        }
+        let oldest = now.saturating_sub(self.history.window.as_micros() as i64);
+        let mut freed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap();
+            for entry in shard.values_mut() {
+                while entry.history.front().is_some_and(|p| p.ts < oldest) {
+                    freed += entry.history.pop_front().expect("front").cost();
+                }
+            }
+        }
+        if freed > 0 {
+            self.history_bytes.fetch_sub(freed, Ordering::Relaxed);
+        }
+    }
+
     fn drop_history(&self, entry: &mut Entry) {
         let freed: usize = entry.history.drain(..).map(|p| p.cost()).sum();
         if freed > 0 {
@@ -1221,6 +1244,9 @@ mod tests {
             );
         }
         assert_eq!(reg.history_bytes(), 5 * cost);
+        // A symbol that went quiet: its ticks expire with the window.
+        reg.expire_history(1000 + 52);
+        assert_eq!(reg.history_bytes(), 3 * cost);
         reg.forget(|_| true);
         assert_eq!(reg.history_bytes(), 0);
     }

@@ -822,9 +822,7 @@ impl Session {
     ) -> Vec<String> {
         let interval = self.shared.config.update_interval(options.max_hz);
         let every_tick = interval.is_none() && !options.latest;
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now = crate::market::now_micros();
         let max = self.shared.config.max_symbols;
         let (mut accepted, mut invalid, mut over, mut denied, mut unknown, mut full) = (
             Vec::new(),

@@ -132,7 +132,12 @@ impl HistoryReader {
 
     fn run(mut self) {
         let mut waiting: Vec<(ResumeNeed, std::time::Instant)> = Vec::new();
+        let mut expire_at = std::time::Instant::now();
         while !self.shutdown.is_cancelled() {
+            if std::time::Instant::now() >= expire_at {
+                expire_at += Duration::from_secs(1);
+                self.registry.expire_history(crate::market::now_micros());
+            }
             let timeout = if waiting.is_empty() { 200 } else { 50 };
             let now = std::time::Instant::now();
             waiting.extend(
