@@ -294,8 +294,11 @@ pub struct Outbox {
     /// wait for it until it is at most a quarter full again.
     lagging: AtomicBool,
     /// Most entries a resume may queue beyond the capacity at once
-    /// ([`Outbox::push_replay`]).
+    /// ([`Outbox::push_replay`]), and most ticks the registry holds for
+    /// this client's resumes being read from Kafka, all symbols together.
     replay_room: usize,
+    /// Ticks the registry holds for this client meanwhile.
+    held: AtomicUsize,
 }
 
 impl Outbox {
@@ -309,6 +312,7 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             lagging: AtomicBool::new(false),
             replay_room: 0,
+            held: AtomicUsize::new(0),
         }
     }
 
@@ -347,6 +351,21 @@ impl Outbox {
     /// Most entries a resume may queue beyond the capacity.
     pub fn replay_room(&self) -> usize {
         self.replay_room
+    }
+
+    /// Counts one more tick held for this client's resumes, if within its
+    /// replay room (`false`: the room is used up).
+    pub fn take_held(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.replay_room).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `n` held ticks were let go (sent, or their resume ended).
+    pub fn release_held(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::Relaxed);
     }
 
     pub fn capacity(&self) -> usize {

@@ -71,6 +71,14 @@ struct Subscriber {
     announce_from: Option<Seq>,
 }
 
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if let Some(hold) = &self.hold {
+            self.outbox.release_held(hold.ticks.len());
+        }
+    }
+}
+
 impl Subscriber {
     fn new(outbox: &Arc<Outbox>, awaiting_snapshot: bool) -> Subscriber {
         Subscriber {
@@ -98,14 +106,16 @@ impl Subscriber {
     }
 }
 
-/// The ticks published for a subscriber while its resume is read from Kafka.
+/// The ticks published for a subscriber while its resume is read from
+/// Kafka, counted in its outbox's held ticks ([`Outbox::take_held`]).
 struct Hold {
     id: u64,
     /// The client's last seq.
     after: Seq,
     ticks: Vec<Past>,
-    /// More ticks came than a replay may hold: only the newest is kept, and
-    /// the resume ends beyond the window.
+    /// More ticks came than the client's replay room holds (all its
+    /// resumes together): only the newest is kept, and the resume ends
+    /// beyond the window.
     overflow: bool,
 }
 
@@ -779,6 +789,7 @@ impl Registry {
             return Finished::Gone;
         };
         let hold = *sub.hold.take().expect("found by its hold");
+        sub.outbox.release_held(hold.ticks.len());
         let first_held = hold.ticks.first().map(|p| p.seq);
         let mut merged: Vec<Past> = kafka
             .into_iter()
@@ -861,14 +872,19 @@ impl Registry {
 
 impl Hold {
     /// Holds a tick published while the resume is read; past the outbox's
-    /// replay room only the newest is kept (the resume is beyond the window).
+    /// replay room (all its holds together) only the newest is kept (the
+    /// resume is beyond the window).
     fn add(&mut self, outbox: &Outbox, seq: Seq, ts: i64, live: &Bytes) {
         if seq <= self.after || self.ticks.last().is_some_and(|p| p.seq >= seq) {
             return;
         }
-        if self.ticks.len() >= outbox.replay_room() {
+        if self.overflow || !outbox.take_held() {
             self.overflow = true;
+            outbox.release_held(self.ticks.len());
             self.ticks.clear();
+            if !outbox.take_held() {
+                return; // not even the newest fits: the snapshot will do
+            }
         }
         self.ticks.push(Past {
             seq,
@@ -1218,6 +1234,48 @@ mod tests {
         assert_eq!(texts(&small), ["gap 5..8", r#"{"seq":9,"snapshot":true}"#]);
         publish_n(&reg, 10..=10);
         assert_eq!(texts(&small), [r#"{"seq":10}"#]);
+    }
+
+    #[test]
+    fn ticks_held_for_one_client_are_bounded_by_its_replay_room_across_symbols() {
+        let reg = Registry::new();
+        let past = |seq| Past {
+            seq,
+            ts: 0,
+            bytes: enc(seq),
+        };
+        for s in ["A", "B"] {
+            reg.publish(&sym(s), 1, enc(1), &mut Vec::new());
+        }
+        let ob = resumer(3);
+        for s in ["A", "B"] {
+            assert_eq!(
+                reg.subscribe_resume(&sym(s), &ob, from(0), true, 0),
+                Resumed::Kafka
+            );
+        }
+        let needs = reg.take_resumes(Duration::ZERO);
+        for seq in 2..=3 {
+            for s in ["A", "B"] {
+                reg.publish(&sym(s), seq, enc(seq), &mut Vec::new());
+            }
+        }
+        // A holds 2, 3; B got room for one more: 2, then only its newest.
+        let mut wake = Vec::new();
+        let a = reg.finish_resume(&needs[0], vec![past(1)], true, Some(true), &mut wake);
+        assert_eq!(a, Finished::Replayed(3));
+        let b = reg.finish_resume(&needs[1], vec![past(1)], true, Some(true), &mut wake);
+        assert_eq!(b, Finished::Beyond);
+        assert_eq!(
+            texts(&ob),
+            [
+                r#"{"seq":1}"#,
+                r#"{"seq":2}"#,
+                r#"{"seq":3}"#,
+                "gap 1..2",
+                r#"{"seq":3,"snapshot":true}"#
+            ]
+        );
     }
 
     #[test]
