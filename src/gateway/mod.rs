@@ -76,8 +76,9 @@ pub struct Config {
     pub resume_window: Duration,
 
     /// Most ticks one connection's resumes may queue beyond
-    /// `--outbox-capacity` at once; a resume that would pass it gets a
-    /// `gap` and the snapshot.
+    /// `--outbox-capacity` at once, and most live ticks the edge holds for
+    /// them while they are read from Kafka (all symbols together); a resume
+    /// that would pass it gets a `gap` and the snapshot.
     #[arg(long, env = "TICKFAN_RESUME_MAX_TICKS", default_value_t = 5000)]
     pub resume_max_ticks: usize,
 
