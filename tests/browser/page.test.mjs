@@ -97,14 +97,15 @@ describe('demo page', () => {
     const now = await rows(page);
     for (const s of symbols) {
       assert.ok(now[s].ticks > counts[s], `${s} ticks grow`);
-      assert.equal(now[s].stale, false, `${s} is fresh`);
+      assert.equal(now[s].stale, false, `${s} is fresh: ${JSON.stringify(now[s])}`);
       assert.match(now[s].price, /^\d+\.\d{2,4}$/, `${s} shows a price`);
     }
 
-    // Time and sales: the first row is selected to begin with; Enter on a
-    // focused row selects it alone, Space adds the next one (arrow keys move).
+    // Time and sales: nothing is selected at first; Enter on a focused row
+    // selects it alone, Space adds the next one (arrow keys move).
     const selected = () => page.evaluate(() => [...document.querySelectorAll('#rows tr[aria-selected=true]')].map((r) => r.dataset.symbol));
-    assert.deepEqual(await selected(), ['AAPL']);
+    assert.deepEqual(await selected(), []);
+    assert.equal(await page.textContent('#tape-empty'), 'Select a row to see its time and sales.');
     await page.focus('tr[data-symbol="MSFT"]');
     await page.keyboard.press('Enter');
     await page.keyboard.press('ArrowDown');
@@ -275,7 +276,8 @@ describe('demo page', () => {
     // the oldest ticks and sends a gap frame.
     const demo = await startDemo(await freePort(), ['--outbox-capacity', '2', '--pacing-patience', '0s'], 'gap.demo');
     const sym = 'GAPTEST';
-    await open(`${demo.url}?symbols=${sym}`);
+    await open(`${demo.url}?symbols=${sym}&sel=${sym}`);   // selected: its time and sales show the gap
+    assert.equal(await page.getAttribute(`tr[data-symbol="${sym}"]`, 'aria-selected'), 'true');
     await page.waitForFunction((s) => document.querySelector(`tr[data-symbol="${s}"]`)?.dataset.subscribed === 'true',
       sym, { timeout: DEADLINE_MS });
     const burst = (rate, duration) => produce(['--brokers', demo.brokers, '--topic', demo.topic, '--symbols', sym,
@@ -299,7 +301,7 @@ describe('demo page', () => {
     }
     assert.ok(seen.gaps > 0, `a gap frame arrived: ${JSON.stringify(seen)}`);
     assert.match(seen.reason, /gap/);
-    // The row is selected (the only one): its time and sales mark the gap in place.
+    // The row is selected: its time and sales mark the gap in place.
     const marks = await waitFor('a gap row in the time and sales', async () => {
       const m = (await tape(page)).filter((t) => t.gap);
       return m.length && m;
