@@ -32,6 +32,8 @@ const SHARDS: usize = 64;
 
 struct Last {
     seq: Seq,
+    /// The tick's `ts` (µs since the epoch; 0: not known).
+    ts: i64,
     live: Bytes,
     /// Built on first use; most cached ticks are never sent as a snapshot.
     snapshot: Option<Bytes>,
@@ -495,6 +497,7 @@ impl Registry {
         entry.dense = dense;
         let mut last = Last {
             seq,
+            ts,
             live,
             snapshot: None,
             provisional: false,
@@ -581,6 +584,7 @@ impl Registry {
         }
         entry.last = Some(Last {
             seq,
+            ts,
             live,
             snapshot: None,
             provisional: true,
@@ -669,6 +673,13 @@ impl Registry {
         let mut need = None;
         let dense = entry.dense;
         let result = match entry.last.as_mut().filter(|l| !l.provisional) {
+            Some(last) if renumbered(last, from.seq, from.ts) => {
+                // The feed restarted its numbering since the client's tick:
+                // the snapshot is its new baseline (as a `reset`).
+                sub.floor = Seq::MIN;
+                sub.push_snapshot(last.snapshot_item(symbol));
+                Resumed::Beyond
+            }
             Some(last) if last.seq <= from.seq => Resumed::Current,
             Some(last) if !every_tick => {
                 sub.push_snapshot(last.snapshot_item(symbol));
@@ -790,6 +801,18 @@ impl Registry {
         };
         let hold = *sub.hold.take().expect("found by its hold");
         sub.outbox.release_held(hold.ticks.len());
+        if let Some(last) = entry.last.as_mut().filter(|l| !l.provisional) {
+            if renumbered(last, hold.after, need.ts) {
+                // The feed restarted its numbering: neither the read nor
+                // the held ticks are above the client's seq.
+                sub.floor = Seq::MIN;
+                sub.push_snapshot(last.snapshot_item(symbol));
+                if sub.outbox.schedule() {
+                    wake.push(sub.outbox.clone());
+                }
+                return Finished::Beyond;
+            }
+        }
         let first_held = hold.ticks.first().map(|p| p.seq);
         let mut merged: Vec<Past> = kafka
             .into_iter()
@@ -868,6 +891,12 @@ impl Registry {
     pub async fn interest_changed(&self) {
         self.interest.notified().await
     }
+}
+
+/// Whether the symbol's numbering restarted since a client's tick
+/// `(seq, ts)`: the edge's latest tick has a lower seq but a later time.
+fn renumbered(last: &Last, seq: Seq, ts: Option<i64>) -> bool {
+    last.seq < seq && ts.is_some_and(|ts| last.ts > ts)
 }
 
 impl Hold {
@@ -1138,6 +1167,41 @@ mod tests {
             [r#"{"seq":6}"#, r#"{"seq":7}"#, r#"{"seq":8}"#]
         );
         assert_eq!(texts(&ahead), [r#"{"seq":8}"#]);
+    }
+
+    #[test]
+    fn resume_after_the_feed_renumbered_gets_the_new_baseline() {
+        let reg = with_history();
+        for seq in 1..=3 {
+            reg.publish_at(&sym("A"), seq, enc(seq), 1000 + seq, true, &mut Vec::new());
+        }
+        // The client's tick: seq 50 of the old numbering, before these.
+        let ob = resumer(100);
+        let old = ResumeFrom {
+            seq: 50,
+            ts: Some(900),
+        };
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &ob, old, true, 1000),
+            Resumed::Beyond
+        );
+        reg.publish_at(&sym("A"), 4, enc(4), 1004, true, &mut Vec::new());
+        assert_eq!(texts(&ob), [r#"{"seq":3,"snapshot":true}"#, r#"{"seq":4}"#]);
+        // Read from Kafka: the same once the read is done.
+        let reg = Registry::new();
+        let ob = resumer(100);
+        assert_eq!(
+            reg.subscribe_resume(&sym("A"), &ob, old, true, 900),
+            Resumed::Kafka
+        );
+        let need = reg.take_resumes(Duration::ZERO).pop().unwrap();
+        for seq in 1..=2 {
+            reg.publish_at(&sym("A"), seq, enc(seq), 1000 + seq, true, &mut Vec::new());
+        }
+        let done = reg.finish_resume(&need, vec![], true, Some(true), &mut Vec::new());
+        assert_eq!(done, Finished::Beyond);
+        reg.publish_at(&sym("A"), 3, enc(3), 1003, true, &mut Vec::new());
+        assert_eq!(texts(&ob), [r#"{"seq":2,"snapshot":true}"#, r#"{"seq":3}"#]);
     }
 
     #[test]

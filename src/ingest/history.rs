@@ -387,10 +387,9 @@ impl HistoryReader {
                 continue; // not of this read
             }
             if offset >= to {
-                if next > from {
-                    break;
-                }
-                continue; // (only records past the range: its end comes as EOF)
+                // Past the range (or records before it are gone: the
+                // partition's start moved on; a hole shows in the seqs).
+                break;
             }
             next = offset + 1;
             let stamped = msg.timestamp().to_millis();
