@@ -341,6 +341,8 @@ impl HistoryReader {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, partition, Offset::Offset(from))?;
         self.consumer.assign(&tpl)?;
+        // Records are keyed by symbol (the edge finds a symbol's partition
+        // from it): one with another key is not decoded.
         let by_key = self.readers[t].mapping().symbol == SymbolFrom::Key;
         let symbols: HashMap<Symbol, Vec<usize>> =
             wanted
@@ -400,11 +402,10 @@ impl HistoryReader {
                     }
                 }
             }
-            if by_key {
-                let key = msg.key().unwrap_or_default();
-                if !symbols.keys().any(|s| s.as_str().as_bytes() == key) {
-                    continue;
-                }
+            match msg.key() {
+                Some(key) if !symbols.keys().any(|s| s.as_str().as_bytes() == key) => continue,
+                None if by_key => continue,
+                _ => {}
             }
             let record = Record {
                 key: msg.key(),
