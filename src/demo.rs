@@ -86,7 +86,8 @@ fn demo_mock_pad(rate: f64) -> usize {
 }
 
 /// Runs the embedded demo: librdkafka's mock cluster, a topic, the synthetic
-/// feed and an edge serving the ticker page, until `shutdown` fires.
+/// feed and an edge serving the ticker page, until `shutdown` fires and the
+/// edge has drained (the feed runs until then).
 pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let mock = MockCluster::new(1)?;
@@ -96,10 +97,15 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
     let mut gateway = config.gateway.clone();
     gateway.page = true;
     let mut ingest = config.ingest.clone();
+    // The feed and the schema registry stop only once the edge has drained
+    // (on SIGTERM sessions stay open for up to the drain window, and their
+    // ticks must keep coming, or the page shows frozen prices as live).
+    let rig = CancellationToken::new();
+    let _stop_rig = rig.clone().drop_guard();
     let registry = match config.feed_format {
         feed::FeedFormat::Tickfan => None,
         feed::FeedFormat::Confluent => {
-            let url = serve_quote_schema(shutdown.clone()).await?;
+            let url = serve_quote_schema(rig.clone()).await?;
             ingest.mappings = vec![feed::quote_mapping(topic)
                 .parse()
                 .map_err(|e| anyhow::anyhow!("demo mapping: {e}"))?];
@@ -148,9 +154,11 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
         kafka,
         feed_config,
         config.otel.clone(),
-        shutdown.clone(),
+        rig.clone(),
     ));
-    run_edge(edge, listener, shutdown).await?;
+    let edge = run_edge(edge, listener, shutdown).await;
+    rig.cancel();
+    edge?;
     feed.await??;
     drop(mock);
     Ok(())

@@ -830,3 +830,96 @@ async fn json_logs_are_one_object_per_line_with_spans() {
     assert_eq!(batch["span"]["name"], "ingest_batch", "{batch}");
     edge.child.kill().await.unwrap();
 }
+
+/// `tickfan demo` on SIGTERM keeps its feed running while its sessions
+/// drain: clients still get fresh ticks (stamped after the signal) until
+/// the edge closes them at their `reconnect` hint. Before, the feed stopped
+/// with the signal and the page showed frozen prices as live for up to the
+/// drain window. Ten clients: the latest close among them is almost surely
+/// well after the signal (each is uniform over the 5 s window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_feed_runs_until_its_sessions_have_drained() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
+        .args(["demo", "--rate", "200", "--symbols", "AAPL,MSFT"])
+        .args(["--drain-window", "5s", "--shutdown-grace", "10s"])
+        .args(["--listen", &addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the demo answers /readyz", || async {
+        let ok = tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http_get(addr, "/readyz").await.0 == 200;
+        ok.then_some(())
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let mut c = Client::connect(addr).await;
+        c.subscribe(&["AAPL", "MSFT"]).await;
+        c.read_until("a live tick", |f| {
+            f.iter().any(|t| {
+                matches!(
+                    t,
+                    Frame::Tick {
+                        snapshot: false,
+                        ..
+                    }
+                )
+            })
+        })
+        .await;
+        clients.push(c);
+    }
+    let signalled = tickfan::market::now_micros();
+    let pid = demo.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Each client reads until its close; the one closed last shows whether
+    // ticks kept coming.
+    let mut latest: Option<(u64, i64)> = None;
+    for c in &mut clients {
+        c.read_until("the drain's close", |f| {
+            f.iter().any(|x| matches!(x, Frame::Close(_)))
+        })
+        .await;
+        let hint = c
+            .frames
+            .iter()
+            .find_map(|f| match f {
+                Frame::Other(v) if v["type"] == "reconnect" => v["after_ms"].as_u64(),
+                _ => None,
+            })
+            .expect("a reconnect hint before the close");
+        let newest = c
+            .tick_values(None)
+            .iter()
+            .filter_map(|t| t["ts"].as_i64())
+            .max()
+            .unwrap();
+        if latest.is_none_or(|(h, _)| hint > h) {
+            latest = Some((hint, newest));
+        }
+    }
+    let (hint, newest) = latest.unwrap();
+    assert!(
+        hint >= 1000,
+        "the latest close was {hint} ms after the signal"
+    );
+    // A tick stamped at least half a second after the signal reached the
+    // client that stayed longest.
+    assert!(
+        newest >= signalled + 500_000,
+        "the newest tick was stamped {} ms after the signal; the client stayed {hint} ms",
+        (newest - signalled) / 1000
+    );
+}
