@@ -270,6 +270,28 @@ describe('demo page', () => {
       { timeout: DEADLINE_MS });
   }));
 
+  test('a reconnect hint counts down live in the notice', () => shooting('hint', async () => {
+    const demo = await startDemo(await freePort(), [], 'hint.demo');
+    await open(`${demo.url}?symbols=AAPL`);
+    await rowsGrow(['AAPL'], {});
+    // The hint an edge sends when it drains (the e2e path is the reconnect
+    // test's): here with a known delay, so the countdown can be watched.
+    await page.evaluate(() => window.tickfanDemo.client._emit('hint', { afterMs: 4000 }));
+    const shown = async () => {
+      const m = (await page.textContent('#notice')).match(/edge is restarting: reconnecting in (\d+\.\d)s/);
+      return m ? Number(m[1]) : null;
+    };
+    const first = await shown();
+    assert.ok(first != null && first <= 4 && first > 2, `the notice shows the delay: ${first}`);
+    // It goes down as time passes, without another hint.
+    await page.waitForFunction((f) => {
+      const m = document.querySelector('#notice').textContent.match(/reconnecting in (\d+\.\d)s/);
+      return m && Number(m[1]) <= f - 0.5;
+    }, first, { timeout: DEADLINE_MS, polling: 50 });
+    await page.waitForFunction(() => /reconnecting in 0\.0s/.test(document.querySelector('#notice').textContent),
+      null, { timeout: DEADLINE_MS, polling: 50 });
+  }));
+
   test('a gap marks the row stale until the next tick', () => shooting('gap', async () => {
     // A two-tick outbox and no pacing (the edge would otherwise wait for the
     // page, which reads): a burst for one symbol overflows it, the edge drops
