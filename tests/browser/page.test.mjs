@@ -101,6 +101,17 @@ describe('demo page', () => {
       assert.match(now[s].price, /^\d+\.\d{2,4}$/, `${s} shows a price`);
     }
 
+    // The connection badge is a status, not a button: clicking it changes
+    // nothing; a polite live region names the state for screen readers.
+    const opened = await page.evaluate(() => window.tickfanDemo.statusLog.length);
+    await page.click('[data-testid=status]');
+    await rowsGrow(symbols, Object.fromEntries(Object.entries(await rows(page)).map(([s, r]) => [s, r.ticks])));
+    assert.equal(await status(page), 'open', 'a click on the badge does not disconnect');
+    assert.equal(await page.evaluate(() => window.tickfanDemo.statusLog.length), opened, 'no status change after the click');
+    assert.equal(await page.getAttribute('#status-live', 'role'), 'status');
+    assert.equal(await page.getAttribute('#status-live', 'aria-live'), 'polite');
+    assert.equal(await page.textContent('#status-live'), 'connection open');
+
     // Time and sales: nothing is selected at first; Enter on a focused row
     // selects it alone, Space adds the next one (arrow keys move).
     const selected = () => page.evaluate(() => [...document.querySelectorAll('#rows tr[aria-selected=true]')].map((r) => r.dataset.symbol));
