@@ -88,7 +88,7 @@ async fn edge(a: &Args, topic: &str, extra: &[&str]) -> Edge {
         .expect("start the edge");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready = reqwest_ready(port).await;
+        let ready = http_get(port, "/readyz").await.starts_with("HTTP/1.1 200");
         if ready {
             break;
         }
@@ -98,19 +98,20 @@ async fn edge(a: &Args, topic: &str, extra: &[&str]) -> Edge {
     Edge { child, port }
 }
 
-/// `GET /readyz` answers 200.
-async fn reqwest_ready(port: u16) -> bool {
+/// The answer to `GET path` (status line, headers and body), empty if
+/// the edge does not answer.
+async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
+        return String::new();
     };
-    let req = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
+        return String::new();
     }
     let mut out = String::new();
     let _ = s.read_to_string(&mut out).await;
-    out.starts_with("HTTP/1.1 200")
+    out
 }
 
 async fn connect(port: u16) -> Ws {
@@ -184,7 +185,10 @@ async fn main() {
                 };
                 if let Some((e, _)) = &warm {
                     let deadline = Instant::now() + Duration::from_secs(30);
-                    while !reqwest_partitions(e.port).await {
+                    while !http_get(e.port, "/partitions")
+                        .await
+                        .contains("\"warming\":false")
+                    {
                         assert!(Instant::now() < deadline, "partition not assigned");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -254,19 +258,4 @@ async fn main() {
             }
         }
     }
-}
-
-/// `/partitions` lists a live partition.
-async fn reqwest_partitions(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let req = "GET /partitions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out).await;
-    out.contains("\"warming\":false")
 }

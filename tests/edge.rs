@@ -839,25 +839,19 @@ async fn json_logs_are_one_object_per_line_with_spans() {
 /// well after the signal (each is uniform over the 5 s window).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_feed_runs_until_its_sessions_have_drained() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
-        .args(["demo", "--rate", "200", "--symbols", "AAPL,MSFT"])
-        .args(["--drain-window", "5s", "--shutdown-grace", "10s"])
-        .args(["--listen", &addr.to_string()])
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("the demo answers /readyz", || async {
-        let ok = tokio::net::TcpStream::connect(addr).await.is_ok()
-            && http_get(addr, "/readyz").await.0 == 200;
-        ok.then_some(())
-    })
+    let (demo, addr) = spawn_demo(
+        &[
+            "--rate",
+            "200",
+            "--symbols",
+            "AAPL,MSFT",
+            "--drain-window",
+            "5s",
+            "--shutdown-grace",
+            "10s",
+        ],
+        std::process::Stdio::null(),
+    )
     .await;
     let mut clients = Vec::new();
     for _ in 0..10 {

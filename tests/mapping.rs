@@ -443,32 +443,17 @@ async fn json_records_in_their_own_shape() {
 /// registry, and the mapping, with no set-up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_a_confluent_feed_through_its_mapping() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
-        .args([
-            "demo",
+    let (mut demo, addr) = spawn_demo(
+        &[
             "--feed",
             "confluent",
             "--rate",
             "200",
             "--symbols",
             "AAPL,MSFT",
-        ])
-        .args(["--listen", &addr.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("the demo answers /readyz", || async {
-        let ok = tokio::net::TcpStream::connect(addr).await.is_ok()
-            && http_get(addr, "/readyz").await.0 == 200;
-        ok.then_some(())
-    })
+        ],
+        std::process::Stdio::piped(),
+    )
     .await;
     let mut c = Client::connect(addr).await;
     c.subscribe(&["AAPL"]).await;

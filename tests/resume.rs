@@ -97,6 +97,11 @@ async fn a_client_resumes_on_the_same_edge_from_memory() {
             .await,
         1.0
     );
+    // The memory holds the 55 ticks (docs/operations.md), and /partitions
+    // says where the partition went live (docs/protocol.md).
+    assert!(edge.metric("tickfan_resume_memory_bytes").await > 0.0);
+    let p = edge.json("/partitions").await;
+    assert!(p[0]["live_from"].as_i64().is_some(), "{p}");
 }
 
 /// Two edges; a client on edge A watches two symbols, each in its own

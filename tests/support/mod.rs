@@ -774,6 +774,35 @@ pub fn global_admission_only(rate: u32, burst: u32) -> impl FnOnce(&mut EdgeConf
     }
 }
 
+/// Starts `tickfan demo ARGS` on a free loopback port (stdout as given)
+/// and waits until it answers `/readyz`; killed when dropped.
+pub async fn spawn_demo(
+    args: &[&str],
+    stdout: std::process::Stdio,
+) -> (tokio::process::Child, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_tickfan"))
+        .arg("demo")
+        .args(args)
+        .args(["--listen", &addr.to_string()])
+        .stdout(stdout)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn tickfan demo");
+    eventually("the demo answers /readyz", || async {
+        let ok = tokio::net::TcpStream::connect(addr).await.is_ok()
+            && http_get(addr, "/readyz").await.0 == 200;
+        ok.then_some(())
+    })
+    .await;
+    (demo, addr)
+}
+
 pub struct EdgeProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
