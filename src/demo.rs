@@ -148,6 +148,9 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
     println!("Press Ctrl-C to stop.");
     let mut feed_config = config.feed.clone();
     feed_config.format = config.feed_format;
+    // The page shows change against the previous close, the day's range
+    // and volume, and the sizes at the touch.
+    feed_config.day_fields = true;
     // Keeps the mock broker's log walk short (see `feed::Config::mock_pad`).
     feed_config.mock_pad = demo_mock_pad(config.feed.rate);
     let feed = tokio::spawn(feed::run(

@@ -88,6 +88,13 @@ pub struct Config {
     /// How records are written (not a flag: `demo --feed` sets it).
     #[arg(skip)]
     pub format: FeedFormat,
+
+    /// Give every tick the day's figures a quote screen shows, as `attrs`
+    /// (docs/protocol.md, "Day fields"): `prev_close`, `open`, `high`,
+    /// `low`, `volume`, `bid_size`, `ask_size`. On in `tickfan demo`; off
+    /// by default so benchmark ticks keep their size.
+    #[arg(long, env = "TICKFAN_DAY_FIELDS", default_value_t = false)]
+    pub day_fields: bool,
 }
 
 /// How the synthetic feed writes its records.
@@ -275,6 +282,16 @@ struct Instrument {
     symbol: Symbol,
     price: f64,
     seq: i64,
+    day: Day,
+}
+
+/// One instrument's trading day so far, for [`Generator::with_day_fields`].
+struct Day {
+    prev_close: f64,
+    open: f64,
+    high: f64,
+    low: f64,
+    volume: f64,
 }
 
 /// Generates ticks: pick a symbol by Zipf popularity, move its price, bump
@@ -284,6 +301,7 @@ pub struct Generator {
     zipf: Option<Zipf<f64>>,
     step: Normal<f64>,
     rng: SmallRng,
+    day_fields: bool,
 }
 
 const VENUES: &[&str] = &["XNAS", "XNYS", "ARCX", "BATS", "IEXG"];
@@ -294,10 +312,22 @@ impl Generator {
         let n = symbols.len();
         let instruments = symbols
             .into_iter()
-            .map(|symbol| Instrument {
-                symbol,
-                price: rng.random_range(10.0..500.0),
-                seq: 0,
+            .map(|symbol| {
+                let prev_close: f64 = cents(rng.random_range(10.0..500.0));
+                // The day opened a little away from yesterday's close.
+                let open = cents(prev_close * (1.0 + rng.random_range(-0.01..0.01)));
+                Instrument {
+                    symbol,
+                    price: open,
+                    seq: 0,
+                    day: Day {
+                        prev_close,
+                        open,
+                        high: open,
+                        low: open,
+                        volume: 0.0,
+                    },
+                }
             })
             .collect();
         let zipf = (zipf_exponent > 0.0 && n > 1)
@@ -307,7 +337,14 @@ impl Generator {
             zipf,
             step: Normal::new(0.0, 0.0005).expect("valid normal"),
             rng,
+            day_fields: false,
         }
+    }
+
+    /// Ticks carry the day's figures as `attrs` (`--day-fields`).
+    pub fn with_day_fields(mut self, on: bool) -> Generator {
+        self.day_fields = on;
+        self
     }
 
     /// The next tick, stamped with `ts` (microseconds since the epoch).
@@ -322,20 +359,43 @@ impl Generator {
         let inst = &mut self.instruments[i];
         inst.price = (inst.price * step.exp()).max(0.01);
         inst.seq += 1;
-        let price = (inst.price * 100.0).round() / 100.0;
+        let price = cents(inst.price);
         let half_spread = (price * 0.0001).max(0.005);
+        let size = (self.rng.random_range(1..=50) * 100) as f64;
+        let mut attrs = BTreeMap::new();
+        if self.day_fields {
+            let day = &mut inst.day;
+            day.high = day.high.max(price);
+            day.low = day.low.min(price);
+            day.volume += size;
+            let money = |x: f64| format!("{x:.2}");
+            let lots = |rng: &mut SmallRng| (rng.random_range(1..=40) * 100).to_string();
+            attrs.extend([
+                ("prev_close".to_string(), money(day.prev_close)),
+                ("open".to_string(), money(day.open)),
+                ("high".to_string(), money(day.high)),
+                ("low".to_string(), money(day.low)),
+                ("volume".to_string(), format!("{}", day.volume)),
+                ("bid_size".to_string(), lots(&mut self.rng)),
+                ("ask_size".to_string(), lots(&mut self.rng)),
+            ]);
+        }
         Tick {
             symbol: inst.symbol.clone(),
             price,
-            size: (self.rng.random_range(1..=50) * 100) as f64,
+            size,
             bid: Some(((price - half_spread) * 100.0).floor() / 100.0),
             ask: Some(((price + half_spread) * 100.0).ceil() / 100.0),
             venue: Some(VENUES[self.rng.random_range(0..VENUES.len())].to_string()),
             ts,
             seq: inst.seq,
-            attrs: BTreeMap::new(),
+            attrs,
         }
     }
+}
+
+fn cents(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// Largest `--tick-bytes`: librdkafka's default `message.max.bytes`. Edges
@@ -546,7 +606,8 @@ async fn produce(
     let (producer, counts) = producer(&kafka, config.linger_ms)?;
     let codec = TickCodec::new(usize::MAX);
     let mut quotes = QuoteEncoder::default();
-    let mut gen = Generator::new(symbols, config.zipf, rand::random());
+    let mut gen =
+        Generator::new(symbols, config.zipf, rand::random()).with_day_fields(config.day_fields);
     let mut sample = SmallRng::from_os_rng();
     let pad = (config.mock_pad > 0).then(|| vec![b'.'; config.mock_pad]);
     let start = tokio::time::Instant::now();
@@ -652,6 +713,38 @@ mod tests {
         (0..n)
             .map(|i| gen.next_tick(i as i64 * 1_000_003))
             .collect()
+    }
+
+    #[test]
+    fn day_fields_follow_each_symbols_trades() {
+        let symbols = SymbolSpec::Count(5).resolve().unwrap();
+        let mut plain = Generator::new(symbols.clone(), 0.0, 3);
+        assert!(plain.next_tick(0).attrs.is_empty(), "off by default");
+        let mut gen = Generator::new(symbols, 0.0, 3).with_day_fields(true);
+        let mut seen: std::collections::HashMap<Symbol, (f64, f64, f64, String)> =
+            Default::default();
+        for i in 0..2_000 {
+            let t = gen.next_tick(i);
+            let num = |k: &str| -> f64 { t.attrs[k].parse().unwrap() };
+            let (high, low, volume) = (num("high"), num("low"), num("volume"));
+            assert!(low <= t.price && t.price <= high, "{t:?}");
+            assert!(low <= num("open") && num("open") <= high, "{t:?}");
+            assert!(num("prev_close") > 0.0 && num("bid_size") > 0.0 && num("ask_size") > 0.0);
+            let prev = seen.get(&t.symbol).cloned();
+            if let Some((h, l, v, close)) = prev {
+                assert!(high >= h && low <= l, "the range only widens: {t:?}");
+                assert_eq!(volume, v + t.size, "volume adds each trade: {t:?}");
+                assert_eq!(close, t.attrs["prev_close"], "prev close is fixed");
+            } else {
+                assert_eq!(volume, t.size);
+            }
+            seen.insert(t.symbol.clone(), (high, low, volume, t.attrs["prev_close"].clone()));
+        }
+        assert_eq!(seen.len(), 5);
+        // Carried through the Avro contract to clients as strings.
+        let codec = TickCodec::new(usize::MAX);
+        let t = gen.next_tick(1);
+        assert_eq!(codec.decode(&codec.encode(&t)).unwrap().attrs, t.attrs);
     }
 
     #[test]
