@@ -738,7 +738,10 @@ mod tests {
             } else {
                 assert_eq!(volume, t.size);
             }
-            seen.insert(t.symbol.clone(), (high, low, volume, t.attrs["prev_close"].clone()));
+            seen.insert(
+                t.symbol.clone(),
+                (high, low, volume, t.attrs["prev_close"].clone()),
+            );
         }
         assert_eq!(seen.len(), 5);
         // Carried through the Avro contract to clients as strings.
