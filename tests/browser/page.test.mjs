@@ -8,6 +8,8 @@
 // (scripts/browser-test.sh does all of it.)
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import {
   DEADLINE_MS, OUT, freePort, jwt, killAll, launchBrowser, produce, rows, screenshot, startDemo, startEdge, status, waitFor,
@@ -32,9 +34,9 @@ afterEach(async () => {
  * Opens `url` in a fresh context and (unless told not to) waits until the
  * client is connected; `setup(page)` runs before the page loads.
  */
-async function open(url, { connected = true, setup } = {}) {
+async function open(url, { connected = true, setup, viewport = { width: 1440, height: 720 }, colorScheme, reducedMotion } = {}) {
   await page?.context().close();
-  const context = await browser.newContext({ viewport: { width: 1440, height: 720 } });
+  const context = await browser.newContext({ viewport, colorScheme, reducedMotion });
   page = await context.newPage();
   pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -134,7 +136,7 @@ describe('demo page', () => {
       assert.ok(seqs.every((q, i) => i === 0 || q < seqs[i - 1]), `${s}: newest first: ${seqs}`);
     }
     assert.match(page.url(), /sel=MSFT,NVDA/, 'the URL keeps the selection');
-    await page.click('tr[data-symbol="AAPL"] td.px');
+    await page.click('tr[data-symbol="AAPL"] td.c-last');
     assert.deepEqual(await selected(), ['AAPL'], 'a click selects one row');
 
     // Search: type the start of a symbol this edge holds, pick the suggestion.
@@ -220,7 +222,7 @@ describe('demo page', () => {
       c.on('tick', ({ symbol, tick }) => symbol === sym && window.delivered.push({ seq: tick.seq, ts: tick.ts }));
       c.on('gap', (g) => window.delivered.push({ gap: g }));
     }, sym);
-    await page.click(`tr[data-symbol="${sym}"] td.px`);
+    await page.click(`tr[data-symbol="${sym}"] td.c-last`);
     assert.equal(await page.getAttribute(`tr[data-symbol="${sym}"]`, 'aria-selected'), 'true');
     await page.waitForFunction(() => document.querySelectorAll('#tape-rows tr').length >= 10 && window.delivered.length >= 10,
       null, { timeout: DEADLINE_MS, polling: 50 });
@@ -420,4 +422,307 @@ describe('demo page', () => {
     assert.ok(log.indexOf(refused) < log.indexOf(opened) && !log.slice(0, log.indexOf(refused)).some((s) => s.status === 'open'),
       `the refused attempt never counted as open: ${JSON.stringify(log)}`);
   }));
+});
+
+/** The quote rows' symbols, top to bottom. */
+const order = () => page.evaluate(() => [...document.querySelectorAll('#rows tr')].map((r) => r.dataset.symbol));
+/** The quote table's visible header labels. */
+const visibleHeaders = () => page.evaluate(() => [...document.querySelectorAll('#quotes th')]
+  .filter((th) => getComputedStyle(th).display !== 'none' && th.textContent.trim() && !th.querySelector('.sr-only'))
+  .map((th) => th.textContent.trim()));
+
+describe("a trader's watchlist", () => {
+  test('change against the previous close; spread, mid, bid × ask sizes, the day\'s range, volume, last trade time',
+    () => shooting('day-fields', async () => {
+      const demo = await startDemo(await freePort(), ['--rate', '50'], 'day-fields.demo');
+      const symbols = ['AAPL', 'MSFT'];
+      await open(`${demo.url}?symbols=${symbols.join(',')}`);
+      await page.click('#cols-btn');
+      for (const col of ['mid', 'size', 'open', 'prev', 'ticks', 'age']) await page.check(`#cols-menu input[data-col=${col}]`);
+      await page.click('#cols-btn');
+      await rowsGrow(symbols, {});
+      // Every cell as the row's last tick implies (retried: a tick may land between a paint and this check).
+      let last = null;
+      const wrong = await waitFor('every cell agrees with the last tick', async () => (last = await page.evaluate(() => {
+        const problems = [];
+        const sign = (v) => (v > 0 ? '+' : v < 0 ? '−' : '');
+        for (const [s, m] of window.tickfanDemo.model) {
+          const t = m.tick, a = t?.attrs;
+          if (!a?.prev_close) return [`${s}: no prev_close yet`];
+          const cell = (id) => m.tr.querySelector(`td.c-${id}`);
+          const close = Number(a.prev_close), pct = (t.price - close) / close * 100, abs = t.price - close;
+          const want = {
+            chgp: sign(pct) + Math.abs(pct).toFixed(2) + '%', chg: sign(abs) + Math.abs(abs).toFixed(2),
+            spread: (t.ask - t.bid).toFixed(2), mid: ((t.bid + t.ask) / 2).toFixed(3),
+            bas: `${Number(a.bid_size).toLocaleString('en-US')} × ${Number(a.ask_size).toLocaleString('en-US')}`,
+            open: Number(a.open).toFixed(2), high: Number(a.high).toFixed(2), low: Number(a.low).toFixed(2),
+            prev: close.toFixed(2), size: t.size.toLocaleString('en-US'),
+            time: new Date(Math.floor(t.ts / 1000)).toTimeString().slice(0, 8),
+          };
+          for (const [id, v] of Object.entries(want)) if (cell(id).textContent !== v) problems.push(`${s} ${id}: ${cell(id).textContent} != ${v}`);
+          if (!/^[\d.,]+[KMB]?$/.test(cell('vol').textContent)) problems.push(`${s} vol: ${cell('vol').textContent}`);
+          if (cell('chgp').classList.contains('since-load')) problems.push(`${s}: change marked as since page load`);
+          const dir = cell('chgp').classList.contains('up') ? 1 : cell('chgp').classList.contains('down') ? -1 : 0;
+          if (dir !== Math.sign(pct)) problems.push(`${s}: chg % colour ${dir} for ${pct}`);
+        }
+        return problems.length ? problems : 'ok';
+      })) === 'ok' ? 'ok' : null).catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
+      assert.equal(wrong, 'ok');
+      const headers = await visibleHeaders();
+      for (const h of ['Symbol', 'Last', 'Chg', 'Chg %', 'Bid', 'Ask', 'Bid × Ask', 'Spread', 'Mid', 'Size', 'Volume', 'Open', 'High', 'Low', 'Prev', 'Time', 'Trend']) {
+        assert.ok(headers.includes(h), `column ${h}: ${headers}`);
+      }
+
+      // A feed without them (a company's quote record): change since the page
+      // opened, in italics, with a title saying so; the day's cells blank.
+      await killAll();
+      const plain = await startDemo(await freePort(), ['--feed', 'confluent', '--rate', '50'], 'day-fields.plain.demo');
+      await open(`${plain.url}?symbols=AAPL`);
+      await rowsGrow(['AAPL'], {});
+      const cells = await page.evaluate(() => {
+        const r = document.querySelector('tr[data-symbol="AAPL"]');
+        return { cls: r.querySelector('td.c-chgp').className, title: r.querySelector('td.c-chgp').title,
+          high: r.querySelector('td.c-high').textContent, bas: r.querySelector('td.c-bas').textContent };
+      });
+      assert.match(cells.cls, /since-load/);
+      assert.match(cells.title, /since the first price this page saw/);
+      assert.equal(cells.high, '–');
+      assert.equal(cells.bas, '–');
+    }));
+
+  test('a price change flashes briefly, never more than once per 600 ms, with an arrow; not at all with reduced motion',
+    () => shooting('flash', async () => {
+      const demo = await startDemo(await freePort(), ['--rate', '2000'], 'flash.demo');
+      const symbols = ['AAPL', 'MSFT', 'NVDA'];
+      await open(`${demo.url}?symbols=${symbols.join(',')}`);
+      await rowsGrow(symbols, {});
+      await page.waitForFunction(() => window.tickfanDemo.flashLog.filter((f) => f.sym === 'AAPL' && f.off != null).length >= 5,
+        null, { timeout: DEADLINE_MS });
+      const { log, ticks, animations } = await page.evaluate(() => ({
+        log: window.tickfanDemo.flashLog, animations: document.getAnimations().length,
+        ticks: Object.fromEntries([...window.tickfanDemo.model].map(([s, m]) => [s, m.ticks])),
+      }));
+      assert.equal(animations, 0, 'a tint, not an animation');
+      for (const s of symbols) {
+        const mine = log.filter((f) => f.sym === s);
+        for (const [i, f] of mine.entries()) {
+          assert.ok(f.planned <= 250, `${s}: a flash of ${f.planned} ms`);
+          // Off before the row may flash again (timers run late on a busy machine, never by that much).
+          const next = mine[i + 1];
+          if (f.off != null) assert.ok(f.off - f.on < 600, `${s}: a tint on for ${Math.round(f.off - f.on)} ms`);
+          if (next) {
+            assert.ok(next.on - f.on >= 600, `${s}: flashes ${Math.round(next.on - f.on)} ms apart`);
+            assert.ok(f.off != null && f.off <= next.on, `${s}: never stacked: ${JSON.stringify([f, next])}`);
+          }
+        }
+        assert.ok(mine.length < ticks[s], `${s}: fewer flashes (${mine.length}) than ticks (${ticks[s]})`);
+      }
+      // The direction is an arrow as well as a colour.
+      await waitFor('arrows agree with the colours', () => page.evaluate(() => [...document.querySelectorAll('#rows tr')].every((r) => {
+        const td = r.querySelector('td.c-last'), arrow = td.querySelector('.dir').textContent;
+        return (arrow === '▲' && td.classList.contains('up')) || (arrow === '▼' && td.classList.contains('down'));
+      })));
+
+      await open(`${demo.url}?symbols=${symbols.join(',')}`, { reducedMotion: 'reduce' });
+      await rowsGrow(symbols, {});
+      await page.waitForFunction(() => [...window.tickfanDemo.model.values()].every((m) => m.ticks > 50 && m.lastDir !== 0),
+        null, { timeout: DEADLINE_MS });
+      assert.deepEqual(await page.evaluate(() => window.tickfanDemo.flashLog), [], 'no flash with reduced motion');
+      assert.match(await page.textContent('tr[data-symbol="AAPL"] .dir'), /^[▲▼]$/, 'the arrow stays');
+    }));
+
+  test('flash on against off: browser-measured latency with 50 busy rows (figures in target/browser/flash-latency.json)',
+    () => shooting('flash-latency', async () => {
+      const symbols = Array.from({ length: 50 }, (_, i) => `ROW${String(i).padStart(2, '0')}`);
+      // 50 rows at 20 ticks/s each.
+      const demo = await startDemo(await freePort(), ['--symbols', symbols.join(','), '--zipf', '0', '--rate', '1000'], 'flash-latency.demo');
+      const url = `${demo.url}?symbols=${symbols.join(',')}`;
+      const runs = [];
+      // A first page warms the browser and the demo up; not counted.
+      await open(url);
+      await page.waitForFunction(() => window.tickfanDemo.series.length >= 3, null, { timeout: DEADLINE_MS });
+      for (let round = 0; round < 3; round++) {
+        for (const flash of round % 2 ? [false, true] : [true, false]) {
+          await open(flash ? url : `${url}&flash=0`);
+          await page.waitForFunction((n) => [...window.tickfanDemo.model.values()].filter((m) => m.ticks > 5).length === n,
+            symbols.length, { timeout: DEADLINE_MS });
+          // Skip two seconds of warm-up, then take eight one-second p50s.
+          const from = await page.evaluate(() => window.tickfanDemo.series.length) + 2;
+          await page.waitForFunction((n) => window.tickfanDemo.series.length >= n, from + 8, { timeout: DEADLINE_MS });
+          const got = await page.evaluate((from) => ({
+            p50s: window.tickfanDemo.series.slice(from, from + 8).map((s) => s.p50),
+            ticks: window.tickfanDemo.series.slice(from, from + 8).reduce((n, s) => n + s.ticks, 0),
+            flashes: window.tickfanDemo.counters.flashes,
+          }), from);
+          const sorted = got.p50s.filter((v) => v != null).sort((a, b) => a - b);
+          runs.push({ round, flash, median_p50_ms: sorted[sorted.length >> 1], p50s: got.p50s, ticks: got.ticks, flashes: got.flashes });
+          if (flash) assert.ok(got.flashes > 0, 'flashes happened');
+          else assert.equal(got.flashes, 0, 'flash=0: none');
+          assert.ok(got.ticks > 0);
+        }
+      }
+      const med = (on) => {
+        const v = runs.filter((r) => r.flash === on).map((r) => r.median_p50_ms).sort((a, b) => a - b);
+        return v.reduce((a, b) => a + b, 0) / v.length;
+      };
+      const summary = { rows: symbols.length, ticks_per_s: 1000, flash_on_p50_ms: med(true), flash_off_p50_ms: med(false), runs };
+      fs.writeFileSync(path.join(OUT, 'flash-latency.json'), JSON.stringify(summary, null, 2));
+      console.log(`flash latency: on ${summary.flash_on_p50_ms.toFixed(1)} ms, off ${summary.flash_off_p50_ms.toFixed(1)} ms (p50, mean of per-run medians)`);
+    }));
+
+  test('symbol entry upper-cases and checks the grammar first; an entry with a bad symbol adds nothing',
+    () => shooting('entry', async () => {
+      const demo = await startDemo(await freePort(), [], 'entry.demo');
+      await open(`${demo.url}?symbols=AAPL`);
+      await page.fill('#add-input', 'jpm');
+      await page.press('#add-input', 'Escape');
+      await page.click('button[type=submit]');
+      await rowsGrow(['JPM'], {});
+      assert.equal((await rows(page)).jpm, undefined, 'no lower-case row');
+      await page.fill('#add-input', 'not valid!');
+      await page.press('#add-input', 'Escape');
+      await page.click('button[type=submit]');
+      await page.waitForFunction(() => /invalid symbol: valid!/.test(document.querySelector('#notice').textContent), null, { timeout: DEADLINE_MS });
+      assert.deepEqual(Object.keys(await rows(page)).sort(), ['AAPL', 'JPM'], 'nothing added, not even NOT');
+      assert.equal(await page.inputValue('#add-input'), 'not valid!', 'the entry stays to be corrected');
+      assert.equal(await page.getAttribute('#add-input', 'aria-invalid'), 'true');
+      assert.match(await page.textContent('#announce'), /invalid symbol/, 'screen readers hear it');
+    }));
+
+  test('sort by click and keyboard, choose columns, reorder by drag and Alt+arrows, named watchlists in storage and the URL',
+    () => shooting('watchlist', async () => {
+      // A slow feed: prices hold still long enough to check an order.
+      const demo = await startDemo(await freePort(), ['--rate', '20'], 'watchlist.demo');
+      const symbols = ['AAPL', 'MSFT', 'NVDA', 'AMZN'];
+      await open(`${demo.url}?symbols=${symbols.join(',')}`);
+      await rowsGrow(symbols, {});
+      const prices = () => page.evaluate(() => [...document.querySelectorAll('#rows tr')].map((r) => Number(r.querySelector('.px').textContent)));
+      const sortOf = (col) => page.getAttribute(`#quotes th.c-${col}`, 'aria-sort');
+
+      await page.click('#quotes th.c-last button');
+      assert.equal(await sortOf('last'), 'descending');
+      await waitFor('highest last price first', async () => { const p = await prices(); return p.every((v, i) => !i || v <= p[i - 1]); });
+      await page.click('#quotes th.c-last button');
+      assert.equal(await sortOf('last'), 'ascending');
+      await waitFor('lowest last price first', async () => { const p = await prices(); return p.every((v, i) => !i || v >= p[i - 1]); });
+      // Keyboard: the headers are buttons.
+      await page.focus('#quotes th.c-sym button');
+      await page.keyboard.press('Enter');
+      assert.equal(await sortOf('sym'), 'ascending');
+      assert.equal(await sortOf('last'), 'none');
+      assert.deepEqual(await order(), ['AAPL', 'AMZN', 'MSFT', 'NVDA']);
+      await page.keyboard.press('Enter');
+      assert.deepEqual(await order(), ['NVDA', 'MSFT', 'AMZN', 'AAPL']);
+      await page.keyboard.press('Enter');
+      assert.equal(await sortOf('sym'), 'none');
+      assert.deepEqual(await order(), symbols, "a third time: the list's own order");
+
+      // Drag NVDA above AAPL by its grip; Alt+Down moves it back one.
+      await page.dragAndDrop('tr[data-symbol="NVDA"] td.c-grip', 'tr[data-symbol="AAPL"] td.c-sym', { targetPosition: { x: 20, y: 3 } });
+      await waitFor('NVDA dragged to the top', async () => (await order()).join() === 'NVDA,AAPL,MSFT,AMZN');
+      assert.match(page.url(), /symbols=NVDA,AAPL,MSFT,AMZN/);
+      await page.focus('tr[data-symbol="NVDA"]');
+      await page.keyboard.press('Alt+ArrowDown');
+      assert.deepEqual(await order(), ['AAPL', 'NVDA', 'MSFT', 'AMZN']);
+      assert.equal(await page.evaluate(() => document.activeElement.dataset.symbol), 'NVDA', 'focus stays on the moved row');
+      assert.match(await page.textContent('#announce'), /NVDA moved to position 2/);
+
+      // Column chooser: Volume off, Open on.
+      await page.click('#cols-btn');
+      assert.equal(await page.getAttribute('#cols-btn', 'aria-expanded'), 'true');
+      await page.uncheck('#cols-menu input[data-col=vol]');
+      await page.check('#cols-menu input[data-col=open]');
+      await page.keyboard.press('Escape');
+      assert.equal(await page.isHidden('#cols-menu'), true);
+      let headers = await visibleHeaders();
+      assert.ok(headers.includes('Open') && !headers.includes('Volume'), `${headers}`);
+
+      // A second named list; the first is kept.
+      await page.click('#list-new');
+      await page.fill('#list-name', 'Tech');
+      await page.press('#list-name', 'Enter');
+      await waitFor('an empty list named Tech', async () => (await order()).length === 0 && /list=Tech/.test(page.url()));
+      await page.fill('#add-input', 'meta, tsla');
+      await page.press('#add-input', 'Escape');
+      await page.press('#add-input', 'Enter');
+      await rowsGrow(['META', 'TSLA'], {});
+      await page.selectOption('#lists', 'Watchlist');
+      await rowsGrow(['AAPL', 'NVDA', 'MSFT', 'AMZN'], {});
+      assert.deepEqual(await order(), ['AAPL', 'NVDA', 'MSFT', 'AMZN'], 'the first list, in its order');
+      assert.match(page.url(), /list=Watchlist(&|$)/);
+      assert.match(page.url(), /symbols=AAPL,NVDA,MSFT,AMZN(&|$)/);
+      assert.deepEqual((await page.$$eval('#lists option', (os) => os.map((o) => o.value))).sort(), ['Tech', 'Watchlist']);
+
+      // Kept in this browser: a bare ?list=Tech brings the list back, with the chosen columns.
+      await page.goto(`${demo.url}?list=Tech`);
+      await page.waitForFunction(() => document.querySelector('[data-testid=status]')?.dataset.state === 'open', null, { timeout: DEADLINE_MS });
+      await rowsGrow(['META', 'TSLA'], {});
+      assert.deepEqual(await order(), ['META', 'TSLA']);
+      headers = await visibleHeaders();
+      assert.ok(headers.includes('Open') && !headers.includes('Volume'), `columns kept: ${headers}`);
+      // Deleting it leaves the other.
+      await page.click('#list-del');
+      await rowsGrow(['AAPL', 'NVDA', 'MSFT', 'AMZN'], {});
+      assert.deepEqual(await page.$$eval('#lists option', (os) => os.map((o) => o.value)), ['Watchlist']);
+      assert.equal(await page.isDisabled('#list-del'), true, 'the last list cannot be deleted');
+    }));
+
+  test('themes follow the system and a toggle, dense and comfortable rows, a phone layout, labelled controls; screenshots',
+    () => shooting('themes', async () => {
+      const demo = await startDemo(await freePort(), [], 'themes.demo');
+      const symbols = ['AAPL', 'MSFT', 'NVDA', 'AMZN', 'GOOGL', 'META', 'TSLA', 'AVGO'];
+      const url = `${demo.url}?symbols=${symbols.join(',')}&sel=AAPL`;
+      const shots = [];
+      for (const scheme of ['dark', 'light']) {
+        for (const width of [1400, 390]) {
+          await open(url, { viewport: { width, height: width > 600 ? 800 : 844 }, colorScheme: scheme });
+          await rowsGrow(symbols, {});
+          await page.waitForFunction(() => document.querySelectorAll('#tape-rows tr').length >= 10, null, { timeout: DEADLINE_MS });
+          assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), scheme, `follows prefers-color-scheme: ${scheme}`);
+          const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+          assert.equal(bg, scheme === 'dark' ? 'rgb(11, 14, 20)' : 'rgb(244, 246, 249)');
+          if (width === 390) {
+            assert.deepEqual(await visibleHeaders(), ['Symbol', 'Last', 'Chg %', 'Trend'], 'a phone: symbol, last, change, spark');
+            assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'no sideways scrolling');
+            const spark = await page.evaluate(() => {
+              const c = document.querySelector('tr[data-symbol="AAPL"] canvas');
+              return { w: c.getBoundingClientRect().width, ink: c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v) => v) };
+            });
+            assert.ok(spark.w >= 50 && spark.ink, `the spark shows: ${JSON.stringify(spark)}`);
+          }
+          shots.push(await screenshot(page, `page-${width}-${scheme}`));
+        }
+      }
+      console.log(`screenshots: ${shots.join(' ')}`);
+
+      // The toggle wins over the system, and is kept.
+      await open(url, { colorScheme: 'light' });
+      await page.click('#theme');
+      assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark');
+      assert.equal(await page.getAttribute('#theme', 'aria-pressed'), 'false');
+      await page.reload();
+      assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark', 'kept across a reload');
+
+      // Dense rows by default; comfortable on request, kept.
+      await rowsGrow(symbols, {});
+      const height = () => page.evaluate(() => document.querySelector('tr[data-symbol="AAPL"]').getBoundingClientRect().height);
+      const dense = await height();
+      assert.ok(dense <= 24, `dense rows: ${dense}px`);
+      await page.click('#density');
+      const comfy = await height();
+      assert.ok(comfy >= 28 && comfy <= 34, `comfortable rows: ${comfy}px`);
+      await page.reload();
+      await rowsGrow(symbols, {});
+      assert.equal(await height(), comfy, 'kept across a reload');
+
+      // Screen readers: "AAPL on XNYS", not "AAPLXNYS"; every control has a name.
+      await page.waitForFunction(() => document.querySelector('tr[data-symbol="AAPL"] .venue .v').textContent !== '', null, { timeout: DEADLINE_MS });
+      assert.match(await page.textContent('tr[data-symbol="AAPL"] td.c-sym'), /^AAPL on [A-Z]{4}/);
+      const unnamed = await page.evaluate(() => [...document.querySelectorAll('button, input, select')].filter((el) => {
+        const name = el.getAttribute('aria-label') || el.labels?.[0]?.textContent || el.textContent || el.title;
+        return !String(name).trim();
+      }).map((el) => el.outerHTML.slice(0, 80)));
+      assert.deepEqual(unnamed, []);
+      assert.equal(await page.getAttribute('tr[data-symbol="AAPL"] button.rm', 'aria-label'), 'Remove AAPL');
+    }));
 });
