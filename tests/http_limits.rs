@@ -908,7 +908,10 @@ async fn a_descriptor_reserve_keeps_probes_answering_when_the_rest_are_used() {
         if status == 503 {
             break;
         }
-        assert!(refills < 5, "/symbols answered {status} {refills} times: {body}");
+        assert!(
+            refills < 5,
+            "/symbols answered {status} {refills} times: {body}"
+        );
         refills += 1;
         let fits = ws_connect(edge.addr, None).await;
         assert!(
