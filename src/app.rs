@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::EdgeConfig,
-    fanout::Registry,
+    fanout::{Directory, Registry},
     gateway::{self, Readiness, Shared},
     ingest::{self, Ingest},
     telemetry::{otel, Metrics},
@@ -83,11 +83,13 @@ pub async fn run_edge(
     }
     let metrics = Metrics::new();
     let registry = Arc::new(Registry::with_history(config.gateway.history()));
+    let directory = Arc::new(Directory::new());
     let ingest_stop = CancellationToken::new();
     let ingest = Ingest::start(
         &config.kafka,
         &config.ingest,
         registry.clone(),
+        directory.clone(),
         metrics.clone(),
         traces.as_ref().map(|t| t.tracer()),
         ingest_stop.clone(),
@@ -95,6 +97,7 @@ pub async fn run_edge(
     let shared = Arc::new(Shared {
         config: config.gateway.clone(),
         registry,
+        directory,
         metrics,
         sessions: Default::default(),
         feed: ingest.status.feed(),

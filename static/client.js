@@ -9,6 +9,7 @@
  * client.on('stale', ({ symbol, reasons }) => grey(symbol, reasons));
  * client.on('fresh', ({ symbol }) => ungrey(symbol));
  * client.on('status', ({ status, retryAt }) => badge(status, retryAt));
+ * client.on('unknown', ({ symbols }) => noSuchSymbol(symbols)); // subscribed, but no tick in the topic
  * client.subscribe(['AAPL', 'MSFT']);
  * ```
  *
@@ -77,6 +78,12 @@
  *   tick of them yet and the connection already waits for as many such
  *   symbols as it may) or `edge_full` stay in the set and are subscribed
  *   again after the error's `retry_after_ms` plus jitter.
+ * - **Unknown symbols.** An `unknown_symbol` error *without*
+ *   `retry_after_ms` is not a refusal: the symbols are subscribed, but the
+ *   edge has read their partitions (the snapshot rewind) and the topic holds
+ *   no tick of them (a typo, a delisted or not yet listed name). The client
+ *   keeps them subscribed, asks nothing again, and fires `unknown`; if one
+ *   trades later, its first tick arrives as a snapshot as usual.
  * - **Tokens.** Browsers cannot set `Authorization` on a WebSocket, so the
  *   token is offered as a subprotocol, `Sec-WebSocket-Protocol: tickfan,
  *   tickfan.bearer.<token>` (the edge selects `tickfan`), which keeps it out
@@ -177,6 +184,9 @@ function jwtExp(token) {
  * @fires TickfanClient#hint     `{afterMs, at}`: the edge is draining; reconnect at `at`
  * @fires TickfanClient#subscribed / #unsubscribed `{symbols}`
  * @fires TickfanClient#authenticated `{exp}`
+ * @fires TickfanClient#unknown  `{symbols}`: the edge says these subscribed symbols have no tick in
+ *   the topic (`unknown_symbol` without `retry_after_ms`); they stay subscribed (show them as
+ *   "no such symbol"; a later first tick is a snapshot)
  * @fires TickfanClient#error    `{code, message, symbols}`: an `error` frame (rejected symbols are
  *   dropped), or `code: 'unauthorized'` when the edge refused the token (close 4401)
  */
@@ -495,6 +505,13 @@ export class TickfanClient extends EventTarget {
         return this._emit('authenticated', { exp: m.exp });
       case 'error': {
         const symbols = Array.isArray(m.symbols) ? m.symbols : [];
+        // Without retry_after_ms, `unknown_symbol` is a notice, not a refusal:
+        // the subscription holds, but the topic has no tick of these symbols
+        // (their partitions were read and none came). Keep them subscribed,
+        // ask nothing again: a first tick, if one ever comes, arrives as a
+        // snapshot.
+        if (m.code === 'unknown_symbol' && m.retry_after_ms === undefined)
+          return this._emit('unknown', { symbols: symbols.filter((s) => this._syms.has(s)) });
         // Rejected symbols (invalid, not entitled, over the cap) would only be
         // rejected again on every reconnect: drop them.
         if (['invalid_symbol', 'not_entitled', 'too_many_symbols'].includes(m.code))

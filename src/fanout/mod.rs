@@ -1,13 +1,16 @@
-//! Fan-out: the sharded symbol registry with its last-value cache, and the
-//! bounded per-client outbox. Knows nothing of Kafka or WebSockets; it tells
-//! whoever listens when the set of wanted symbols changes.
+//! Fan-out: the sharded symbol registry with its last-value cache, the
+//! bounded per-client outbox, and the symbol directory. Knows nothing of
+//! Kafka or WebSockets; it tells whoever listens when the set of wanted
+//! symbols changes.
 //!
 //! It never blocks on a socket and never drops a tick silently: a full outbox
 //! drops its oldest tick and records the gap.
 
+pub mod directory;
 pub mod outbox;
 pub mod registry;
 
+pub use directory::Directory;
 pub use outbox::{Drained, Gap, Item, Out, Outbox, Replay};
 pub use registry::{
     wake_all, Finished, History, Past, Published, Registry, ResumeFrom, ResumeNeed, Resumed,

@@ -3,7 +3,8 @@
 //! the writer can tell the client in-band.
 //!
 //! Memory per client is at most `capacity` entries (each a refcount on shared
-//! bytes) plus, per subscribed symbol, one pending gap and (with `max_hz` or
+//! bytes) plus, per subscribed symbol, one pending gap, one pending
+//! `unknown_symbol` notice ([`Outbox::push_unknown`]) and (with `max_hz` or
 //! `"mode":"latest"`) one waiting tick, whatever the client does.
 //!
 //! `"mode":"latest"` ([`Outbox::set_latest`]): a symbol keeps at most one
@@ -150,11 +151,16 @@ pub struct Drained {
     pub more: bool,
     /// The oldest `ts` among the live ticks in `entries` (0: none).
     pub oldest_ts: i64,
+    /// Subscribed symbols the edge says it has no tick of
+    /// ([`Outbox::push_unknown`]), in the order they were found; they
+    /// precede every entry (no tick of them can be queued before the
+    /// notice).
+    pub unknown: Vec<Symbol>,
 }
 
 impl Drained {
     pub fn is_empty(&self) -> bool {
-        self.dropped.is_empty() && self.entries.is_empty()
+        self.dropped.is_empty() && self.entries.is_empty() && self.unknown.is_empty()
     }
 }
 
@@ -178,6 +184,10 @@ struct State {
     /// ([`Outbox::push_replay`]), which the outbox holds on top of its
     /// capacity until the writer has taken as many.
     extra: usize,
+    /// `unknown_symbol` notices not yet drained: at most one per
+    /// subscription (the registry tells each once), never dropped to make
+    /// room and not counted against the capacity.
+    unknown: Vec<Symbol>,
 }
 
 impl State {
@@ -469,6 +479,15 @@ impl Outbox {
         }
     }
 
+    /// Queues the notice that the edge holds no tick of the subscribed
+    /// `symbol` although its partitions have been read (the writer sends
+    /// notices drained together as one `unknown_symbol` error frame). Not
+    /// counted against the capacity and never dropped: the registry queues
+    /// at most one per subscription. The caller wakes the writer.
+    pub fn push_unknown(&self, symbol: Symbol) {
+        self.state.lock().unwrap().unknown.push(symbol);
+    }
+
     /// Queues a snapshot: never conflated away (it is the client's new
     /// baseline); for a rate-limited symbol it also discards the waiting
     /// tick (older than the snapshot) and starts the symbol's next turn.
@@ -597,6 +616,7 @@ impl Outbox {
         });
         st.latest.retain(|s, _| !gone(s));
         st.dropped.retain(|s, _| !gone(s));
+        st.unknown.retain(|s| !gone(s));
         st.slots.retain(|s, _| !gone(s));
         st.extra = st.extra.min(st.queue.len());
         self.queued.store(st.queue.len(), Ordering::Relaxed);
@@ -629,6 +649,7 @@ impl Outbox {
                     to_seq,
                 })
                 .collect(),
+            unknown: std::mem::take(&mut st.unknown),
             ..Drained::default()
         };
         let State {

@@ -10,11 +10,11 @@
 //! them ([`wake_all`]).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     hash::{BuildHasher, RandomState},
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, Condvar, Mutex,
+        Arc, Condvar, Mutex, RwLock,
     },
     time::Duration,
 };
@@ -26,6 +26,7 @@ use super::outbox::{Gap, Item, Outbox, Replay};
 use crate::{
     codec::wire,
     market::{Seq, Symbol},
+    partition::partition_for,
 };
 
 const SHARDS: usize = 64;
@@ -71,6 +72,8 @@ struct Subscriber {
     /// A resume beyond the window waits for a snapshot: the seqs from here
     /// to the snapshot's are announced as a gap first.
     announce_from: Option<Seq>,
+    /// Its `unknown_symbol` notice was queued (once per subscription).
+    told_unknown: bool,
 }
 
 impl Drop for Subscriber {
@@ -89,7 +92,19 @@ impl Subscriber {
             floor: Seq::MIN,
             hold: None,
             announce_from: None,
+            told_unknown: false,
         }
+    }
+
+    /// Queues the `unknown_symbol` notice unless it was queued before;
+    /// `true` when it queued it now (the caller wakes the writer).
+    fn tell_unknown(&mut self, symbol: &Symbol) -> bool {
+        if self.told_unknown || self.hold.is_some() {
+            return false;
+        }
+        self.told_unknown = true;
+        self.outbox.push_unknown(symbol.clone());
+        true
     }
 
     /// Queues `item` as the subscriber's snapshot, after the gap its resume
@@ -265,6 +280,36 @@ pub struct Registry {
     /// Bytes kept in all symbols' histories.
     history_bytes: AtomicUsize,
     resumes: Resumes,
+    /// The partitions whose snapshot rewind has been replayed: a symbol
+    /// with no cached tick once its partition is live in every source is
+    /// unknown to the topic ([`Registry::partition_live`]). Lock order:
+    /// shard, then this.
+    live: RwLock<LiveParts>,
+}
+
+/// Which partitions of the edge's sources (topics) are live: assigned and
+/// done replaying their snapshot rewind.
+#[derive(Default)]
+struct LiveParts {
+    /// How many sources every symbol lives in (the consumed topics); 0:
+    /// not said yet, no symbol is settled.
+    sources: usize,
+    /// Per source, per partition count (as assigned), the live partitions.
+    by_source: HashMap<Arc<str>, HashMap<i32, HashSet<i32>>>,
+}
+
+impl LiveParts {
+    /// Whether `symbol`'s partition is live in every source.
+    fn settled(&self, symbol: &Symbol) -> bool {
+        let key = symbol.as_str().as_bytes();
+        self.sources > 0
+            && self.by_source.len() == self.sources
+            && self.by_source.values().all(|counts| {
+                counts
+                    .iter()
+                    .any(|(&n, live)| live.contains(&partition_for(key, n)))
+            })
+    }
 }
 
 #[derive(Default)]
@@ -308,7 +353,47 @@ impl Registry {
             history,
             history_bytes: AtomicUsize::new(0),
             resumes: Resumes::default(),
+            live: RwLock::default(),
         }
+    }
+
+    /// Says how many sources (consumed topics) every symbol lives in: a
+    /// symbol is settled, and told `unknown_symbol` without a tick, only
+    /// once its partition is live in all of them.
+    pub fn set_sources(&self, n: usize) {
+        self.live.write().unwrap().sources = n;
+    }
+
+    /// Marks partition `partition` (of `count`) of `source` live (its
+    /// snapshot rewind replayed) or not (released). Call before
+    /// [`Registry::flush_snapshots`] for the same partition, which then
+    /// tells the subscribers of its settled symbols that have no tick.
+    pub fn partition_live(&self, source: &Arc<str>, partition: i32, count: i32, live: bool) {
+        let mut l = self.live.write().unwrap();
+        if live {
+            l.by_source
+                .entry(source.clone())
+                .or_default()
+                .entry(count)
+                .or_default()
+                .insert(partition);
+        } else if let Some(counts) = l.by_source.get_mut(source) {
+            if let Some(set) = counts.get_mut(&count) {
+                set.remove(&partition);
+                if set.is_empty() {
+                    counts.remove(&count);
+                }
+            }
+            if counts.is_empty() {
+                l.by_source.remove(source);
+            }
+        }
+    }
+
+    /// Whether `symbol`'s partition is live in every source (so a symbol
+    /// without a cached tick is one the topics have not held).
+    pub fn settled(&self, symbol: &Symbol) -> bool {
+        self.live.read().unwrap().settled(symbol)
     }
 
     /// Bytes of recent ticks kept for resumes.
@@ -391,7 +476,12 @@ impl Registry {
             }
             _ => true,
         };
-        entry.subs.push(Subscriber::new(outbox, awaiting_snapshot));
+        let mut sub = Subscriber::new(outbox, awaiting_snapshot);
+        if entry.last.is_none() && self.settled(symbol) {
+            // Its partitions are read: the topic has no tick of it.
+            sub.tell_unknown(symbol);
+        }
+        entry.subs.push(sub);
         if first {
             self.log_interest(symbol, true);
         }
@@ -593,7 +683,9 @@ impl Registry {
 
     /// Ends the replay of symbols matching `pred`: their cached tick becomes
     /// final and is sent, as a snapshot, to every subscriber still waiting
-    /// for one. Returns drops.
+    /// for one. Subscribers of those without a tick whose partitions are
+    /// now live in every source ([`Registry::partition_live`]) are told
+    /// `unknown_symbol`, once per subscription. Returns drops.
     pub fn flush_snapshots(
         &self,
         pred: impl Fn(&Symbol) -> bool,
@@ -604,6 +696,19 @@ impl Registry {
             let mut shard = shard.lock().unwrap();
             for (symbol, entry) in shard.iter_mut() {
                 let Some(last) = &mut entry.last else {
+                    if entry
+                        .subs
+                        .iter()
+                        .any(|s| !s.told_unknown && s.hold.is_none())
+                        && pred(symbol)
+                        && self.settled(symbol)
+                    {
+                        for sub in &mut entry.subs {
+                            if sub.tell_unknown(symbol) && sub.outbox.schedule() {
+                                wake.push(sub.outbox.clone());
+                            }
+                        }
+                    }
                     continue;
                 };
                 if !(last.provisional || entry.subs.iter().any(|s| s.awaiting_snapshot))
@@ -722,6 +827,9 @@ impl Registry {
                 Resumed::Kafka
             }
         };
+        if entry.last.is_none() && sub.awaiting_snapshot && self.settled(symbol) {
+            sub.tell_unknown(symbol);
+        }
         entry.subs.push(sub);
         if first {
             self.log_interest(symbol, true);
@@ -1390,5 +1498,54 @@ mod tests {
                 r#"{"seq":5,"snapshot":true}"#
             ]
         );
+    }
+
+    fn unknown_of(ob: &Outbox) -> Vec<String> {
+        ob.drain(usize::MAX)
+            .unknown
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_symbol_without_a_tick_is_told_unknown_once_its_partition_is_live_in_every_source() {
+        let reg = Registry::new();
+        reg.set_sources(2);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let ob = Arc::new(Outbox::new(10));
+        let mut wake = Vec::new();
+        reg.publish(&sym("KNOWN"), 1, enc(1), &mut wake);
+        reg.subscribe(&sym("ZZZZ"), &ob);
+        reg.subscribe(&sym("KNOWN"), &ob);
+        assert!(unknown_of(&ob).is_empty(), "nothing live yet");
+        // One partition (of one) live in the first source only: not settled.
+        reg.partition_live(&a, 0, 1, true);
+        reg.flush_snapshots(|_| true, &mut wake);
+        assert!(unknown_of(&ob).is_empty(), "the other source may hold it");
+        // Live in both: told, once, and only of the symbol without a tick.
+        reg.partition_live(&b, 0, 1, true);
+        wake.clear();
+        reg.flush_snapshots(|_| true, &mut wake);
+        assert_eq!(unknown_of(&ob), ["ZZZZ"]);
+        assert_eq!(wake.len(), 1, "its writer is woken");
+        reg.flush_snapshots(|_| true, &mut wake);
+        assert!(unknown_of(&ob).is_empty(), "once per subscription");
+        // A subscription made while live is told at once.
+        let late = Arc::new(Outbox::new(10));
+        reg.subscribe(&sym("ZZZZ"), &late);
+        reg.subscribe(&sym("KNOWN"), &late);
+        assert_eq!(unknown_of(&late), ["ZZZZ"]);
+        // The symbol trades: its first tick is the snapshot, as ever.
+        reg.publish(&sym("ZZZZ"), 1, enc(1), &mut wake);
+        assert_eq!(texts(&ob), [r#"{"seq":1,"snapshot":true}"#]);
+        // An unsubscribe takes a notice not yet sent with it.
+        let gone = Arc::new(Outbox::new(10));
+        reg.subscribe(&sym("NEVER"), &gone);
+        gone.purge(&sym("NEVER"));
+        assert!(unknown_of(&gone).is_empty());
+        // Released: no longer settled.
+        reg.partition_live(&b, 0, 1, false);
+        assert!(!reg.settled(&sym("ANY")));
     }
 }

@@ -1,8 +1,8 @@
 //! The admin listener (`--admin-listen`): the operators' routes on an
 //! address of their own, so that the public port need not serve them.
 //!
-//! It serves `/metrics`, `/partitions`, `/symbols` (every cached symbol),
-//! `/healthz` and `/readyz`, behind the same door as the public port (HTTP
+//! It serves `/metrics`, `/partitions`, `/symbols` (every cached or
+//! directory symbol), `/healthz` and `/readyz`, behind the same door as the public port (HTTP
 //! phase cap of [`door::ADMIN_MAX_CONNECTIONS`], write deadline, descriptor
 //! reserve), and never upgrades.
 

@@ -6,7 +6,7 @@
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once Kafka metadata is fetched and the edge is not draining, else 503 |
 //! | `GET /metrics` | Prometheus text (on the admin listener only, when there is one) |
-//! | `GET /symbols` | JSON array of symbols whose latest tick is cached (with auth on, on the public port: a token is required and only its entitled symbols are listed) |
+//! | `GET /symbols` | JSON array of symbols whose latest tick is cached or that the symbol directory sampled from any partition (with auth on, on the public port: a token is required and only its entitled symbols are listed) |
 //! | `GET /partitions` | JSON array of assigned partitions and positions (on the admin listener only, when there is one) |
 //! | `GET /` | the demo ticker page, when enabled |
 //! | `GET /client.js` | the browser client (ES module), always |
@@ -375,6 +375,8 @@ pub trait Readiness: Send + Sync + 'static {
 pub struct Shared {
     pub config: Config,
     pub registry: Arc<Registry>,
+    /// Symbols sampled from every partition (`/symbols` lists them too).
+    pub directory: Arc<crate::fanout::Directory>,
     pub metrics: Metrics,
     pub sessions: Sessions,
     pub readiness: Box<dyn Readiness>,
@@ -530,16 +532,19 @@ fn routes(
         })
 }
 
-/// `/symbols`: every cached symbol; on the public port with auth on, only
-/// those the caller's token entitles it to, and 401 without a valid token
-/// (the token is taken as at the handshake: header, subprotocol or query).
+/// `/symbols`: every cached symbol and every symbol of the directory,
+/// sorted, each once; on the public port with auth on, only those the
+/// caller's token entitles it to, and 401 without a valid token (the token
+/// is taken as at the handshake: header, subprotocol or query).
 fn symbols(
     s: &Shared,
     port: Port,
     headers: &warp::http::HeaderMap,
     query: Option<&str>,
 ) -> warp::reply::Response {
-    let cached = s.registry.cached();
+    let held = s.registry.cached();
+    let directory = s.directory.symbols();
+    let cached = crate::fanout::directory::union_sorted(&held, &directory);
     let verifier = match (&s.verifier, port) {
         (Some(v), Port::Public) => v,
         _ => return warp::reply::json(&cached).into_response(),

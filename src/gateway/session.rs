@@ -77,6 +77,8 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 4 << 20;
 /// Retry hint of an `unknown_symbol` or `edge_full` error.
 const RETRY_AFTER_MS: u64 = 1000;
+/// Message of the `unknown_symbol` notice (no `retry_after_ms`).
+const UNKNOWN_NOTICE: &str = "the topic holds no tick of these symbols: their partitions were read (the snapshot rewind) and none came; still subscribed, a first tick would arrive as a snapshot";
 
 /// Close code for a message that violates a policy: a read budget (RFC 6455).
 pub const CLOSE_POLICY: u16 = 1008;
@@ -410,7 +412,8 @@ impl Writer {
     }
 }
 
-/// Drains the outbox once into `queue`: drop notices first, then ticks in
+/// Drains the outbox once into `queue`: `unknown_symbol` notices first (as
+/// few frames as the echo limit allows), then drop notices, then ticks in
 /// frames of at most `max_frame_bytes`, with upstream gap notices in their
 /// place in the stream. Returns whether more is queued in the outbox.
 fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool {
@@ -418,9 +421,27 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool
         .config
         .max_frame_bytes
         .saturating_sub(wire::FRAME_OVERHEAD);
-    let d = outbox.drain(cap);
+    let mut d = outbox.drain(cap);
     if d.is_empty() {
         return false;
+    }
+    if !d.unknown.is_empty() {
+        shared
+            .metrics
+            .unknown_symbols
+            .inc_by(d.unknown.len() as u64);
+        d.unknown.sort();
+        for chunk in d.unknown.chunks(ECHO_MAX) {
+            let symbols: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
+            queue.push_back(Message::text(protocol::error_json(
+                ErrorCode::UnknownSymbol,
+                UNKNOWN_NOTICE,
+                Some(&symbols),
+            )));
+        }
+        if d.entries.is_empty() && d.dropped.is_empty() {
+            return d.more; // notices only: no write of ticks to measure
+        }
     }
     let (mut frames, mut gaps) = (0u64, d.dropped.len() as u64);
     for g in &d.dropped {
@@ -1055,6 +1076,7 @@ mod tests {
             shared: Arc::new(Shared {
                 config,
                 registry: Arc::new(Registry::new()),
+                directory: Default::default(),
                 metrics: Metrics::new(),
                 sessions: Sessions::default(),
                 readiness: Box::new(AlwaysReady),
@@ -1564,5 +1586,49 @@ mod tests {
                 break;
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscription_to_a_symbol_the_read_partitions_lack_is_told_after_subscribed() {
+        let e = edge(|_| {});
+        e.shared.registry.set_sources(1);
+        // One partition, live: every symbol is settled.
+        e.shared
+            .registry
+            .partition_live(&Arc::from("t"), 0, 1, true);
+        e.publish("KNOWN", 1);
+        let (mut ws, _task, _drain) = e.connect(1 << 16, None).await;
+        send(
+            &mut ws,
+            json!({"op":"subscribe","symbols":["KNOWN","ZZ1","ZZ2"]}),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut ws).await["symbols"],
+            json!(["KNOWN", "ZZ1", "ZZ2"])
+        );
+        let mut notice = None;
+        let mut snapshot = false;
+        while notice.is_none() || !snapshot {
+            let v = next_json(&mut ws).await;
+            match v["type"].as_str() {
+                Some("error") => {
+                    assert!(notice.is_none(), "one frame: {v}");
+                    notice = Some(v);
+                }
+                Some("ticks") => snapshot = true,
+                _ => panic!("{v}"),
+            }
+        }
+        let notice = notice.unwrap();
+        assert_eq!(notice["code"], "unknown_symbol");
+        assert_eq!(notice["symbols"], json!(["ZZ1", "ZZ2"]));
+        assert!(notice.get("retry_after_ms").is_none(), "{notice}");
+        assert_eq!(e.shared.metrics.unknown_symbols.get(), 2);
+        // Still subscribed: a first tick comes as a snapshot.
+        e.publish("ZZ1", 1);
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["ticks"][0]["symbol"], "ZZ1", "{v}");
+        assert_eq!(v["ticks"][0]["snapshot"], true, "{v}");
     }
 }

@@ -294,6 +294,9 @@ impl PollLoop {
         let mut parts: HashMap<TopicPartition, PartState> = HashMap::new();
         let mut wake: Vec<Arc<Outbox>> = Vec::new();
         let mut lag_due = std::time::Instant::now();
+        // Every symbol lives in one partition of each topic: it is settled
+        // (known to have no tick, when none is cached) once all are live.
+        self.registry.set_sources(self.topics.len());
         while !self.shutdown.is_cancelled() {
             if std::time::Instant::now() >= lag_due {
                 lag_due += LAG_REFRESH;
@@ -523,7 +526,10 @@ impl PollLoop {
     }
 
     /// The rewind of `tp` is replayed: send every waiting subscriber of its
-    /// symbols the cached tick as a snapshot.
+    /// symbols the cached tick as a snapshot, and those of its symbols
+    /// without a tick (once their partitions in every topic are live) an
+    /// `unknown_symbol` notice. Queues only: the writers are woken with the
+    /// batch.
     fn go_live(
         &self,
         tp: &TopicPartition,
@@ -532,6 +538,8 @@ impl PollLoop {
         wake: &mut Vec<Arc<Outbox>>,
     ) {
         tracing::debug!(topic = %tp.topic, partition = tp.partition, "partition live");
+        self.registry
+            .partition_live(&tp.topic, tp.partition, partitions, true);
         counts.dropped += self.registry.flush_snapshots(
             |s| partition_for(s.as_str().as_bytes(), partitions) == tp.partition,
             wake,
@@ -603,6 +611,8 @@ impl PollLoop {
                     }
                 }
                 let Some(st) = parts.remove(&tp) else { return };
+                self.registry
+                    .partition_live(&tp.topic, tp.partition, st.partitions, false);
                 self.status.partitions.lock().unwrap().remove(&tp);
                 self.metrics.ingest_lag.remove(&lag_labels(&tp));
                 self.metrics.assigned_partitions.dec();

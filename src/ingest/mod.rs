@@ -9,6 +9,8 @@
 //! * [`traces`] is the poll loop's per-tick tracing: a `process <topic>` span
 //!   per traced record and its `fanout` child.
 //! * [`metadata`] watches topic metadata: readiness and partition counts.
+//! * [`directory`] samples the record keys of every partition, on a consumer
+//!   of its own, for the symbol directory `/symbols` lists.
 //!
 //! There is no consumer group: each edge assigns partitions by hand, so every
 //! edge sees every record of the partitions it wants.
@@ -17,6 +19,7 @@
 //! fan-out registry (`Registry::publish_at`); and it never commits an offset.
 
 pub mod consumer;
+pub mod directory;
 pub mod history;
 pub mod interest;
 pub mod metadata;
@@ -44,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     codec::mapping::{Format, Mapping, TopicReader},
-    fanout::{FeedStatus, Registry},
+    fanout::{Directory, FeedStatus, Registry},
     kafka::KafkaConfig,
     telemetry::Metrics,
 };
@@ -88,6 +91,21 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_METADATA_REFRESH", default_value = "10s", value_parser = humantime::parse_duration)]
     pub metadata_refresh: Duration,
 
+    /// How often the symbol directory (`/symbols`) samples every partition
+    /// of every topic, on a consumer of its own; also once at start.
+    #[arg(long, env = "TICKFAN_DIRECTORY_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub directory_interval: Duration,
+
+    /// Records read from the end of each partition per directory pass; the
+    /// keys that are symbols make the directory. 0: no directory.
+    #[arg(long, env = "TICKFAN_DIRECTORY_SAMPLE", default_value_t = 2000)]
+    pub directory_sample: i64,
+
+    /// Most symbols in the directory; keys of further symbols are not added
+    /// (counted in `tickfan_directory_dropped_keys_total`).
+    #[arg(long, env = "TICKFAN_DIRECTORY_MAX", default_value_t = 100_000)]
+    pub directory_max: usize,
+
     /// With trace export on (`--otlp-endpoint`): fraction of records that
     /// arrive WITHOUT a `traceparent` header for which the edge starts a
     /// trace of its own. Records with a sampled `traceparent` are always
@@ -127,6 +145,15 @@ impl Config {
             !self.metadata_refresh.is_zero(),
             "--metadata-refresh must be > 0"
         );
+        anyhow::ensure!(
+            self.directory_interval >= Duration::from_secs(1),
+            "--directory-interval must be at least 1s"
+        );
+        anyhow::ensure!(
+            self.directory_sample >= 0,
+            "--directory-sample must be >= 0"
+        );
+        anyhow::ensure!(self.directory_max >= 1, "--directory-max must be >= 1");
         Ok(())
     }
 
@@ -254,16 +281,21 @@ pub struct Ingest {
     pub status: Arc<Status>,
     poll_thread: std::thread::JoinHandle<()>,
     history_thread: std::thread::JoinHandle<()>,
+    /// `None` with `--directory-sample 0`.
+    directory_thread: Option<std::thread::JoinHandle<()>>,
     tasks: tokio::task::JoinSet<()>,
 }
 
 impl Ingest {
-    /// Starts the consumer thread, the interest manager and the metadata
-    /// watcher.
+    /// Starts the consumer thread, the interest manager, the metadata
+    /// watcher, the history reader and the directory reader (which fills
+    /// `directory`).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         kafka: &KafkaConfig,
         config: &Config,
         registry: Arc<Registry>,
+        directory: Arc<Directory>,
         metrics: Metrics,
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
         shutdown: CancellationToken,
@@ -299,6 +331,24 @@ impl Ingest {
             shutdown: shutdown.clone(),
         }
         .spawn()?;
+        let directory_thread = if config.directory_sample > 0 {
+            Some(
+                directory::DirectoryReader {
+                    consumer: directory::consumer(kafka)?,
+                    topics: topics.clone(),
+                    counts: counts_rx.clone(),
+                    directory,
+                    sample: config.directory_sample,
+                    max: config.directory_max,
+                    interval: config.directory_interval,
+                    metrics: metrics.clone(),
+                    shutdown: shutdown.clone(),
+                }
+                .spawn()?,
+            )
+        } else {
+            None
+        };
         let poll_thread = consumer::PollLoop {
             consumer: consumer.clone(),
             traces: tracer
@@ -342,6 +392,7 @@ impl Ingest {
             status,
             poll_thread,
             history_thread,
+            directory_thread,
             tasks,
         })
     }
@@ -350,10 +401,13 @@ impl Ingest {
     /// shutdown token fired).
     pub async fn join(mut self) {
         while self.tasks.join_next().await.is_some() {}
-        let (t, h) = (self.poll_thread, self.history_thread);
+        let (t, h, d) = (self.poll_thread, self.history_thread, self.directory_thread);
         let _ = tokio::task::spawn_blocking(move || {
             let _ = t.join();
             let _ = h.join();
+            if let Some(d) = d {
+                let _ = d.join();
+            }
         })
         .await;
     }

@@ -126,6 +126,17 @@ pub struct Metrics {
     pub lagging_clients: Counter,
     /// Ticks that replaced one a client had not got yet, at its request.
     pub conflated: Counter,
+    /// Subscriptions told `unknown_symbol` (no `retry_after_ms`): the
+    /// symbol's partitions were read and the edge holds no tick of it.
+    pub unknown_symbols: Counter,
+    /// Symbols in the edge's symbol directory (the record keys of the last
+    /// sample of every partition), at most `--directory-max`.
+    pub directory_symbols: Gauge,
+    /// Records of the directory's samples whose key was a new symbol but
+    /// the directory was full (`--directory-max`): not added.
+    pub directory_dropped_keys: Counter,
+    /// Directory passes finished (every partition sampled once).
+    pub directory_passes: Counter,
     /// Schema Registry lookups, by result (`SCHEMA_FETCH_RESULTS`).
     pub schema_fetches: Family<Reason, Counter>,
     /// Resumed subscriptions, by how they were served
@@ -184,6 +195,10 @@ impl Metrics {
             ingest_stalled_seconds: Counter::default(),
             lagging_clients: Counter::default(),
             conflated: Counter::default(),
+            unknown_symbols: Counter::default(),
+            directory_symbols: Gauge::default(),
+            directory_dropped_keys: Counter::default(),
+            directory_passes: Counter::default(),
             resumes: Family::default(),
             replayed: Family::default(),
             resume_memory: Gauge::default(),
@@ -362,6 +377,26 @@ impl Metrics {
             "conflated",
             "Ticks that replaced one a client had not got yet, at its request (max_hz, mode latest)",
             m.conflated.clone(),
+        );
+        r.register(
+            "unknown_symbols",
+            "Subscriptions told unknown_symbol: the symbol's partitions were read and the edge holds no tick of it",
+            m.unknown_symbols.clone(),
+        );
+        r.register(
+            "directory_symbols",
+            "Symbols in the edge's symbol directory (record keys sampled from every partition)",
+            m.directory_symbols.clone(),
+        );
+        r.register(
+            "directory_dropped_keys",
+            "Sampled records whose key was a new symbol while the directory was full (--directory-max)",
+            m.directory_dropped_keys.clone(),
+        );
+        r.register(
+            "directory_passes",
+            "Symbol directory passes finished (every partition of every topic sampled)",
+            m.directory_passes.clone(),
         );
         r.register(
             "resumes",

@@ -176,6 +176,32 @@ test('symbols refused as unknown_symbol or edge_full are kept and asked for agai
   c.close();
 });
 
+test('unknown_symbol without retry_after_ms: kept subscribed, never asked again, an unknown event; a later tick is a snapshot', (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { c, ws, events } = setup({ symbols: ['AAPL', 'ZZZZ', 'QQQQ'] });
+  const unknown = [];
+  c.on('unknown', (d) => unknown.push(d));
+  c.connect();
+  ws().open();
+  ws().recv({ type: 'subscribed', symbols: ['AAPL', 'ZZZZ', 'QQQQ'] });
+  ws().recv({ type: 'error', code: 'unknown_symbol', message: 'no tick of these symbols in the topic', symbols: ['ZZZZ', 'QQQQ'] });
+  assert.deepEqual(unknown, [{ symbols: ['ZZZZ', 'QQQQ'] }]);
+  assert.deepEqual(c.symbols, ['AAPL', 'ZZZZ', 'QQQQ'], 'kept');
+  assert.equal(events.filter((e) => e.t === 'error').length, 0, 'a notice, not an error');
+  ws().sent = [];
+  t.mock.timers.tick(60_000);
+  assert.deepEqual(ws().sent, [], 'nothing asked again');
+  // The symbol starts trading: its first tick is applied as a snapshot.
+  ws().recv({ type: 'ticks', ticks: [tick('ZZZZ', 1, { snapshot: true })] });
+  assert.equal(events.filter((e) => e.t === 'snapshot' && e.symbol === 'ZZZZ').length, 1);
+  // With retry_after_ms it is still the refusal: retried after the hint.
+  ws().recv({ type: 'error', code: 'unknown_symbol', message: 'later', symbols: ['QQQQ'], retry_after_ms: 1000 });
+  assert.equal(unknown.length, 1);
+  t.mock.timers.tick(1300);
+  assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['QQQQ'] }]);
+  c.close();
+});
+
 test('snapshot then live per symbol; gaps, feed and lost connections make a symbol stale (resume off)', () => {
   const { c, ws, events, last } = setup({ resume: false });
   c.subscribe(['AAPL', 'MSFT']);

@@ -331,6 +331,10 @@ pub enum Frame {
     },
     /// `{"type":"status","feed":...}`
     Status(String),
+    /// `{"type":"error","code":"unknown_symbol",...}` without
+    /// `retry_after_ms`: a notice that may come at any time after
+    /// `subscribed` (not an answer, so [`Client::next_other`] skips it).
+    Unknown(Value),
     Other(Value),
     Close(Option<u16>),
 }
@@ -424,6 +428,11 @@ impl Client {
                     Some("status") => self
                         .frames
                         .push(Frame::Status(v["feed"].as_str().unwrap().into())),
+                    Some("error")
+                        if v["code"] == "unknown_symbol" && v.get("retry_after_ms").is_none() =>
+                    {
+                        self.frames.push(Frame::Unknown(v))
+                    }
                     _ => self.frames.push(Frame::Other(v)),
                 }
             }
@@ -468,7 +477,8 @@ impl Client {
             .collect()
     }
 
-    /// Reads the next control frame (not a tick, gap or status).
+    /// Reads the next control frame (not a tick, gap, status or
+    /// `unknown_symbol` notice).
     pub async fn next_other(&mut self) -> Value {
         let start = self.frames.len();
         loop {
