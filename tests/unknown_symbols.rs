@@ -230,8 +230,11 @@ async fn the_directory_lists_symbols_of_partitions_nobody_consumes() {
     }
     feed.raw("not a symbol!", b"x").await;
     feed.flush().await;
+    // The default --directory-interval (60 s): passes start 1 s, 2 s, 4 s...
+    // apart, so a symbol that starts trading just after the edge is listed
+    // within seconds (below), not a minute later.
     let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
-        c.ingest.directory_interval = Duration::from_secs(1);
+        assert_eq!(c.ingest.directory_interval, Duration::from_secs(60));
     })
     .await;
     edge.ready().await;
@@ -264,10 +267,12 @@ async fn the_directory_lists_symbols_of_partitions_nobody_consumes() {
     // A symbol first traded after the edge started shows up at a later pass.
     feed.ticks("LATECOMER", 1).await;
     feed.flush().await;
-    eventually("a later pass adds a new symbol", || {
+    let later = eventually("a later pass adds a new symbol", || {
         listed(vec!["LATECOMER".into()])
-    })
-    .await;
+    });
+    tokio::time::timeout(Duration::from_secs(30), later)
+        .await
+        .expect("a symbol first traded after the start is listed well before --directory-interval");
     assert!(edge.metric("tickfan_directory_passes_total").await >= 2.0);
     edge.stop().await;
 }

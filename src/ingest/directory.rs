@@ -3,8 +3,8 @@
 //! every consumed topic, not only of those the edge consumes, so `/symbols`
 //! (the page's search) offers symbols nobody on this edge subscribes to yet.
 //!
-//! At start (once the topics' partition counts are known) and every
-//! `--directory-interval`, a pass reads the last `--directory-sample`
+//! At start (once the topics' partition counts are known), then 1 s, 2 s,
+//! 4 s... later until the passes are `--directory-interval` apart, a pass reads the last `--directory-sample`
 //! records of each partition, topic by topic, on a thread and a consumer of
 //! its own (like [`super::history`]), so it never delays the live poll loop.
 //! It looks only at record keys (no value is decoded): a key that parses
@@ -44,6 +44,9 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// A pass that failed (no partition could be read) is tried again after this.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// The gap after the first pass; it doubles up to `--directory-interval`.
+const FIRST_GAP: Duration = Duration::from_secs(1);
 
 /// The consumer settings of the directory reader: end-of-partition events
 /// (a read stops at the end), nothing committed.
@@ -111,6 +114,10 @@ impl DirectoryReader {
 
     fn run(self) {
         let mut next = Instant::now();
+        // Passes come 1 s, 2 s, 4 s... apart until `--directory-interval`:
+        // a topic that is filling up (a feed that just started) is listed
+        // within seconds, not at the next interval.
+        let mut gap = FIRST_GAP.min(self.interval);
         while !self.shutdown.is_cancelled() {
             let now = Instant::now();
             if now < next {
@@ -163,7 +170,8 @@ impl DirectoryReader {
                     "symbol directory full: keys of further symbols not added (--directory-max)"
                 );
             }
-            next = Instant::now() + self.interval;
+            next = Instant::now() + gap;
+            gap = (gap * 2).min(self.interval);
         }
     }
 

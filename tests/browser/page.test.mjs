@@ -541,17 +541,19 @@ describe("a trader's watchlist", () => {
       // A first page warms the browser and the demo up; not counted.
       await open(url);
       await page.waitForFunction(() => window.tickfanDemo.series.length >= 3, null, { timeout: DEADLINE_MS });
-      for (let round = 0; round < 3; round++) {
+      // Four rounds, on and off in alternating order (TICKFAN_FLASH_ROUNDS for a longer run).
+      const rounds = Number(process.env.TICKFAN_FLASH_ROUNDS) || 4;
+      for (let round = 0; round < rounds; round++) {
         for (const flash of round % 2 ? [false, true] : [true, false]) {
           await open(flash ? url : `${url}&flash=0`);
           await page.waitForFunction((n) => [...window.tickfanDemo.model.values()].filter((m) => m.ticks > 5).length === n,
             symbols.length, { timeout: DEADLINE_MS });
-          // Skip two seconds of warm-up, then take eight one-second p50s.
+          // Skip two seconds of warm-up, then take six one-second p50s.
           const from = await page.evaluate(() => window.tickfanDemo.series.length) + 2;
-          await page.waitForFunction((n) => window.tickfanDemo.series.length >= n, from + 8, { timeout: DEADLINE_MS });
+          await page.waitForFunction((n) => window.tickfanDemo.series.length >= n, from + 6, { timeout: DEADLINE_MS });
           const got = await page.evaluate((from) => ({
-            p50s: window.tickfanDemo.series.slice(from, from + 8).map((s) => s.p50),
-            ticks: window.tickfanDemo.series.slice(from, from + 8).reduce((n, s) => n + s.ticks, 0),
+            p50s: window.tickfanDemo.series.slice(from, from + 6).map((s) => s.p50),
+            ticks: window.tickfanDemo.series.slice(from, from + 6).reduce((n, s) => n + s.ticks, 0),
             flashes: window.tickfanDemo.counters.flashes,
           }), from);
           const sorted = got.p50s.filter((v) => v != null).sort((a, b) => a - b);
@@ -565,9 +567,20 @@ describe("a trader's watchlist", () => {
         const v = runs.filter((r) => r.flash === on).map((r) => r.median_p50_ms).sort((a, b) => a - b);
         return v.reduce((a, b) => a + b, 0) / v.length;
       };
-      const summary = { rows: symbols.length, ticks_per_s: 1000, flash_on_p50_ms: med(true), flash_off_p50_ms: med(false), runs };
+      // Paired by round: what the flash adds, and how much that moves from round to round.
+      const diffs = [];
+      for (let r = 0; r < rounds; r++) {
+        const [on, off] = [true, false].map((f) => runs.find((x) => x.round === r && x.flash === f).median_p50_ms);
+        diffs.push(on - off);
+      }
+      const mean = diffs.reduce((a, b) => a + b, 0) / diffs.length;
+      const sd = Math.sqrt(diffs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, diffs.length - 1));
+      const summary = {
+        rows: symbols.length, ticks_per_s: 1000, flash_on_p50_ms: med(true), flash_off_p50_ms: med(false),
+        paired_diff_ms: { mean, sd, n: diffs.length }, runs,
+      };
       fs.writeFileSync(path.join(OUT, 'flash-latency.json'), JSON.stringify(summary, null, 2));
-      console.log(`flash latency: on ${summary.flash_on_p50_ms.toFixed(1)} ms, off ${summary.flash_off_p50_ms.toFixed(1)} ms (p50, mean of per-run medians)`);
+      console.log(`flash latency: on ${summary.flash_on_p50_ms.toFixed(1)} ms, off ${summary.flash_off_p50_ms.toFixed(1)} ms (p50, mean of per-run medians); on − off by round ${mean.toFixed(1)} ± ${sd.toFixed(1)} ms`);
     }));
 
   test('symbol entry upper-cases and checks the grammar first; an entry with a bad symbol adds nothing',
@@ -587,6 +600,48 @@ describe("a trader's watchlist", () => {
       assert.equal(await page.inputValue('#add-input'), 'not valid!', 'the entry stays to be corrected');
       assert.equal(await page.getAttribute('#add-input', 'aria-invalid'), 'true');
       assert.match(await page.textContent('#announce'), /invalid symbol/, 'screen readers hear it');
+    }));
+
+  test('a symbol the feed does not carry is marked unknown within seconds; search offers symbols of partitions nobody reads',
+    () => shooting('unknown', async () => {
+      const demo = await startDemo(await freePort(), [], 'unknown.demo');
+      await open(`${demo.url}?symbols=AAPL`);
+      await rowsGrow(['AAPL'], {});
+      // The edge's directory lists the feed's symbols, read or not.
+      const held = await waitFor('the directory lists the demo feed', async () => {
+        const list = await (await fetch(new URL('/symbols', demo.url))).json();
+        return list.includes('JPM') && list.length >= 40 && list;
+      });
+      // Only AAPL is subscribed: one partition of the demo's eight is read,
+      // so most of the 40+ symbols listed come from partitions nobody reads.
+      const reading = await (await fetch(new URL('/partitions', demo.url))).json();
+      assert.equal(reading.length, 1, `partitions read: ${JSON.stringify(reading)}`);
+      await page.fill('#add-input', 'jp');
+      await page.click('#suggest li[data-symbol="JPM"]', { timeout: DEADLINE_MS });
+      await rowsGrow(['JPM'], {});
+
+      // ZZZZ: subscribed, then said unknown once its partition is read.
+      const asked = Date.now();
+      await page.fill('#add-input', 'zzzz');
+      await page.press('#add-input', 'Escape');
+      await page.click('button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('tr[data-symbol="ZZZZ"]')?.dataset.unknown === 'true',
+        null, { timeout: DEADLINE_MS, polling: 20 });
+      const took = Date.now() - asked;
+      console.log(`unknown symbol shown ${took} ms after it was added`);
+      const row = await page.evaluate(() => {
+        const r = document.querySelector('tr[data-symbol="ZZZZ"]');
+        return { cls: r.className, title: r.title, tag: getComputedStyle(r.querySelector('.t-unk')).display,
+          wait: getComputedStyle(r.querySelector('.t-wait')).display };
+      });
+      assert.match(row.cls, /unknown/);
+      assert.equal(row.tag, 'inline');
+      assert.equal(row.wait, 'none', 'not "waiting" forever');
+      assert.match(row.title, /the feed has not carried this symbol/);
+      assert.match(await page.textContent('#notice'), /not in the feed: ZZZZ/);
+      assert.match(await page.textContent('#announce'), /not in the feed: ZZZZ/);
+      // The rest keep flowing.
+      await rowsGrow(['AAPL', 'JPM'], Object.fromEntries(Object.entries(await rows(page)).map(([s, r]) => [s, r.ticks])));
     }));
 
   test('sort by click and keyboard, choose columns, reorder by drag and Alt+arrows, named watchlists in storage and the URL',
