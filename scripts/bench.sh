@@ -8,9 +8,12 @@
 #   scripts/bench.sh slow 1000 500 10000 --per-client 10 --slow-fraction 0.1
 #   scripts/bench.sh one-each 15000 15000 15000
 #
-# SYSTEM=tickfan (default) or SYSTEM=baseline (benches/baseline-redis: Redis
+# SYSTEM=tickfan (default), SYSTEM=baseline (benches/baseline-redis: Redis
 # pub/sub + one Node.js `ws` server, started with setsid by its run.sh and
-# stopped with `run.sh stop`; its publisher paces RATE over the same symbols).
+# stopped with `run.sh stop`; its publisher paces RATE over the same symbols),
+# or SYSTEM=centrifugo (Centrifugo v6.9.1 with its Kafka consumer, built and
+# run by scripts/centrifugo.sh on a fresh topic, fed by `tickfan produce
+# --format centrifugo`, measured with `loadgen --protocol centrifugo`).
 # Both systems get the same explicit symbol list, S00000..S<SYMBOLS-1> (short: one argument
 # may not exceed 128 KiB).
 #
@@ -63,6 +66,17 @@ if [ "$SYSTEM" = baseline ]; then
     sleep 0.2
   done
   edge=$(cat "$STATE_DIR/server-0.pid")
+elif [ "$SYSTEM" = centrifugo ]; then
+  scripts/kafka.sh up >/dev/null
+  topic="bench-centrifugo-$SCENARIO-$(date +%s)"
+  scripts/kafka.sh topics --create --topic "$topic" --partitions "$PARTITIONS" >/dev/null
+  trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; scripts/centrifugo.sh down' EXIT
+  TICKFAN_CENTRIFUGO_PORT="$PORT" TICKFAN_CENTRIFUGO_TOPIC="$topic" scripts/centrifugo.sh up >"$OUT/centrifugo.log"
+  edge=$(scripts/centrifugo.sh pid)
+  # shellcheck disable=SC2086
+  "$BIN" produce --brokers 127.0.0.1:9092 --topic "$topic" --symbols "$syms" --format centrifugo \
+    --rate "$RATE" --zipf 0 ${PRODUCE_ARGS:-} >"$OUT/produce.log" 2>&1 &
+  pids+=($!)
 elif [ "$KAFKA" = mock ]; then
   # shellcheck disable=SC2086
   "$BIN" demo --listen "127.0.0.1:$PORT" --symbols "$syms" --rate "$RATE" \
@@ -84,7 +98,7 @@ else
   pids+=($!)
 fi
 for _ in $(seq 1 150); do
-  [ "$SYSTEM" = baseline ] && break
+  [ "$SYSTEM" != tickfan ] && break
   curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
@@ -93,7 +107,12 @@ if [ "${PERF:-0}" = 1 ]; then
   perf record -g -F 499 -p "$edge" -o "$OUT/$name.perf.data" >/dev/null 2>&1 &
   pids+=($!)
 fi
-"$BIN" loadgen --url "ws://127.0.0.1:$PORT/ws" --scenario "$SCENARIO" --clients "$CLIENTS" \
+url="ws://127.0.0.1:$PORT/ws" protocol=tickfan
+if [ "$SYSTEM" = centrifugo ]; then
+  url="ws://127.0.0.1:$PORT/connection/websocket" protocol=centrifugo KAFKA=centrifugo
+  name="$SCENARIO-$CLIENTS-$KAFKA${TAG:+-$TAG}"
+fi
+"$BIN" loadgen --url "$url" --protocol "$protocol" --scenario "$SCENARIO" --clients "$CLIENTS" \
   --symbols "$syms" --edge-pid "$edge" --json "$OUT/$name.json" --plot "$OUT/$name.svg" "$@"
 if [ "${PERF:-0}" = 1 ]; then
   kill -INT "${pids[-1]}" && wait "${pids[-1]}" 2>/dev/null || true

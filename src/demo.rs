@@ -63,6 +63,11 @@ pub struct DemoConfig {
 impl DemoConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.partitions >= 1, "--partitions must be >= 1");
+        anyhow::ensure!(
+            self.feed_format != feed::FeedFormat::Centrifugo,
+            "demo --feed centrifugo: the edge does not read Centrifugo's JSON records; \
+             use `tickfan produce --format centrifugo` to feed a Centrifugo"
+        );
         self.feed.validate()?;
         self.ingest.validate()?;
         self.gateway.validate()?;
@@ -103,7 +108,7 @@ pub async fn run_demo(config: DemoConfig, shutdown: CancellationToken) -> anyhow
     let rig = CancellationToken::new();
     let _stop_rig = rig.clone().drop_guard();
     let registry = match config.feed_format {
-        feed::FeedFormat::Tickfan => None,
+        feed::FeedFormat::Tickfan | feed::FeedFormat::Centrifugo => None,
         feed::FeedFormat::Confluent => {
             let url = serve_quote_schema(rig.clone()).await?;
             ingest.mappings = vec![feed::quote_mapping(topic)

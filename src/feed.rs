@@ -106,6 +106,32 @@ pub enum FeedFormat {
     /// A company's own quote record ([`QUOTE_SCHEMA_JSON`]) in the Confluent
     /// wire format, schema id [`QUOTE_SCHEMA_ID`].
     Confluent,
+    /// For Centrifugo's Kafka consumer in publication data mode (the
+    /// benchmarks' second baseline): the tick as the JSON object tickfan
+    /// sends its clients, with a [`CENTRIFUGO_CHANNELS_HEADER`] header
+    /// naming the symbol's channel (the symbol itself); `--tick-bytes` pads
+    /// it with an `attrs.pad` of spaces. tickfan edges do not read it.
+    Centrifugo,
+}
+
+/// The header Centrifugo's Kafka consumer reads a record's channels from
+/// (its `publication_data_mode.channels_header` default).
+pub const CENTRIFUGO_CHANNELS_HEADER: &str = "centrifugo-channels";
+
+/// `tick` as the JSON object Centrifugo publishes, `target` bytes long when
+/// `target` is above its natural size (an `attrs.pad` of spaces; 0: natural).
+pub fn centrifugo_value(tick: &mut Tick, target: usize) -> Vec<u8> {
+    let natural = crate::codec::wire::encode_tick(tick);
+    if target <= natural.len() {
+        return natural.to_vec();
+    }
+    tick.attrs.insert(PAD_KEY.to_string(), String::new());
+    let empty = crate::codec::wire::encode_tick(tick).len();
+    let filler = target.saturating_sub(empty);
+    tick.attrs.insert(PAD_KEY.to_string(), " ".repeat(filler));
+    let v = crate::codec::wire::encode_tick(tick).to_vec();
+    tick.attrs.remove(PAD_KEY);
+    v
 }
 
 /// The company-shaped record `demo --feed confluent` writes:
@@ -207,6 +233,13 @@ pub struct ProduceConfig {
 
     #[command(flatten)]
     pub feed: Config,
+
+    /// How records are written: `tickfan` (tickfan's contract, Avro),
+    /// `confluent` (a company quote record, Confluent wire format, schema id
+    /// 1: register `schemas/examples/quote.avsc` as id 1 in your registry),
+    /// or `centrifugo` (JSON for Centrifugo's Kafka consumer).
+    #[arg(id = "produce_format", long = "format", env = "TICKFAN_PRODUCE_FORMAT", value_enum, default_value_t = FeedFormat::Tickfan)]
+    pub format: FeedFormat,
 
     #[command(flatten)]
     pub otel: otel::Config,
@@ -632,6 +665,8 @@ async fn produce(
             let mut tick = gen.next_tick(now_micros());
             let value = if config.format == FeedFormat::Confluent {
                 quotes.encode(&tick)
+            } else if config.format == FeedFormat::Centrifugo {
+                centrifugo_value(&mut tick, config.tick_bytes)
             } else if config.tick_bytes > 0 {
                 encode_padded(&codec, &mut tick, config.tick_bytes)
             } else {
@@ -646,6 +681,12 @@ async fn produce(
                 }
                 None => (None, None),
             };
+            if config.format == FeedFormat::Centrifugo {
+                headers = Some(headers.unwrap_or_default().insert(Header {
+                    key: CENTRIFUGO_CHANNELS_HEADER,
+                    value: Some(tick.symbol.as_str().as_bytes()),
+                }));
+            }
             if let Some(p) = &pad {
                 headers = Some(headers.unwrap_or_default().insert(Header {
                     key: MOCK_PAD_HEADER,

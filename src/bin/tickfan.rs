@@ -80,8 +80,9 @@ fn main() -> anyhow::Result<()> {
                 app::run_edge(c, listener, shutdown::on_signal()).await
             }
             #[cfg(feature = "rig")]
-            Command::Produce(c) => {
+            Command::Produce(mut c) => {
                 c.validate()?;
+                c.feed.format = c.format;
                 tickfan::feed::run(c.kafka, c.feed, c.otel, shutdown::on_signal()).await
             }
             #[cfg(feature = "rig")]

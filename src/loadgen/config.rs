@@ -37,6 +37,23 @@ pub enum Mode {
     Latest,
 }
 
+/// The server's WebSocket protocol.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// tickfan's (docs/protocol.md).
+    #[default]
+    Tickfan,
+    /// Centrifugo's JSON protocol (v6), a channel per symbol: one frame
+    /// carries the connect command and every subscribe, newline-delimited;
+    /// pushes come newline-delimited, one publication each (its data the
+    /// tick as JSON); the server's `{}` pings are answered with `{}`. Feed
+    /// Centrifugo with `--produce-format centrifugo` (or `tickfan produce
+    /// --format centrifugo`) and its Kafka consumer in publication data mode
+    /// (`scripts/centrifugo.sh`).
+    Centrifugo,
+}
+
 /// Which share of the clients a worker process runs: `I/P` runs the clients
 /// whose index i has i % P == I.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +88,11 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub url: Vec<String>,
+
+    /// The server's protocol: `tickfan`, or `centrifugo` to measure
+    /// Centrifugo with the same clients, feed and figures (BENCHMARKS.md).
+    #[arg(long, env = "TICKFAN_LOADGEN_PROTOCOL", value_enum, default_value_t = Protocol::Tickfan)]
+    pub protocol: Protocol,
 
     /// What the clients subscribe to.
     #[arg(long, env = "TICKFAN_LOADGEN_SCENARIO", value_enum, default_value_t = Scenario::Wall)]
@@ -166,6 +188,11 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_LOADGEN_PRODUCE_TICK_BYTES", default_value_t = 0)]
     pub produce_tick_bytes: usize,
 
+    /// How the driven feed writes its records (as `produce --format`;
+    /// default: `centrifugo` with `--protocol centrifugo`, else `tickfan`).
+    #[arg(long, env = "TICKFAN_LOADGEN_PRODUCE_FORMAT", value_enum)]
+    pub produce_format: Option<crate::feed::FeedFormat>,
+
     /// Internal: run as worker I of P of a `--processes` parent, which sends
     /// the settings and commands on stdin.
     #[arg(long, hide = true, value_name = "I/P")]
@@ -195,7 +222,20 @@ impl Config {
             self.max_hz.is_none_or(|hz| (0.0..=1000.0).contains(&hz)),
             "--max-hz must be a number from 0 (every tick) to 1000"
         );
+        anyhow::ensure!(
+            self.protocol == Protocol::Tickfan || (self.max_hz.is_none() && self.mode.is_none()),
+            "--max-hz and --mode are tickfan's; Centrifugo has no such subscribe options"
+        );
         Ok(())
+    }
+
+    /// What the driven feed writes: `--produce-format`, else what the
+    /// server under test reads.
+    pub(super) fn produce_format(&self) -> crate::feed::FeedFormat {
+        self.produce_format.unwrap_or(match self.protocol {
+            Protocol::Tickfan => crate::feed::FeedFormat::Tickfan,
+            Protocol::Centrifugo => crate::feed::FeedFormat::Centrifugo,
+        })
     }
 }
 

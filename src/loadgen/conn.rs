@@ -19,7 +19,7 @@ use tokio_tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{plan::SubscribeOptions, shared::Shared};
+use super::{plan::SubscribeOptions, shared::Shared, Protocol};
 use crate::{client, feed::now_micros};
 
 type Ws = WebSocketStream<TcpStream>;
@@ -148,11 +148,25 @@ fn subscribe_request(symbols: &[String], options: SubscribeOptions) -> String {
     req.to_string()
 }
 
+/// Centrifugo's JSON protocol: the connect command, then a subscribe per
+/// symbol (its channel), newline-delimited, in one frame.
+fn centrifugo_frame(symbols: &[String]) -> String {
+    let mut frame = serde_json::json!({"id": 1, "connect": {}}).to_string();
+    for (i, s) in symbols.iter().enumerate() {
+        frame.push('\n');
+        frame.push_str(&serde_json::json!({"id": i + 2, "subscribe": {"channel": s}}).to_string());
+    }
+    frame
+}
+
 async fn subscribe(
     ws: &mut Ws,
     symbols: &[String],
     options: SubscribeOptions,
 ) -> Result<(), tungstenite::Error> {
+    if options.protocol == Protocol::Centrifugo {
+        return ws.send(Message::text(centrifugo_frame(symbols))).await;
+    }
     for chunk in symbols.chunks(client::SUBSCRIBE_CHUNK) {
         let req = subscribe_request(chunk, options);
         ws.send(Message::text(req)).await?;
@@ -234,7 +248,16 @@ pub(super) async fn run_client(
             continue;
         };
         let Message::Text(text) = msg else { continue };
-        mine += count_frame(&shared, &text, &mut closed_at);
+        if options.protocol == Protocol::Centrifugo {
+            let (ticks, pings) = count_centrifugo_frame(&shared, &text, &mut closed_at);
+            mine += ticks;
+            // Centrifugo's pings are `{}` lines; unanswered, it disconnects.
+            for _ in 0..pings {
+                ws.send(Message::text("{}")).await?;
+            }
+        } else {
+            mine += count_frame(&shared, &text, &mut closed_at);
+        }
     }
 }
 
@@ -271,30 +294,7 @@ fn count_frame(shared: &Shared, text: &str, closed_at: &mut Option<Instant>) -> 
     let c = &shared.counters;
     c.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
     match frame.kind.as_str() {
-        "ticks" => {
-            let n = frame.ticks.len() as u64;
-            c.ticks.fetch_add(n, Ordering::Relaxed);
-            c.frames.fetch_add(1, Ordering::Relaxed);
-            let conflated: u64 = frame.ticks.iter().map(|t| t.conflated).sum();
-            if conflated > 0 {
-                c.conflated.fetch_add(conflated, Ordering::Relaxed);
-            }
-            if let Some(at) = closed_at.take() {
-                let took = at.elapsed().as_micros() as u64;
-                shared.storm.times.lock().unwrap().0.saturating_record(took);
-                shared.storm.back.fetch_add(1, Ordering::Relaxed);
-            }
-            if shared.measuring.load(Ordering::Relaxed) {
-                let mut w = shared.window.lock().unwrap();
-                let mut s = shared.second.lock().unwrap();
-                for t in frame.ticks.iter().filter(|t| !t.snapshot) {
-                    let lat = (now - t.ts).max(1) as u64;
-                    let _ = w.record(lat);
-                    let _ = s.record(lat);
-                }
-            }
-            n
-        }
+        "ticks" => record_ticks(shared, &frame.ticks, now, closed_at),
         "gap" => {
             c.gaps.fetch_add(1, Ordering::Relaxed);
             0
@@ -303,10 +303,155 @@ fn count_frame(shared: &Shared, text: &str, closed_at: &mut Option<Instant>) -> 
     }
 }
 
+/// One frame's ticks: counted, their latency recorded while measuring, a
+/// storm client's return timed. Returns how many.
+fn record_ticks(
+    shared: &Shared,
+    ticks: &[WireTick],
+    now: i64,
+    closed_at: &mut Option<Instant>,
+) -> u64 {
+    let c = &shared.counters;
+    let n = ticks.len() as u64;
+    c.ticks.fetch_add(n, Ordering::Relaxed);
+    c.frames.fetch_add(1, Ordering::Relaxed);
+    let conflated: u64 = ticks.iter().map(|t| t.conflated).sum();
+    if conflated > 0 {
+        c.conflated.fetch_add(conflated, Ordering::Relaxed);
+    }
+    if let Some(at) = closed_at.take() {
+        let took = at.elapsed().as_micros() as u64;
+        shared.storm.times.lock().unwrap().0.saturating_record(took);
+        shared.storm.back.fetch_add(1, Ordering::Relaxed);
+    }
+    if shared.measuring.load(Ordering::Relaxed) {
+        let mut w = shared.window.lock().unwrap();
+        let mut s = shared.second.lock().unwrap();
+        for t in ticks.iter().filter(|t| !t.snapshot) {
+            let lat = (now - t.ts).max(1) as u64;
+            let _ = w.record(lat);
+            let _ = s.record(lat);
+        }
+    }
+    n
+}
+
+/// One line of a Centrifugo frame: a reply (`id`), a push, or (`{}`) a
+/// ping.
+#[derive(Deserialize)]
+struct CentrifugoLine {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+    #[serde(default)]
+    push: Option<CentrifugoPush>,
+}
+
+#[derive(Deserialize)]
+struct CentrifugoPush {
+    #[serde(default, rename = "pub")]
+    publication: Option<CentrifugoPublication>,
+}
+
+#[derive(Deserialize)]
+struct CentrifugoPublication {
+    data: WireTick,
+}
+
+/// Counts one Centrifugo frame (newline-delimited replies and pushes): its
+/// bytes; the ticks its publications carry, as [`count_frame`] does;
+/// errors into `last_error`. Returns the ticks and the pings (`{}` lines)
+/// to answer.
+fn count_centrifugo_frame(
+    shared: &Shared,
+    text: &str,
+    closed_at: &mut Option<Instant>,
+) -> (u64, usize) {
+    let now = now_micros();
+    shared
+        .counters
+        .bytes
+        .fetch_add(text.len() as u64, Ordering::Relaxed);
+    let mut ticks = Vec::new();
+    let mut pings = 0;
+    for line in text.split('\n').map(str::trim).filter(|l| !l.is_empty()) {
+        if line == "{}" {
+            pings += 1;
+            continue;
+        }
+        let Ok(l) = serde_json::from_str::<CentrifugoLine>(line) else {
+            continue;
+        };
+        if let Some(e) = l.error {
+            *shared.last_error.lock().unwrap() =
+                Some(format!("centrifugo reply {:?}: error {e}", l.id));
+        }
+        if let Some(p) = l.push.and_then(|p| p.publication) {
+            ticks.push(p.data);
+        }
+    }
+    let n = if ticks.is_empty() {
+        0
+    } else {
+        record_ticks(shared, &ticks, now, closed_at)
+    };
+    (n, pings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::loadgen::Mode;
+
+    #[test]
+    fn centrifugo_connects_and_subscribes_in_one_frame() {
+        let frame = centrifugo_frame(&["AAPL".to_owned(), "MSFT".to_owned()]);
+        let lines: Vec<serde_json::Value> = frame
+            .split('\n')
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                serde_json::json!({"id": 1, "connect": {}}),
+                serde_json::json!({"id": 2, "subscribe": {"channel": "AAPL"}}),
+                serde_json::json!({"id": 3, "subscribe": {"channel": "MSFT"}}),
+            ]
+        );
+    }
+
+    #[test]
+    fn centrifugo_pushes_count_as_ticks_pings_are_answered_errors_kept() {
+        let shared = Shared::new();
+        shared.measuring.store(true, Ordering::Relaxed);
+        let ts = now_micros() - 2_000;
+        let frame = format!(
+            "{{\"id\":1,\"connect\":{{\"client\":\"x\",\"ping\":25,\"pong\":true}}}}\n\
+             {{\"id\":2,\"subscribe\":{{}}}}\n\
+             {{\"push\":{{\"channel\":\"AAPL\",\"pub\":{{\"data\":{{\"symbol\":\"AAPL\",\"price\":1.5,\"ts\":{ts},\"seq\":7}},\"offset\":3}}}}}}\n\
+             {{}}\n\
+             {{\"id\":3,\"error\":{{\"code\":103,\"message\":\"permission denied\"}}}}\n\
+             {{\"push\":{{\"channel\":\"MSFT\",\"pub\":{{\"data\":{{\"symbol\":\"MSFT\",\"price\":2,\"ts\":{ts},\"seq\":1}}}}}}}}"
+        );
+        let mut closed = None;
+        let (ticks, pings) = count_centrifugo_frame(&shared, &frame, &mut closed);
+        assert_eq!((ticks, pings), (2, 1));
+        assert_eq!(shared.counters.ticks.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.counters.frames.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            shared.counters.bytes.load(Ordering::Relaxed),
+            frame.len() as u64
+        );
+        let w = shared.window.lock().unwrap();
+        assert_eq!(w.len(), 2);
+        assert!(w.min() >= 2_000, "latency from the tick's ts: {}", w.min());
+        drop(w);
+        let err = shared.last_error.lock().unwrap().clone().unwrap();
+        assert!(err.contains("permission denied"), "{err}");
+        // A ping alone: no tick, one answer.
+        assert_eq!(count_centrifugo_frame(&shared, "{}", &mut closed), (0, 1));
+    }
 
     #[test]
     fn a_subscribe_carries_max_hz_and_mode_only_when_given() {
@@ -321,6 +466,7 @@ mod tests {
         let both = SubscribeOptions {
             max_hz: Some(4.0),
             mode: Some(Mode::Latest),
+            ..Default::default()
         };
         assert_eq!(
             sent(both),
@@ -329,6 +475,7 @@ mod tests {
         let every_tick = SubscribeOptions {
             max_hz: Some(0.0),
             mode: Some(Mode::All),
+            ..Default::default()
         };
         assert_eq!(sent(every_tick)["max_hz"], 0.0);
         assert_eq!(sent(every_tick)["mode"], "all");

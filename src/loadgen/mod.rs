@@ -42,5 +42,5 @@ mod shared;
 mod wire;
 mod worker;
 
-pub use config::{Config, Mode, Scenario, Slot};
+pub use config::{Config, Mode, Protocol, Scenario, Slot};
 pub use driver::run;

@@ -7,7 +7,7 @@ use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Zipf};
 use serde::{Deserialize, Serialize};
 
-use super::{conn::Target, Config, Mode, Scenario};
+use super::{conn::Target, Config, Mode, Protocol, Scenario};
 
 /// How long clients may take to connect, and a storm to come back.
 pub(super) const CONNECT_DEADLINE: Duration = Duration::from_secs(120);
@@ -38,6 +38,9 @@ pub(super) struct Plan {
 pub(super) struct SubscribeOptions {
     pub(super) max_hz: Option<f64>,
     pub(super) mode: Option<Mode>,
+    /// The server's protocol (`--protocol`).
+    #[serde(default)]
+    pub(super) protocol: Protocol,
 }
 
 impl Plan {
@@ -62,6 +65,7 @@ impl Plan {
             options: SubscribeOptions {
                 max_hz: c.max_hz,
                 mode: c.mode,
+                protocol: c.protocol,
             },
         })
     }

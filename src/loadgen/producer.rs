@@ -22,6 +22,7 @@ impl Producer {
         feed.rate = c.produce_rate;
         feed.zipf = 0.0;
         feed.tick_bytes = c.produce_tick_bytes;
+        feed.format = c.produce_format();
         feed.validate()?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(crate::feed::run(
@@ -43,7 +44,7 @@ impl Producer {
         task.await??;
         Ok(serde_json::json!({
             "topic": c.produce_topic, "rate": c.produce_rate,
-            "tick_bytes": c.produce_tick_bytes,
+            "tick_bytes": c.produce_tick_bytes, "format": format!("{:?}", c.produce_format()).to_lowercase(),
         }))
     }
 }
