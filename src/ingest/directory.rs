@@ -51,18 +51,7 @@ const FIRST_GAP: Duration = Duration::from_secs(1);
 /// The consumer settings of the directory reader: end-of-partition events
 /// (a read stops at the end), nothing committed.
 pub fn consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
-    Ok(kafka
-        .client_config(&[
-            ("group.id", "tickfan-edge-directory"),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "true"),
-            ("fetch.queue.backoff.ms", "0"),
-            ("fetch.wait.max.ms", "10"),
-            ("client.id", "tickfan-edge-directory"),
-        ])?
-        .create()?)
+    super::side_consumer(kafka, "tickfan-edge-directory")
 }
 
 pub struct DirectoryReader {

@@ -109,18 +109,7 @@ struct Wanted<'a> {
 /// The consumer settings of the history reader: as the edge's, plus
 /// end-of-partition events (a read stops at the end).
 pub fn consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
-    Ok(kafka
-        .client_config(&[
-            ("group.id", "tickfan-edge-history"),
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "earliest"),
-            ("enable.partition.eof", "true"),
-            ("fetch.queue.backoff.ms", "0"),
-            ("fetch.wait.max.ms", "10"),
-            ("client.id", "tickfan-edge-history"),
-        ])?
-        .create()?)
+    super::side_consumer(kafka, "tickfan-edge-history")
 }
 
 impl HistoryReader {

@@ -197,6 +197,28 @@ impl Config {
     }
 }
 
+/// A consumer of its own for a reader beside the poll loop (the history
+/// reader, the symbol directory): as the edge's settings, under its own
+/// group and client id `name`, never committing, with end-of-partition
+/// events (a read stops at the end).
+pub fn side_consumer(
+    kafka: &KafkaConfig,
+    name: &str,
+) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+    Ok(kafka
+        .client_config(&[
+            ("group.id", name),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "true"),
+            ("fetch.queue.backoff.ms", "0"),
+            ("fetch.wait.max.ms", "10"),
+            ("client.id", name),
+        ])?
+        .create()?)
+}
+
 /// A topic and partition number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct TopicPartition {
