@@ -27,7 +27,9 @@
 # Environment: PARTITIONS (8), PORT (18500), BIN (a prebuilt tickfan; default:
 # build the release binary), EDGE_ARGS and PRODUCE_ARGS (extra flags for the
 # edge/demo and the producer, e.g. PRODUCE_ARGS="--tick-bytes 512"), PERF=1
-# (record the edge with `perf record -g` into bench-results/NAME.perf.data),
+# (record the edge with `perf record -g` into bench-results/NAME.perf.data;
+# with PERF_FOR=S, only S seconds starting PERF_AFTER seconds in; PERF_G:
+# the call-graph flags, e.g. "--call-graph dwarf"),
 # TAG (appended to the result file names).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -104,7 +106,13 @@ for _ in $(seq 1 150); do
 done
 name="$SCENARIO-$CLIENTS-$KAFKA${TAG:+-$TAG}"
 if [ "${PERF:-0}" = 1 ]; then
-  perf record -g -F 499 -p "$edge" -o "$OUT/$name.perf.data" >/dev/null 2>&1 &
+  # PERF_AFTER seconds after the load generator starts (past connecting and
+  # warm-up), for PERF_FOR seconds: a profile of the measured window only.
+  if [ -n "${PERF_FOR:-}" ]; then
+    (sleep "${PERF_AFTER:-0}" && exec perf record ${PERF_G:--g} -F 499 -p "$edge" -o "$OUT/$name.perf.data" -- sleep "$PERF_FOR") >/dev/null 2>&1 &
+  else
+    perf record -g -F 499 -p "$edge" -o "$OUT/$name.perf.data" >/dev/null 2>&1 &
+  fi
   pids+=($!)
 fi
 url="ws://127.0.0.1:$PORT/ws" protocol=tickfan

@@ -29,9 +29,11 @@
 //! It never touches Kafka: it turns a record's value into a [`Tick`] and
 //! back, and the consumer and the feed move the bytes.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
-use apache_avro::{from_avro_datum, to_avro_datum, types::Value, Schema};
+use apache_avro::{
+    headers::HeaderBuilder, to_avro_datum, types::Value, GenericSingleObjectReader, Schema,
+};
 
 use crate::codec::canonical;
 use crate::market::{Symbol, Tick};
@@ -142,11 +144,46 @@ impl DecodeError {
     }
 }
 
+/// A writer schema with its names resolved once. `apache_avro::from_avro_datum`
+/// resolves the schema's names on every call: 8% of the ingest thread's time
+/// in the one-each profile (BENCHMARKS.md, issue 18). apache-avro's
+/// single-object reader keeps them resolved; with an empty header it
+/// decodes a bare datum (the caller checks its own header first).
+pub(crate) struct Resolved(GenericSingleObjectReader);
+
+/// No header: the datum starts at once.
+struct Bare;
+
+impl HeaderBuilder for Bare {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl Resolved {
+    pub(crate) fn new(schema: Schema) -> apache_avro::AvroResult<Resolved> {
+        GenericSingleObjectReader::new_with_header_builder(schema, Bare).map(Resolved)
+    }
+
+    /// Decodes one datum from `reader` (as `from_avro_datum(schema, reader, None)`).
+    pub(crate) fn read(&self, reader: &mut impl std::io::Read) -> apache_avro::AvroResult<Value> {
+        self.0.read_value(reader)
+    }
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolved")
+    }
+}
+
 /// Encoder and decoder for the tick contract. Build once, share freely.
 #[derive(Debug, Clone)]
 pub struct TickCodec {
     /// Version 1: also the fields of version 2 before `attrs`, in order.
     v1: Schema,
+    /// `v1`, resolved once for decoding.
+    v1_reader: Arc<Resolved>,
     /// Single-object header of version 2, which `encode` writes.
     header: [u8; HEADER_LEN],
     /// Single-object header of version 1.
@@ -171,6 +208,7 @@ impl TickCodec {
             header: single_object_header(TICK_SCHEMA_JSON),
             v1_header: single_object_header(TICK_V1_SCHEMA_JSON),
             v1_legacy_header: header_with(V1_LEGACY_FINGERPRINT),
+            v1_reader: Arc::new(Resolved::new(v1.clone()).expect("schemas/tick.v1.avsc resolves")),
             v1,
             max_record_bytes,
         }
@@ -253,8 +291,10 @@ impl TickCodec {
             return Err(DecodeError::UnknownFingerprint);
         };
         let mut rest = &bytes[HEADER_LEN..];
-        let value =
-            from_avro_datum(&self.v1, &mut rest, None).map_err(|_| DecodeError::Malformed)?;
+        let value = self
+            .v1_reader
+            .read(&mut rest)
+            .map_err(|_| DecodeError::Malformed)?;
         let attrs = if v2 {
             read_attrs(&mut rest)?
         } else {
@@ -458,7 +498,7 @@ fn union_string(v: Value) -> Result<Option<String>, DecodeError> {
 mod tests {
     use super::*;
     use crate::codec::canonical::tests::{JAVA_V1_FINGERPRINT, JAVA_V2_FINGERPRINT};
-    use apache_avro::{rabin::Rabin, GenericSingleObjectWriter, Schema};
+    use apache_avro::{from_avro_datum, rabin::Rabin, GenericSingleObjectWriter, Schema};
 
     fn tick() -> Tick {
         Tick {

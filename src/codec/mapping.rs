@@ -52,7 +52,7 @@ use std::{
     sync::Arc,
 };
 
-use apache_avro::{from_avro_datum, schema::Name, types::Value, Schema};
+use apache_avro::{schema::Name, types::Value, Schema};
 
 use super::{
     avro::{DecodeError, TickCodec, MAX_ATTRS, MAX_ATTR_KEY_BYTES},
@@ -470,7 +470,8 @@ impl Leaf {
 
 /// A mapping resolved against one writer schema.
 pub struct Compiled {
-    writer: Arc<Schema>,
+    /// The writer schema, resolved once for decoding.
+    reader: crate::codec::avro::Resolved,
     symbol: Option<Access>,
     price: Access,
     size: Option<Access>,
@@ -560,7 +561,8 @@ impl Compiled {
             ts,
             seq,
             forward: Vec::new(),
-            writer: writer.clone(),
+            reader: crate::codec::avro::Resolved::new((*writer).clone())
+                .map_err(|_| DecodeError::Unresolvable)?,
         };
         c.forward = match &m.forward {
             Forward::Nothing => Vec::new(),
@@ -606,8 +608,10 @@ impl Compiled {
             rest: datum,
             ran_out: false,
         };
-        let value =
-            from_avro_datum(&self.writer, &mut reader, None).map_err(|_| DecodeError::Malformed)?;
+        let value = self
+            .reader
+            .read(&mut reader)
+            .map_err(|_| DecodeError::Malformed)?;
         if !reader.rest.is_empty() || reader.ran_out {
             return Err(DecodeError::Malformed.into());
         }

@@ -128,7 +128,14 @@ pub fn encode_tick_exact(tick: &Tick, exact: Option<&Exact>) -> Bytes {
         seq: tick.seq,
         attrs: &tick.attrs,
     };
-    Bytes::from(serde_json::to_vec(&wire).expect("a tick always serializes"))
+    // Sized up front: growing the buffer while serializing a tick with a
+    // few hundred bytes of attrs took 7% of the ingest thread (issue 18).
+    let attrs: usize = tick.attrs.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    let guess =
+        192 + tick.symbol.as_str().len() + tick.venue.as_deref().map_or(0, str::len) + attrs;
+    let mut out = Vec::with_capacity(guess);
+    serde_json::to_writer(&mut out, &wire).expect("a tick always serializes");
+    Bytes::from(out)
 }
 
 const SNAPSHOT_SUFFIX: &[u8] = br#","snapshot":true}"#;

@@ -64,7 +64,10 @@ pub struct Pushed {
 use bytes::Bytes;
 // tokio's clock, which the sessions sleep on (and tests can pause); outside
 // a runtime (the ingest thread) it is the system's monotonic clock.
-use tokio::{sync::Notify, time::Instant};
+use tokio::time::Instant;
+
+use futures_util::task::AtomicWaker;
+use std::task::Context;
 
 use crate::market::{Seq, Symbol};
 
@@ -294,7 +297,17 @@ pub struct Outbox {
     // never held across an `.await`.
     state: Mutex<State>,
     capacity: usize,
-    notify: Notify,
+    /// The writer's wake-up: a flag and the writer task's waker, polled
+    /// inside the writer's own poll ([`Outbox::poll_woken`]). A `Notify`
+    /// keeps its waiters in a list behind a mutex, and a `notified()` future
+    /// in the session loop cost a second pass of the loop per wake-up
+    /// (issue 18's one-each profile).
+    waker: AtomicWaker,
+    woken: AtomicBool,
+    /// Some symbol is rate-limited (`State::slots` is not empty), mirrored
+    /// outside the lock: its session re-arms its release timer after a
+    /// wake-up ([`Outbox::is_rate_limited`]).
+    limited: AtomicBool,
     /// Set while this outbox sits in an ingest batch's wake list, so a batch
     /// wakes each touched writer once.
     scheduled: AtomicBool,
@@ -317,7 +330,9 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             capacity: capacity.max(1),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
+            limited: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             lagging: AtomicBool::new(false),
@@ -447,7 +462,7 @@ impl Outbox {
                         let looks_by_then = st.armed.is_some_and(|armed| armed <= at);
                         drop(st);
                         if !looks_by_then {
-                            self.notify.notify_one();
+                            self.wake();
                         }
                     }
                     return Pushed::default();
@@ -469,7 +484,7 @@ impl Outbox {
         if half_full {
             // Don't wait for the end of the ingest batch: a burst bigger than
             // the outbox would otherwise drop ticks even for a fast client.
-            self.notify.notify_one();
+            self.wake();
         }
         Pushed {
             dropped,
@@ -509,9 +524,12 @@ impl Outbox {
                         pending: None,
                         skipped: 0,
                     });
+                self.limited.store(true, Ordering::Relaxed);
             }
             None => {
-                if let Some(slot) = st.slots.remove(symbol) {
+                let removed = st.slots.remove(symbol);
+                self.limited.store(!st.slots.is_empty(), Ordering::Relaxed);
+                if let Some(slot) = removed {
                     if let Some(item) = slot.pending {
                         st.enqueue(Entry::Conflated(item, slot.skipped), self.capacity, false);
                         self.queued.store(st.queue.len(), Ordering::Relaxed);
@@ -618,6 +636,7 @@ impl Outbox {
         st.dropped.retain(|s, _| !gone(s));
         st.unknown.retain(|s| !gone(s));
         st.slots.retain(|s, _| !gone(s));
+        self.limited.store(!st.slots.is_empty(), Ordering::Relaxed);
         st.extra = st.extra.min(st.queue.len());
         self.queued.store(st.queue.len(), Ordering::Relaxed);
     }
@@ -712,14 +731,27 @@ impl Outbox {
         out
     }
 
-    /// Wakes the writer.
-    pub fn wake(&self) {
-        self.notify.notify_one();
+    /// Whether some symbol is rate-limited: its ticks may wait for a turn,
+    /// for which the session arms a timer ([`Outbox::arm_release`]).
+    pub fn is_rate_limited(&self) -> bool {
+        self.limited.load(Ordering::Relaxed)
     }
 
-    /// Resolves once the outbox has been woken since the last call.
-    pub async fn woken(&self) {
-        self.notify.notified().await
+    /// Wakes the writer.
+    pub fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether the outbox was woken since the last call that said so; when
+    /// not, `cx`'s task is woken by the next [`wake`](Outbox::wake).
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> bool {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        // A wake between the swap and the register found no waker.
+        self.woken.swap(false, Ordering::AcqRel)
     }
 
     /// Marks this outbox as touched by the current ingest batch; `true` the

@@ -186,6 +186,7 @@ where
             queue: VecDeque::new(),
             unflushed: false,
             outbox_ready: false,
+            rearm: false,
             stall,
             stall_timer: None,
             timeout: c.write_timeout,
@@ -303,6 +304,9 @@ enum WriteEnd {
     Stalled,
     /// The connection failed.
     Gone,
+    /// The outbox was woken while some symbol is rate-limited: the session
+    /// loop re-arms its release timer ([`Outbox::arm_release`]) and goes on.
+    Rearm,
 }
 
 /// The session's outgoing side: frames waiting to be written (replies,
@@ -314,6 +318,9 @@ struct Writer {
     unflushed: bool,
     /// The outbox was woken and may hold entries.
     outbox_ready: bool,
+    /// The outbox was woken while rate-limited: the session loop must pass
+    /// again to re-arm its release timer.
+    rearm: bool,
     stall: Arc<WriteStall>,
     /// Armed while the socket refuses bytes: fires `--write-timeout` after
     /// the last progress. Allocated only while blocked.
@@ -339,6 +346,12 @@ impl Writer {
         Tx: Sink<Message> + Unpin,
     {
         let mut drains = 0;
+        // The outbox's wake-up is polled here, in the writer's own poll: a
+        // wake-up costs one pass of the session loop, not two.
+        if !self.outbox_ready && outbox.poll_woken(cx) {
+            self.outbox_ready = true;
+            self.rearm |= outbox.is_rate_limited();
+        }
         loop {
             if self.queue.is_empty() && self.outbox_ready {
                 if drains == FRAMES_PER_WAKE {
@@ -370,6 +383,17 @@ impl Writer {
                     Poll::Pending => return self.blocked(cx),
                 }
             }
+            if self.queue.is_empty() && !self.outbox_ready && outbox.poll_woken(cx) {
+                // Woken while writing: come back after the other tasks that
+                // are ready, not at once. Meanwhile more ticks gather, and
+                // go out in fewer, larger frames: chasing every wake-up
+                // within one poll cut broadcast to 1,000 clients from 1.5
+                // million deliveries/s to 0.3 million (issue 18).
+                self.outbox_ready = true;
+                self.rearm |= outbox.is_rate_limited();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if self.queue.is_empty() && !self.outbox_ready {
                 // Everything written: idle until something is queued. An
                 // idle connection keeps no queue (an allocation per write
@@ -380,6 +404,9 @@ impl Writer {
                 }
                 self.stall_timer = None;
                 self.stall.clear();
+                if std::mem::take(&mut self.rearm) {
+                    return Poll::Ready(WriteEnd::Rearm);
+                }
                 return Poll::Pending;
             }
         }
@@ -569,9 +596,6 @@ impl Session {
         // shared by every session, and a busy session passes twice per wake.
         let drained = drain.cancelled();
         tokio::pin!(drained);
-        let outbox_handle = self.outbox.clone();
-        let woken = outbox_handle.woken();
-        tokio::pin!(woken);
         loop {
             let expiry = self.auth.as_ref().and_then(|a| a.closes_at);
             // A rate-limited symbol's waiting tick (max_hz).
@@ -642,6 +666,7 @@ impl Session {
                     return match end {
                         WriteEnd::Stalled => End::Drop("write_timeout"),
                         WriteEnd::Gone => End::Drop("peer_gone"),
+                        WriteEnd::Rearm => continue,
                     };
                 }
                 changed = feed.changed(), if feed_open => {
@@ -676,12 +701,6 @@ impl Session {
                         self.writer.outbox_ready = true;
                     }
                 },
-                // Always armed: the writer may have emptied the outbox within
-                // this very pass.
-                _ = &mut woken => {
-                    self.writer.outbox_ready = true;
-                    woken.set(outbox_handle.woken());
-                }
             }
         }
     }
