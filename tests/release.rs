@@ -1,10 +1,15 @@
-//! The repository's license is Apache-2.0, stated where packagers look, and
-//! no file brings a license of its own. No broker, no network: files only.
+//! One version everywhere: Cargo.toml's version (the crate's) is the one the
+//! Helm chart, the Dockerfile's image label and the CHANGELOG carry, and the
+//! one `tickfan --version` prints, with the commit the binary was built from.
+//! The repository's license is Apache-2.0, stated where packagers look.
+//! No broker, no network: files and one run of the built binary.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -12,6 +17,111 @@ fn root() -> PathBuf {
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The value of a top-level `key:` line of a YAML file (quotes removed).
+fn yaml_top(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix(':')?;
+        Some(v.trim().trim_matches('"').to_string())
+    })
+}
+
+#[test]
+fn helm_chart_carries_the_crate_version() {
+    let chart = read("helm/tickfan/Chart.yaml");
+    assert_eq!(
+        yaml_top(&chart, "appVersion").as_deref(),
+        Some(VERSION),
+        "Chart.yaml appVersion"
+    );
+    assert_eq!(
+        yaml_top(&chart, "version").as_deref(),
+        Some(VERSION),
+        "Chart.yaml version"
+    );
+    // The default image is the appVersion: values.yaml leaves the tag empty.
+    let values = read("helm/tickfan/values.yaml");
+    let image = values.split("\nimage:\n").nth(1).expect("image: block");
+    assert!(
+        image.lines().any(|l| l.trim() == r#"tag: """#),
+        "values.yaml image.tag is not empty, so the default image is not the chart's appVersion"
+    );
+    let prod = read("helm/tickfan/ci/production-values.yaml");
+    assert!(
+        prod.contains(&format!("  tag: \"{VERSION}\"\n")),
+        "helm/tickfan/ci/production-values.yaml pins an image tag other than {VERSION}"
+    );
+}
+
+#[test]
+fn dockerfile_labels_the_image_with_the_crate_version() {
+    let dockerfile = read("Dockerfile");
+    let labels: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.contains("org.opencontainers.image.version="))
+        .collect();
+    assert_eq!(
+        labels.len(),
+        1,
+        "one org.opencontainers.image.version label: {labels:?}"
+    );
+    assert!(
+        labels[0].contains(&format!("org.opencontainers.image.version=\"{VERSION}\"")),
+        "Dockerfile label {} is not {VERSION}",
+        labels[0].trim()
+    );
+    // The commit reaches the Docker build (no .git in its context) as a build
+    // argument, in the builder stage (for build.rs) and the runtime stage
+    // (the revision label); the image carries the license text.
+    let runtime = dockerfile
+        .split("FROM gcr.io/distroless/")
+        .nth(1)
+        .expect("runtime stage");
+    let builder = &dockerfile[..dockerfile.len() - runtime.len()];
+    let build_step = builder
+        .find("COPY src ./src")
+        .expect("the crate's build step");
+    assert!(builder[..build_step].contains("ARG TICKFAN_GIT_COMMIT"));
+    assert!(runtime.contains("ARG TICKFAN_GIT_COMMIT"));
+    assert!(runtime.contains(r#"org.opencontainers.image.revision="${TICKFAN_GIT_COMMIT}""#));
+    assert!(runtime.contains("COPY LICENSE /usr/share/doc/tickfan/LICENSE"));
+}
+
+#[test]
+fn changelog_has_a_section_for_the_crate_version() {
+    let changelog = read("CHANGELOG.md");
+    assert!(
+        changelog.contains("keepachangelog.com/en/1.1.0/"),
+        "CHANGELOG.md follows Keep a Changelog 1.1.0"
+    );
+    let headings: Vec<&str> = changelog.lines().filter(|l| l.starts_with("## ")).collect();
+    assert_eq!(
+        headings.first(),
+        Some(&"## [Unreleased]"),
+        "the first section is Unreleased"
+    );
+    let section = format!("## [{VERSION}] - ");
+    let heading = headings
+        .iter()
+        .find(|h| h.starts_with(&section))
+        .unwrap_or_else(|| panic!("CHANGELOG.md has no '{section}YYYY-MM-DD' section"));
+    let date = &heading[section.len()..];
+    assert!(
+        date.len() == 10
+            && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }),
+        "{heading}: the date is YYYY-MM-DD"
+    );
+    assert!(
+        changelog
+            .lines()
+            .any(|l| l.starts_with(&format!("[{VERSION}]: "))),
+        "CHANGELOG.md has no link for [{VERSION}]"
+    );
 }
 
 #[test]
@@ -108,4 +218,45 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn version_flag_prints_the_version_and_the_commit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickfan"))
+        .arg("--version")
+        .output()
+        .expect("run tickfan --version");
+    assert!(out.status.success(), "tickfan --version: {out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let line = line.trim_end();
+    let commit = line
+        .strip_prefix(&format!("tickfan {VERSION} (commit "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`{line}` is not `tickfan {VERSION} (commit …)`"));
+
+    // Built from a git checkout of this repository (as `cargo test` here and
+    // in CI is), the commit is HEAD's: cargo reruns build.rs when HEAD moves,
+    // so this holds after a commit too.
+    let top = git(&root(), &["rev-parse", "--show-toplevel"]);
+    let in_checkout =
+        top.is_some_and(|t| Path::new(&t).canonicalize().ok() == root().canonicalize().ok());
+    if in_checkout {
+        let head = git(&root(), &["rev-parse", "--short=12", "HEAD"]).expect("git rev-parse HEAD");
+        assert_eq!(
+            commit, head,
+            "tickfan --version names another commit than HEAD"
+        );
+        assert!(
+            commit.len() >= 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{commit}"
+        );
+    } else {
+        // Not a checkout (a source tarball, a Docker context): the
+        // TICKFAN_GIT_COMMIT given at build time, or "unknown".
+        assert!(
+            commit == "unknown"
+                || (commit.len() <= 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{commit}"
+        );
+    }
 }
