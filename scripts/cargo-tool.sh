@@ -2,7 +2,8 @@
 # Installs a pinned cargo subcommand from crates.io, only when it is missing or
 # another version, and prints its version.
 #
-#   scripts/cargo-tool.sh cargo-deny        (scripts/check-deps.sh, scripts/audit.sh)
+#   scripts/cargo-tool.sh cargo-deny        (.ci/run, scripts/audit.sh)
+#   scripts/cargo-tool.sh cargo-cyclonedx   (scripts/sbom.sh)
 #
 # The pins live here, so CI and the scripts install the same versions. A
 # first install compiles the tool (cargo install --locked: the tool's own
@@ -13,13 +14,16 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-tool="${1:?usage: scripts/cargo-tool.sh cargo-deny}"
+tool="${1:?usage: scripts/cargo-tool.sh cargo-deny|cargo-cyclonedx}"
 case "$tool" in
   cargo-deny) version=0.20.2 ;;
+  cargo-cyclonedx) version=0.5.9 ;;
   *) echo "cargo-tool: no pinned version for $tool" >&2; exit 2 ;;
 esac
 
-# As a cargo subcommand: `cargo deny --version` prints "cargo-deny 0.20.2".
+# As a cargo subcommand: `cargo deny --version` prints "cargo-deny 0.20.2",
+# `cargo cyclonedx --version` "cargo-cyclonedx-cyclonedx 0.5.9" (the binary
+# run alone, `cargo-cyclonedx --version`, refuses the flag).
 installed() { cargo "${tool#cargo-}" --version 2>/dev/null | grep -qwF -- "$version"; }
 
 if ! installed; then
