@@ -1,6 +1,6 @@
 # tickfan container image.
 #
-#   docker build -t tickfan .
+#   docker build -t tickfan --build-arg TICKFAN_GIT_COMMIT="$(git rev-parse HEAD)" .
 #   docker run --rm -p 8080:8080 tickfan          # `demo`: page on :8080
 #   docker run --rm tickfan edge --brokers kafka:9092 --topic ticks --page
 #
@@ -45,6 +45,11 @@ RUN mkdir -p src/bin benches \
     && rm -rf src benches
 
 # 2) The crate itself. README.md, schemas/ and static/ are include_str!'d.
+#    The context has no .git, so build.rs takes the commit for
+#    `tickfan --version` from TICKFAN_GIT_COMMIT (the build argument; without
+#    it the binary says "unknown"). Declared here, so a new commit does not
+#    rebuild the dependency layer above.
+ARG TICKFAN_GIT_COMMIT=""
 COPY README.md ./
 COPY schemas ./schemas
 COPY static ./static
@@ -68,13 +73,18 @@ FROM busybox:1.37.0-musl AS busybox
 # package manager; the :nonroot variant runs as uid/gid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 
+# The version is Cargo.toml's (tests/release.rs fails when they differ); the
+# revision is the build argument above, empty without it.
+ARG TICKFAN_GIT_COMMIT=""
 LABEL org.opencontainers.image.title="tickfan" \
       org.opencontainers.image.description="Kafka-backed WebSocket fan-out for high-volume market data" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.version="0.2.0" \
+      org.opencontainers.image.revision="${TICKFAN_GIT_COMMIT}" \
       org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
 
 COPY --from=builder /out/tickfan /usr/local/bin/tickfan
+COPY LICENSE /usr/share/doc/tickfan/LICENSE
 COPY --from=busybox /bin/busybox /usr/local/bin/busybox
 
 USER 65532:65532

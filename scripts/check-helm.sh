@@ -65,6 +65,7 @@ def load_values(name):
 
 print(f"helm SDK {helm.helm_sdk_version()} (libhelm_c {helm.helm_c_version()}), no helm binary")
 default_values = load_values("values.yaml")
+chart_meta = load_values("Chart.yaml")
 prod_values = load_values("ci/production-values.yaml")
 
 def deep_merge(base, over):
@@ -165,6 +166,12 @@ def semantics(label, objs, vals):
     cm = by_kind(objs, "ConfigMap")[0]["data"]
     sc = ctr["securityContext"]
     check(ctr["args"] == ["edge"], f"{label}: args [edge]")
+    if not v["image"]["digest"]:
+        # The default image is the chart's appVersion, the binary's version
+        # (tests/release.rs checks appVersion against Cargo.toml).
+        tag = v["image"]["tag"] or chart_meta["appVersion"]
+        check(ctr["image"] == f"{v['image']['repository']}:{tag}" and tag == chart_meta["appVersion"] == chart_meta["version"],
+              f"{label}: image {ctr['image']}, the chart's version and appVersion")
     check(ctr["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"} and cm["TICKFAN_LISTEN"] == "0.0.0.0:8080",
           f"{label}: listens on 0.0.0.0:8080, port named http")
     check({"TICKFAN_BROKERS", "TICKFAN_TOPIC", "TICKFAN_DRAIN_WINDOW", "TICKFAN_SHUTDOWN_GRACE"} <= set(cm)

@@ -13,7 +13,7 @@ use tickfan::{app, config, gateway, shutdown, telemetry};
 /// cluster, synthetic feed, edge, ticker page). Every flag can also be set by
 /// the TICKFAN_* environment variable shown in its help.
 #[derive(Parser, Debug)]
-#[command(name = "tickfan", version, about, long_about)]
+#[command(name = "tickfan", version = VERSION, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +27,16 @@ struct Cli {
     #[arg(long, global = true, env = "TICKFAN_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text)]
     log_format: telemetry::LogFormat,
 }
+
+/// `tickfan --version`: the crate's version and the commit it was built from
+/// (build.rs: `git rev-parse --short=12 HEAD`, else `TICKFAN_GIT_COMMIT`, else
+/// `unknown`), e.g. `tickfan 0.2.0 (commit 0123456789ab)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TICKFAN_BUILD_COMMIT"),
+    ")"
+);
 
 // Parsed once at start: boxing the big variant would save nothing worth it.
 #[allow(clippy::large_enum_variant)]
