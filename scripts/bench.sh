@@ -122,6 +122,13 @@ if [ "$SYSTEM" = centrifugo ]; then
 fi
 "$BIN" loadgen --url "$url" --protocol "$protocol" --scenario "$SCENARIO" --clients "$CLIENTS" \
   --symbols "$syms" --edge-pid "$edge" --json "$OUT/$name.json" --plot "$OUT/$name.svg" "$@"
+# The server's own count of the connections it ended (tickfan: slow clients
+# dropped after --write-timeout; Centrifugo: disconnected, e.g. code 3008
+# "slow"), from its Prometheus endpoint, kept with the results.
+if curl -fs "http://127.0.0.1:$PORT/metrics" >"$OUT/$name.metrics.txt" 2>/dev/null; then
+  echo "bench.sh: server-side disconnects (from $OUT/$name.metrics.txt):"
+  grep -E '^(tickfan_sessions_ended_total|centrifugo_[a-z_]*disconnect[a-z_]*)[{ ]' "$OUT/$name.metrics.txt" | grep -vE ' 0$' || echo "  none"
+fi
 if [ "${PERF:-0}" = 1 ]; then
   kill -INT "${pids[-1]}" && wait "${pids[-1]}" 2>/dev/null || true
 fi

@@ -75,6 +75,7 @@ up() {
   "http_server": { "address": "127.0.0.1", "port": $PORT },
   "client": { "insecure": true },
   "health": { "enabled": true },
+  "prometheus": { "enabled": true },
   "log": { "level": "warn" },
   "consumers": [
     {
