@@ -1107,6 +1107,10 @@ mod tests {
         }
     }
 
+    pub(super) fn shared_for_wake_tests() -> Arc<Shared> {
+        edge(|_| {}).shared.clone()
+    }
+
     type ClientWs = WebSocketStream<DuplexStream>;
 
     impl Edge {
@@ -1649,5 +1653,153 @@ mod tests {
         let v = next_json(&mut ws).await;
         assert_eq!(v["ticks"][0]["symbol"], "ZZ1", "{v}");
         assert_eq!(v["ticks"][0]["snapshot"], true, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    //! The writer's wake-up, polled by hand: when the ingest wakes the outbox
+    //! while the writer is writing, the writer yields and comes back after
+    //! the other ready tasks, so ticks gather into larger frames.
+
+    use super::*;
+    use crate::fanout::Item;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(AtomicUsize);
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes every frame at once; the first frame taken runs `during` (the
+    /// ingest queueing a tick and waking the outbox mid-write).
+    struct Sink<F: FnMut()> {
+        frames: Vec<Message>,
+        flushes: usize,
+        during: Option<F>,
+    }
+
+    impl<F: FnMut() + Unpin> futures_util::Sink<Message> for Sink<F> {
+        type Error = tungstenite::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, msg: Message) -> Result<(), Self::Error> {
+            self.frames.push(msg);
+            if let Some(mut f) = self.during.take() {
+                f();
+            }
+            Ok(())
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn item(seq: i64) -> Item {
+        Item {
+            symbol: crate::market::Symbol::parse("AAPL").unwrap(),
+            seq,
+            bytes: Bytes::from(format!(r#"{{"symbol":"AAPL","seq":{seq}}}"#)),
+            ts: 0,
+        }
+    }
+
+    fn writer() -> Writer {
+        Writer {
+            queue: VecDeque::new(),
+            unflushed: false,
+            outbox_ready: false,
+            rearm: false,
+            stall: Arc::new(WriteStall::default()),
+            stall_timer: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_during_a_write_reschedules_the_writer_instead_of_chasing_it() {
+        let shared = super::tests::shared_for_wake_tests();
+        let outbox = Arc::new(Outbox::new(64));
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut w = writer();
+
+        // Idle: nothing to write, and the writer is registered for a wake-up.
+        let mut sink = Sink::<fn()> {
+            frames: vec![],
+            flushes: 0,
+            during: None,
+        };
+        assert!(w
+            .poll_write(&mut cx, &mut sink, &outbox, &shared)
+            .is_pending());
+        outbox.push(item(1));
+        outbox.wake();
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "the wake-up reaches the writer's task"
+        );
+
+        // The write of tick 1 is under way when tick 2 comes and wakes it.
+        let during = {
+            let outbox = outbox.clone();
+            move || {
+                outbox.push(item(2));
+                outbox.wake();
+            }
+        };
+        let mut sink = Sink {
+            frames: vec![],
+            flushes: 0,
+            during: Some(during),
+        };
+        assert!(w
+            .poll_write(&mut cx, &mut sink, &outbox, &shared)
+            .is_pending());
+        assert_eq!(sink.frames.len(), 1, "tick 2 waits for the next poll");
+        assert_eq!(sink.flushes, 1);
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            2,
+            "the writer woke its own task: it comes back after the others"
+        );
+
+        // The next poll writes tick 2 and goes idle.
+        assert!(w
+            .poll_write(&mut cx, &mut sink, &outbox, &shared)
+            .is_pending());
+        assert_eq!(sink.frames.len(), 2);
+        let Message::Text(t) = &sink.frames[1] else {
+            panic!("{:?}", sink.frames[1])
+        };
+        assert!(t.as_str().contains(r#""seq":2"#), "{t}");
+        assert!(outbox.is_empty());
+        let before = woken.0.load(Ordering::SeqCst);
+        assert!(w
+            .poll_write(&mut cx, &mut sink, &outbox, &shared)
+            .is_pending());
+        assert_eq!(woken.0.load(Ordering::SeqCst), before, "idle: no self-wake");
+        outbox.wake();
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            before + 1,
+            "registered again"
+        );
     }
 }
