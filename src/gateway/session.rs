@@ -28,7 +28,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use rand::Rng;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -145,7 +145,7 @@ pub fn run<IO>(
     io: IO,
     shared: Arc<Shared>,
     drain: CancellationToken,
-    grant: Option<Grant>,
+    grant: Option<Box<Grant>>,
     announce: bool,
 ) -> impl Future<Output = ()> + Send
 where
@@ -198,9 +198,15 @@ where
         auth,
         last_limited_notice: None,
     };
+    // Built here, not in the future: what the future captures it keeps for
+    // its whole life, so the raw socket and the config would sit in every
+    // idle session's future beside the stream made of them. Without a
+    // handshake there is nothing to wait for: the first poll is ready.
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config))
+        .now_or_never()
+        .expect("a WebSocket without a handshake is ready at once");
+    let (mut tx, mut rx) = ws.split();
     async move {
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-        let (mut tx, mut rx) = ws.split();
         let end = session.drive(&mut tx, &mut rx, &drain, announce).await;
         match &end {
             End::Close { code, reason, why } => {
@@ -1127,7 +1133,7 @@ mod tests {
                 server,
                 self.shared.clone(),
                 drain.clone(),
-                grant,
+                grant.map(Box::new),
                 false,
             ));
             let ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
