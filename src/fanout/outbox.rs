@@ -304,6 +304,9 @@ pub struct Outbox {
     /// (issue 18's one-each profile).
     waker: AtomicWaker,
     woken: AtomicBool,
+    /// A feed status change not yet sent (0: none; else
+    /// [`Outbox::set_feed`]'s code): the latest one only.
+    feed: std::sync::atomic::AtomicU8,
     /// Some symbol is rate-limited (`State::slots` is not empty), mirrored
     /// outside the lock: its session re-arms its release timer after a
     /// wake-up ([`Outbox::is_rate_limited`]).
@@ -333,6 +336,7 @@ impl Outbox {
             waker: AtomicWaker::new(),
             woken: AtomicBool::new(false),
             limited: AtomicBool::new(false),
+            feed: std::sync::atomic::AtomicU8::new(0),
             scheduled: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             lagging: AtomicBool::new(false),
@@ -735,6 +739,26 @@ impl Outbox {
     /// for which the session arms a timer ([`Outbox::arm_release`]).
     pub fn is_rate_limited(&self) -> bool {
         self.limited.load(Ordering::Relaxed)
+    }
+
+    /// The feed's status changed: the writer sends it (the latest, once)
+    /// before what it drains next.
+    pub fn set_feed(&self, status: super::FeedStatus) {
+        let code = match status {
+            super::FeedStatus::Live => 1,
+            super::FeedStatus::Stale => 2,
+        };
+        self.feed.store(code, Ordering::Release);
+        self.wake();
+    }
+
+    /// The feed status change to send, if any (taking it).
+    pub fn take_feed(&self) -> Option<super::FeedStatus> {
+        match self.feed.swap(0, Ordering::AcqRel) {
+            1 => Some(super::FeedStatus::Live),
+            2 => Some(super::FeedStatus::Stale),
+            _ => None,
+        }
     }
 
     /// Wakes the writer.

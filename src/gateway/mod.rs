@@ -356,6 +356,14 @@ impl Sessions {
         self.open.lock().unwrap().remove(&id);
     }
 
+    /// Tells every open session the feed's new status (through its outbox).
+    pub fn feed_changed(&self, status: crate::fanout::FeedStatus) {
+        let open: Vec<_> = self.open.lock().unwrap().values().cloned().collect();
+        for outbox in open {
+            outbox.set_feed(status);
+        }
+    }
+
     /// Ticks queued across all open sessions.
     pub fn queued(&self) -> usize {
         let open: Vec<_> = self.open.lock().unwrap().values().cloned().collect();
@@ -384,7 +392,8 @@ pub struct Shared {
     pub admission: admission::Admission,
     /// Token verification; `None` when auth is off.
     pub verifier: Option<Arc<auth::Verifier>>,
-    /// Feed status; sessions forward changes to their clients.
+    /// Feed status: a session sends it first when stale; changes reach
+    /// sessions through [`Sessions::feed_changed`].
     pub feed: tokio::sync::watch::Receiver<crate::fanout::FeedStatus>,
 }
 

@@ -40,6 +40,20 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             }
         })
     };
+    // Feed status changes reach every session through its outbox: one task
+    // here rather than a watch future in every session (120 bytes in each
+    // idle session's future, and a register and unregister on the watch's
+    // lock at every pass of its loop).
+    let feed_forward = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut feed = shared.feed.clone();
+            while feed.changed().await.is_ok() {
+                let status = *feed.borrow_and_update();
+                shared.sessions.feed_changed(status);
+            }
+        })
+    };
     // Fires when the loop ends: open keep-alive HTTP connections finish
     // their request and close.
     let stopped = CancellationToken::new();
@@ -88,6 +102,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     stopped.cancel();
     drop(listener);
     housekeeping.abort();
+    feed_forward.abort();
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
 }

@@ -445,11 +445,14 @@ impl Writer {
     }
 }
 
-/// Drains the outbox once into `queue`: `unknown_symbol` notices first (as
-/// few frames as the echo limit allows), then drop notices, then ticks in
-/// frames of at most `max_frame_bytes`, with upstream gap notices in their
-/// place in the stream. Returns whether more is queued in the outbox.
+/// Drains the outbox once into `queue`: a feed status change first, then
+/// `unknown_symbol` notices (as few frames as the echo limit allows), then
+/// drop notices, then ticks in frames of at most `max_frame_bytes`, with
+/// upstream gap notices in their place in the stream. Returns whether more is queued in the outbox.
 fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool {
+    if let Some(status) = outbox.take_feed() {
+        queue.push_back(Message::text(protocol::status_json(status)));
+    }
     let cap = shared
         .config
         .max_frame_bytes
@@ -578,9 +581,10 @@ impl Session {
         Tx: Sink<Message> + Unpin,
         Rx: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
-        let mut feed = self.shared.feed.clone();
-        let mut feed_open = true;
-        let status = *feed.borrow_and_update();
+        // Changes from here on come through the outbox (taken first: one
+        // made before this read is in it).
+        let _ = self.outbox.take_feed();
+        let status = *self.shared.feed.borrow();
         if announce || status == FeedStatus::Stale {
             self.writer.push(protocol::status_json(status));
         }
@@ -674,14 +678,6 @@ impl Session {
                         WriteEnd::Gone => End::Drop("peer_gone"),
                         WriteEnd::Rearm => continue,
                     };
-                }
-                changed = feed.changed(), if feed_open => {
-                    if changed.is_err() {
-                        feed_open = false; // the edge is shutting down
-                        continue;
-                    }
-                    let status = *feed.borrow_and_update();
-                    self.writer.push(protocol::status_json(status));
                 }
                 incoming = rx.next(), if reading => match incoming {
                     None => return End::Drop("peer_gone"),
@@ -1213,6 +1209,33 @@ mod tests {
     /// A waiting tick of a rate-limited symbol goes out when its turn comes
     /// (on the paused clock: exactly one interval after the previous update),
     /// not when some other timer (the next ping, 30 s on) wakes the session.
+    #[tokio::test(start_paused = true)]
+    async fn feed_status_changes_reach_open_sessions_through_their_outboxes() {
+        let e = edge(|_| {});
+        let (mut ws, _task, _drain) = e.connect(1 << 16, None).await;
+        send(&mut ws, json!({"op":"subscribe","symbols":["AAPL"]})).await;
+        assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+        e.shared.sessions.feed_changed(FeedStatus::Stale);
+        let v = next_json(&mut ws).await;
+        assert_eq!(
+            (v["type"].as_str(), v["feed"].as_str()),
+            (Some("status"), Some("stale")),
+            "{v}"
+        );
+        // Two changes before the writer runs: the latest only.
+        e.shared.sessions.feed_changed(FeedStatus::Stale);
+        e.shared.sessions.feed_changed(FeedStatus::Live);
+        e.publish("AAPL", 1);
+        let v = next_json(&mut ws).await;
+        assert_eq!(
+            (v["type"].as_str(), v["feed"].as_str()),
+            (Some("status"), Some("live")),
+            "{v}"
+        );
+        let v = next_json(&mut ws).await;
+        assert_eq!(v["type"], "ticks", "{v}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_waiting_tick_goes_out_when_its_turn_comes() {
         let e = edge(|_| {});

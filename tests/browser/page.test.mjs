@@ -738,10 +738,18 @@ describe("a trader's watchlist", () => {
           if (width === 390) {
             assert.deepEqual(await visibleHeaders(), ['Symbol', 'Last', 'Chg %', 'Trend'], 'a phone: symbol, last, change, spark');
             assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'no sideways scrolling');
-            const spark = await page.evaluate(() => {
+            // The spark is drawn once its symbol has ticked (at most every
+            // 250 ms): wait for ink, with a deadline, then say what shows.
+            const sparkOf = () => {
               const c = document.querySelector('tr[data-symbol="AAPL"] canvas');
               return { w: c.getBoundingClientRect().width, ink: c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v) => v) };
-            });
+            };
+            await page.waitForFunction(() => {
+              const c = document.querySelector('tr[data-symbol="AAPL"] canvas');
+              return c && c.getBoundingClientRect().width >= 50
+                && c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v) => v);
+            }, null, { timeout: DEADLINE_MS, polling: 100 }).catch(() => {});
+            const spark = await page.evaluate(sparkOf);
             assert.ok(spark.w >= 50 && spark.ink, `the spark shows: ${JSON.stringify(spark)}`);
           }
           shots.push(await screenshot(page, `page-${width}-${scheme}`));
