@@ -789,6 +789,21 @@ mod tests {
         let codec = TickCodec::new(usize::MAX);
         let t = gen.next_tick(1);
         assert_eq!(codec.decode(&codec.encode(&t)).unwrap().attrs, t.attrs);
+        // "About 100 bytes more per Kafka record" (docs/configuration.md).
+        let extra: Vec<usize> = (0..1_000)
+            .map(|i| {
+                let t = gen.next_tick(i);
+                let mut bare = t.clone();
+                bare.attrs.clear();
+                codec.encode(&t).len() - codec.encode(&bare).len()
+            })
+            .collect();
+        let mean = extra.iter().sum::<usize>() as f64 / extra.len() as f64;
+        assert!(
+            (80.0..=120.0).contains(&mean),
+            "{mean} bytes more on average"
+        );
+        assert!(extra.iter().all(|&x| x <= 140), "{:?}", extra.iter().max());
     }
 
     #[test]

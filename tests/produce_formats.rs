@@ -1,7 +1,9 @@
-//! What `tickfan produce --format centrifugo` writes, read back from Kafka
-//! (the embedded mock cluster, or real Kafka with TICKFAN_TEST_BROKERS): the
-//! records Centrifugo's Kafka consumer publishes in publication data mode,
-//! the benchmarks' second baseline (BENCHMARKS.md).
+//! What `tickfan produce --format centrifugo` and `--format confluent`
+//! write, read back from Kafka (the embedded mock cluster, or real Kafka
+//! with TICKFAN_TEST_BROKERS): the records Centrifugo's Kafka consumer
+//! publishes in publication data mode, the benchmarks' second baseline
+//! (BENCHMARKS.md); and a company-shaped quote record in the Confluent wire
+//! format, which the documented mapping reads.
 
 mod support;
 
@@ -13,7 +15,7 @@ use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
 };
 use support::*;
-use tickfan::{config::defaults, feed};
+use tickfan::{codec::mapping, config::defaults, feed};
 use tokio_util::sync::CancellationToken;
 
 /// Every record: the tick as the JSON object edges send clients, padded to
@@ -76,6 +78,121 @@ async fn the_centrifugo_format_is_a_json_tick_with_its_channel_header() {
             .filter_map(|h| h.value)
             .collect();
         assert_eq!(channels, vec![symbol.as_bytes()], "one channel: the symbol");
+        seen += 1;
+    }
+}
+
+/// `--format confluent`: every record is the Confluent wire format (magic
+/// byte 0, schema id 1 big-endian) around a `schemas/examples/quote.avsc`
+/// datum that carries the tick, keyed by its symbol; and the mapping the
+/// docs give for it (`feed::quote_mapping`) reads it back as that tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_confluent_format_is_a_quote_record_in_the_confluent_wire_format() {
+    use apache_avro::types::Value;
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let mut kafka: tickfan::config::KafkaConfig = defaults();
+    kafka.brokers = broker.bootstrap();
+    kafka.topics = vec![topic.clone()];
+    let mut cfg: feed::Config = defaults();
+    let symbols = ["AAPL", "MSFT", "BRK.B"];
+    cfg.symbols = feed::SymbolSpec::List(symbols.iter().map(|s| s.to_string()).collect());
+    cfg.rate = 200.0;
+    cfg.duration = Some(Duration::from_millis(300));
+    cfg.format = feed::FeedFormat::Confluent;
+    feed::run(kafka, cfg, Default::default(), CancellationToken::new())
+        .await
+        .unwrap();
+
+    let schema = apache_avro::Schema::parse_str(feed::QUOTE_SCHEMA_JSON).unwrap();
+    // The edge's own reader, with the writer schema the docs say to register
+    // as id 1.
+    struct Registered(std::sync::Arc<apache_avro::Schema>);
+    impl mapping::WriterSchemas for Registered {
+        fn lookup(&self, id: u32) -> mapping::Lookup {
+            if id == feed::QUOTE_SCHEMA_ID {
+                mapping::Lookup::Found(self.0.clone())
+            } else {
+                mapping::Lookup::Missing
+            }
+        }
+    }
+    let registered = Registered(std::sync::Arc::new(schema.clone()));
+    let mut reader =
+        mapping::TopicReader::new(feed::quote_mapping(&topic).parse().unwrap(), 1 << 20);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "produce-formats-confluent")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = 0;
+    let mut trade_ids = std::collections::HashSet::new();
+    let end = std::time::Instant::now() + DEADLINE;
+    while seen < 40 {
+        assert!(
+            std::time::Instant::now() < end,
+            "only {seen} records read back"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let msg = msg.unwrap();
+        let value = msg.payload().unwrap();
+        assert_eq!(value[0], 0, "Confluent magic byte");
+        assert_eq!(
+            u32::from_be_bytes(value[1..5].try_into().unwrap()),
+            feed::QUOTE_SCHEMA_ID,
+            "schema id"
+        );
+        let mut datum = &value[5..];
+        let record = apache_avro::from_avro_datum(&schema, &mut datum, None).unwrap();
+        assert!(datum.is_empty(), "nothing after the datum");
+        let Value::Record(fields) = record else {
+            panic!("{record:?}")
+        };
+        let field = |name: &str| fields.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        let Value::Record(instrument) = field("instrument") else {
+            panic!("{fields:?}")
+        };
+        let Value::String(ticker) = instrument[0].1.clone() else {
+            panic!("{instrument:?}")
+        };
+        assert!(symbols.contains(&ticker.as_str()), "{ticker}");
+        assert_eq!(msg.key().unwrap(), ticker.as_bytes(), "keyed by symbol");
+        assert!(matches!(field("last_px"), Value::Decimal(_)), "{fields:?}");
+        assert!(
+            matches!(field("last_qty"), Value::Long(q) if q >= 0),
+            "{fields:?}"
+        );
+        assert!(
+            matches!(field("event_time"), Value::TimestampMillis(t) if t > 1_600_000_000_000),
+            "{fields:?}"
+        );
+        let Value::String(trade) = field("trade_id") else {
+            panic!("{fields:?}")
+        };
+        assert!(trade_ids.insert(trade.clone()), "trade ids are distinct");
+        let record = mapping::Record {
+            key: msg.key(),
+            value,
+            offset: msg.offset(),
+            timestamp_ms: None,
+        };
+        let tick = reader.decode(&record, &registered).unwrap().tick;
+        assert_eq!(tick.symbol.as_str(), ticker);
+        assert!(tick.price > 0.0, "{tick:?}");
+        assert_eq!(
+            tick.attrs.get("trade_id"),
+            Some(&trade),
+            "forwarded: {tick:?}"
+        );
         seen += 1;
     }
 }
