@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    message::{Headers, Message},
+    message::{BorrowedMessage, Headers, Message},
     ClientConfig, Offset, TopicPartitionList,
 };
 use support::*;
@@ -23,44 +23,8 @@ use tokio_util::sync::CancellationToken;
 /// header naming the symbol (its channel).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_centrifugo_format_is_a_json_tick_with_its_channel_header() {
-    let broker = Broker::start();
-    let topic = broker.topic(2).await;
-    let mut kafka: tickfan::config::KafkaConfig = defaults();
-    kafka.brokers = broker.bootstrap();
-    kafka.topics = vec![topic.clone()];
-    let mut cfg: feed::Config = defaults();
-    cfg.symbols = feed::SymbolSpec::List(vec!["AAPL".into(), "MSFT".into(), "BRK.B".into()]);
-    cfg.rate = 200.0;
-    cfg.duration = Some(Duration::from_millis(300));
-    cfg.tick_bytes = 512;
-    cfg.format = feed::FeedFormat::Centrifugo;
-    feed::run(kafka, cfg, Default::default(), CancellationToken::new())
-        .await
-        .unwrap();
-
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "produce-formats-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut seen = 0;
-    let end = std::time::Instant::now() + DEADLINE;
-    while seen < 40 {
-        assert!(
-            std::time::Instant::now() < end,
-            "only {seen} records read back"
-        );
-        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let msg = msg.unwrap();
+    let (_broker, consumer, _) = produce(feed::FeedFormat::Centrifugo, 512).await;
+    read_back(&consumer, |msg| {
         let value = msg.payload().unwrap();
         assert_eq!(value.len(), 512, "padded to --tick-bytes");
         let tick: serde_json::Value = serde_json::from_slice(value).unwrap();
@@ -78,8 +42,7 @@ async fn the_centrifugo_format_is_a_json_tick_with_its_channel_header() {
             .filter_map(|h| h.value)
             .collect();
         assert_eq!(channels, vec![symbol.as_bytes()], "one channel: the symbol");
-        seen += 1;
-    }
+    });
 }
 
 /// `--format confluent`: every record is the Confluent wire format (magic
@@ -89,21 +52,7 @@ async fn the_centrifugo_format_is_a_json_tick_with_its_channel_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_confluent_format_is_a_quote_record_in_the_confluent_wire_format() {
     use apache_avro::types::Value;
-    let broker = Broker::start();
-    let topic = broker.topic(2).await;
-    let mut kafka: tickfan::config::KafkaConfig = defaults();
-    kafka.brokers = broker.bootstrap();
-    kafka.topics = vec![topic.clone()];
-    let mut cfg: feed::Config = defaults();
-    let symbols = ["AAPL", "MSFT", "BRK.B"];
-    cfg.symbols = feed::SymbolSpec::List(symbols.iter().map(|s| s.to_string()).collect());
-    cfg.rate = 200.0;
-    cfg.duration = Some(Duration::from_millis(300));
-    cfg.format = feed::FeedFormat::Confluent;
-    feed::run(kafka, cfg, Default::default(), CancellationToken::new())
-        .await
-        .unwrap();
-
+    let (_broker, consumer, topic) = produce(feed::FeedFormat::Confluent, 0).await;
     let schema = apache_avro::Schema::parse_str(feed::QUOTE_SCHEMA_JSON).unwrap();
     // The edge's own reader, with the writer schema the docs say to register
     // as id 1.
@@ -120,30 +69,8 @@ async fn the_confluent_format_is_a_quote_record_in_the_confluent_wire_format() {
     let registered = Registered(std::sync::Arc::new(schema.clone()));
     let mut reader =
         mapping::TopicReader::new(feed::quote_mapping(&topic).parse().unwrap(), 1 << 20);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", "produce-formats-confluent")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut seen = 0;
     let mut trade_ids = std::collections::HashSet::new();
-    let end = std::time::Instant::now() + DEADLINE;
-    while seen < 40 {
-        assert!(
-            std::time::Instant::now() < end,
-            "only {seen} records read back"
-        );
-        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let msg = msg.unwrap();
+    read_back(&consumer, |msg| {
         let value = msg.payload().unwrap();
         assert_eq!(value[0], 0, "Confluent magic byte");
         assert_eq!(
@@ -164,7 +91,7 @@ async fn the_confluent_format_is_a_quote_record_in_the_confluent_wire_format() {
         let Value::String(ticker) = instrument[0].1.clone() else {
             panic!("{instrument:?}")
         };
-        assert!(symbols.contains(&ticker.as_str()), "{ticker}");
+        assert!(SYMBOLS.contains(&ticker.as_str()), "{ticker}");
         assert_eq!(msg.key().unwrap(), ticker.as_bytes(), "keyed by symbol");
         assert!(matches!(field("last_px"), Value::Decimal(_)), "{fields:?}");
         assert!(
@@ -193,6 +120,58 @@ async fn the_confluent_format_is_a_quote_record_in_the_confluent_wire_format() {
             Some(&trade),
             "forwarded: {tick:?}"
         );
+    });
+}
+
+const SYMBOLS: [&str; 3] = ["AAPL", "MSFT", "BRK.B"];
+
+/// Runs `tickfan produce --format FORMAT` (padded to `tick_bytes`; 0: not)
+/// for 300 ms at 200 ticks/s over [`SYMBOLS`] into a fresh two-partition
+/// topic; a consumer of that topic from its start, and the topic.
+async fn produce(format: feed::FeedFormat, tick_bytes: usize) -> (Broker, BaseConsumer, String) {
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let mut kafka: tickfan::config::KafkaConfig = defaults();
+    kafka.brokers = broker.bootstrap();
+    kafka.topics = vec![topic.clone()];
+    let mut cfg: feed::Config = defaults();
+    cfg.symbols = feed::SymbolSpec::List(SYMBOLS.iter().map(|s| s.to_string()).collect());
+    cfg.rate = 200.0;
+    cfg.duration = Some(Duration::from_millis(300));
+    cfg.tick_bytes = tick_bytes;
+    cfg.format = format;
+    feed::run(kafka, cfg, Default::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "produce-formats-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    (broker, consumer, topic)
+}
+
+/// Checks 40 records with `check`, failing if they are not there by the
+/// deadline.
+fn read_back(consumer: &BaseConsumer, mut check: impl FnMut(&BorrowedMessage<'_>)) {
+    let end = std::time::Instant::now() + DEADLINE;
+    let mut seen = 0;
+    while seen < 40 {
+        assert!(
+            std::time::Instant::now() < end,
+            "only {seen} records read back"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        check(&msg.unwrap());
         seen += 1;
     }
 }
