@@ -138,7 +138,8 @@ fn resume(c: &mut Criterion) {
 
 fn outbox(c: &mut Criterion) {
     let sym = Symbol::parse("AAPL").unwrap();
-    let encoded = wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0));
+    let encoded: wire::Encoded =
+        wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0)).into();
     let mut g = c.benchmark_group("outbox");
     g.throughput(Throughput::Elements(1));
     let full = Outbox::new(256);

@@ -63,7 +63,7 @@ use tokio_tungstenite::tungstenite::{self, http, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<crate::codec::deflate::Inflating<TcpStream>>;
 
 /// Capacity of the event channel returned by [`spawn`].
 pub const EVENT_CAPACITY: usize = 4096;
@@ -95,6 +95,9 @@ pub struct Config {
     /// Whether a reconnect resumes each symbol after its last delivered tick
     /// (default `true`); `false`: every reconnect restarts from snapshots.
     pub resume: bool,
+    /// Offer permessage-deflate (RFC 7692) in the handshake and inflate the
+    /// edge's compressed frames when it accepts (default `false`).
+    pub deflate: bool,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             local_addr: None,
             token: None,
             resume: true,
+            deflate: false,
         }
     }
 }
@@ -567,6 +571,12 @@ async fn connect(endpoint: &str, config: &Config) -> Result<Ws, (String, Option<
     let mut request = endpoint
         .into_client_request()
         .map_err(|e| (format!("bad endpoint: {e}"), None))?;
+    if config.deflate {
+        request.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            http::HeaderValue::from_static(OFFER),
+        );
+    }
     if let Some(token) = &config.token {
         let value = format!("Bearer {token}")
             .parse()
@@ -604,18 +614,50 @@ async fn connect(endpoint: &str, config: &Config) -> Result<Ws, (String, Option<
         };
         match tcp.await {
             Ok(stream) => {
+                let stream = crate::codec::deflate::Inflating::new(stream);
                 return match tokio_tungstenite::client_async(request.clone(), stream).await {
-                    Ok((ws, _)) => Ok(ws),
+                    Ok((mut ws, response)) => {
+                        if accepts_deflate(&response) {
+                            ws.get_mut().inflate(MAX_INFLATED);
+                        }
+                        Ok(ws)
+                    }
                     Err(tungstenite::Error::Http(r)) => {
                         Err((format!("handshake: HTTP {}", r.status()), retry_after(&r)))
                     }
                     Err(e) => Err((format!("handshake: {e}"), None)),
-                }
+                };
             }
             Err(e) => failure = format!("connect {addr}: {e}"),
         }
     }
     Err((failure, None))
+}
+
+/// What a client offers for permessage-deflate: no context kept either way,
+/// as the edge answers anyway.
+pub const OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+
+/// Largest message the client inflates (the edge's frames are at most
+/// `--max-frame-bytes`, 64 KiB by default).
+pub const MAX_INFLATED: usize = 16 << 20;
+
+/// Whether a `101` accepted permessage-deflate.
+pub fn accepts_deflate<B>(response: &http::Response<B>) -> bool {
+    response
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|e| {
+                e.split(';').next().is_some_and(|n| {
+                    n.trim()
+                        .eq_ignore_ascii_case(crate::codec::deflate::EXTENSION)
+                })
+            })
+        })
 }
 
 /// Sends a normal close and waits (briefly) for the edge's answer.
@@ -635,6 +677,9 @@ async fn close(ws: &mut Ws) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The test edge's end of a connection.
+    type Ws = WebSocketStream<TcpStream>;
     use rand::{rngs::StdRng, SeedableRng};
     use serde_json::json;
     use tokio::net::TcpListener;

@@ -7,5 +7,6 @@
 
 pub mod avro;
 pub mod canonical;
+pub mod deflate;
 pub mod mapping;
 pub mod wire;

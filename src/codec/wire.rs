@@ -5,7 +5,10 @@
 //! It never parses what clients send (that is `gateway::protocol`) and never
 //! writes to a socket.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, LazyLock, OnceLock},
+};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -162,6 +165,76 @@ pub fn with_conflated(encoded: &[u8], n: u32) -> Bytes {
     out.freeze()
 }
 
+/// An encoded tick as the fan-out shares it: the JSON object, and its
+/// permessage-deflate piece, compressed the first time a compressing session
+/// sends the tick and then shared by all of them (`codec::deflate`). Cloning
+/// it is one reference count, as cloning `Bytes` is.
+#[derive(Clone)]
+pub struct Encoded(Arc<EncodedInner>);
+
+struct EncodedInner {
+    json: Bytes,
+    piece: OnceLock<Box<[u8]>>,
+}
+
+impl Encoded {
+    pub fn new(json: Bytes) -> Encoded {
+        Encoded(Arc::new(EncodedInner {
+            json,
+            piece: OnceLock::new(),
+        }))
+    }
+
+    /// The tick's JSON object.
+    pub fn json(&self) -> &Bytes {
+        &self.0.json
+    }
+
+    /// The object as a raw-deflate piece ([`deflate::piece`]), compressed
+    /// once however many sessions ask.
+    ///
+    /// [`deflate::piece`]: super::deflate::piece
+    pub fn piece(&self) -> &[u8] {
+        self.0
+            .piece
+            .get_or_init(|| super::deflate::piece(&self.0.json).into_boxed_slice())
+    }
+}
+
+impl Encoded {
+    /// Whether [`Encoded::piece`] was computed (tests: it is shared, not
+    /// recomputed per session).
+    pub fn piece_is_cached(&self) -> bool {
+        self.0.piece.get().is_some()
+    }
+}
+
+impl std::ops::Deref for Encoded {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0.json
+    }
+}
+
+impl From<Bytes> for Encoded {
+    fn from(json: Bytes) -> Encoded {
+        Encoded::new(json)
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Encoded").field(&self.0.json).finish()
+    }
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, other: &Encoded) -> bool {
+        self.0.json == other.0.json
+    }
+}
+
 const FRAME_HEAD: &str = r#"{"type":"ticks","ticks":["#;
 const FRAME_TAIL: &str = "]}";
 
@@ -169,7 +242,7 @@ const FRAME_TAIL: &str = "]}";
 pub const FRAME_OVERHEAD: usize = FRAME_HEAD.len() + FRAME_TAIL.len();
 
 /// Builds one `{"type":"ticks","ticks":[...]}` frame from pre-encoded ticks.
-pub fn ticks_frame<'a>(ticks: impl IntoIterator<Item = &'a Bytes>, size_hint: usize) -> String {
+pub fn ticks_frame<'a>(ticks: impl IntoIterator<Item = &'a Encoded>, size_hint: usize) -> String {
     let mut out = String::with_capacity(size_hint + FRAME_OVERHEAD);
     out.push_str(FRAME_HEAD);
     for (i, t) in ticks.into_iter().enumerate() {
@@ -181,6 +254,27 @@ pub fn ticks_frame<'a>(ticks: impl IntoIterator<Item = &'a Bytes>, size_hint: us
     }
     out.push_str(FRAME_TAIL);
     out
+}
+
+/// The frame [`ticks_frame`] builds, as a permessage-deflate message
+/// payload (RSV1 set on its frame): the pieces of the frame's head, of each
+/// tick (compressed once per tick, see [`Encoded::piece`]), of the commas
+/// and of the tail, back to back. Nothing is compressed per client but a
+/// tick no compressing session has sent before.
+pub fn deflated_ticks_frame(ticks: &[&Encoded]) -> Vec<u8> {
+    static HEAD: LazyLock<Vec<u8>> = LazyLock::new(|| super::deflate::piece(FRAME_HEAD.as_bytes()));
+    static COMMA: LazyLock<Vec<u8>> = LazyLock::new(|| super::deflate::piece(b","));
+    static TAIL: LazyLock<Vec<u8>> = LazyLock::new(|| super::deflate::piece(FRAME_TAIL.as_bytes()));
+    let pieces = || {
+        std::iter::once(HEAD.as_slice())
+            .chain(ticks.iter().enumerate().flat_map(|(i, t)| {
+                let comma: &[u8] = if i > 0 { &COMMA } else { &[] };
+                [comma, t.piece()]
+            }))
+            .chain(std::iter::once(TAIL.as_slice()))
+    };
+    let size: usize = pieces().map(<[u8]>::len).sum();
+    super::deflate::message(pieces(), size)
 }
 
 #[cfg(test)]
@@ -206,7 +300,7 @@ mod tests {
     fn frame_is_valid_json_with_snapshot_flags() {
         let live = encode_tick(&tick(1));
         let snap = snapshot_of(&encode_tick(&tick(2)));
-        let frame = ticks_frame([&snap, &live], 0);
+        let frame = ticks_frame([&snap.into(), &live.into()], 0);
         let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(v["type"], "ticks");
         let ticks = v["ticks"].as_array().unwrap();

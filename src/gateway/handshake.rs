@@ -99,6 +99,15 @@ pub(super) fn upgrade(
     };
     shared.metrics.admissions.inc();
     let announce = answer.in_band;
+    // permessage-deflate only for admitted sessions: a refusal's socket
+    // reads nothing but the close reply.
+    let deflate = shared.config.permessage_deflate
+        && crate::codec::deflate::negotiate(
+            h.get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+        .is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
     // The connection's lifecycle span: debug level, so it costs nothing per
     // connection (memory included) unless RUST_LOG asks for it.
@@ -108,13 +117,21 @@ pub(super) fn upgrade(
         tracing::debug!("upgraded");
         match on_upgrade.await {
             Ok(upgraded) => {
-                session::run(TokioIo::new(upgraded), shared, drain, grant, announce).await;
+                session::run(
+                    TokioIo::new(upgraded),
+                    shared,
+                    drain,
+                    grant,
+                    announce,
+                    deflate,
+                )
+                .await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     };
     sessions.spawn(tracing::Instrument::instrument(session, span));
-    answer.accept()
+    answer.accept(deflate)
 }
 
 /// The request is a WebSocket handshake this edge speaks (GET, `Upgrade:
@@ -323,17 +340,24 @@ impl Answer {
             })
             .await;
         });
-        self.accept()
+        self.accept(false)
     }
 
-    /// The `101`; selecting [`auth::SUBPROTOCOL`] when the client offered it.
-    fn accept(&self) -> Response<Body> {
+    /// The `101`; selecting [`auth::SUBPROTOCOL`] when the client offered
+    /// it, and answering its permessage-deflate offer when `deflate`.
+    fn accept(&self, deflate: bool) -> Response<Body> {
         let mut r = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
         let hs = r.headers_mut();
         if self.subprotocol {
             hs.insert(
                 header::SEC_WEBSOCKET_PROTOCOL,
                 HeaderValue::from_static(auth::SUBPROTOCOL),
+            );
+        }
+        if deflate {
+            hs.insert(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_static(crate::codec::deflate::RESPONSE),
             );
         }
         hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -365,22 +365,30 @@ impl<IO> Meter<IO> {
 
 /// The [`Flood`] behind a read error, if that is what it is.
 pub fn flood_of(e: &(dyn std::error::Error + 'static)) -> Option<FloodKind> {
+    cause::<Flood>(e).map(|f| f.0)
+}
+
+/// The `T` a stream layer (this meter, `codec::deflate::Inflating`) put
+/// behind a read error, in an `io::Error`, maybe in tungstenite's; if any.
+pub fn cause<T: std::error::Error + Copy + 'static>(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<io::Error>() {
-            if let Some(f) = io.get_ref().and_then(|i| i.downcast_ref::<Flood>()) {
-                return Some(f.0);
+            if let Some(f) = io.get_ref().and_then(|i| i.downcast_ref::<T>()) {
+                return Some(*f);
             }
         }
         if let Some(tokio_tungstenite::tungstenite::Error::Io(io)) =
             err.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
         {
-            if let Some(f) = io.get_ref().and_then(|i| i.downcast_ref::<Flood>()) {
-                return Some(f.0);
+            if let Some(f) = io.get_ref().and_then(|i| i.downcast_ref::<T>()) {
+                return Some(*f);
             }
         }
-        if let Some(f) = err.downcast_ref::<Flood>() {
-            return Some(f.0);
+        if let Some(f) = err.downcast_ref::<T>() {
+            return Some(*f);
         }
         cur = err.source();
     }

@@ -148,6 +148,20 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_MAX_FRAME_BYTES", default_value_t = 65536)]
     pub max_frame_bytes: usize,
 
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it
+    /// (browsers do): frames of at least `--deflate-min-bytes` go
+    /// compressed, each tick compressed once for all the clients it reaches,
+    /// and no compression context is kept per connection
+    /// (`server_no_context_takeover; client_no_context_takeover`).
+    #[arg(long, env = "TICKFAN_PERMESSAGE_DEFLATE", default_value_t = false)]
+    pub permessage_deflate: bool,
+
+    /// Frames shorter than this (in bytes, uncompressed) go uncompressed
+    /// even when permessage-deflate is negotiated: small frames gain little
+    /// and still cost the client an inflate.
+    #[arg(long, env = "TICKFAN_DEFLATE_MIN_BYTES", default_value_t = 256)]
+    pub deflate_min_bytes: usize,
+
     /// Kernel send buffer per connection (SO_SNDBUF), in bytes; 0 keeps the
     /// OS default. Small values bound kernel memory held for slow clients.
     #[arg(long, env = "TICKFAN_SOCKET_SEND_BUFFER", default_value_t = 262144)]

@@ -38,7 +38,13 @@ use tokio_tungstenite::{
     tungstenite::{
         self,
         error::ProtocolError,
-        protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig},
+        protocol::{
+            frame::{
+                coding::{CloseCode, Data as OpData, OpCode},
+                Frame, FrameHeader,
+            },
+            CloseFrame, Role, WebSocketConfig,
+        },
         Message,
     },
     WebSocketStream,
@@ -52,7 +58,7 @@ use super::{
     Shared,
 };
 use crate::{
-    codec::wire,
+    codec::{deflate, wire},
     fanout::{FeedStatus, Out, Outbox, Resumed},
     market::{Symbol, SymbolError},
 };
@@ -147,6 +153,7 @@ pub fn run<IO>(
     drain: CancellationToken,
     grant: Option<Box<Grant>>,
     announce: bool,
+    deflate: bool,
 ) -> impl Future<Output = ()> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -161,7 +168,12 @@ where
             .max(c.max_message_bytes.saturating_mul(4).min(u32::MAX as usize) as u32),
         max_fragments: c.max_fragments,
     };
-    let io = Meter::new(io, limits, stall.clone());
+    // Inflation above the meter: the read budgets count what came on the
+    // wire, a compressed frame as the frame it was.
+    let mut io = deflate::Inflating::new(Meter::new(io, limits, stall.clone()));
+    if deflate {
+        io.inflate(c.max_message_bytes);
+    }
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(c.read_buffer_bytes)
         .write_buffer_size(c.write_buffer_bytes)
@@ -190,6 +202,7 @@ where
             stall,
             stall_timer: None,
             timeout: c.write_timeout,
+            deflate,
         },
         shared,
         outbox,
@@ -225,12 +238,15 @@ where
     }
 }
 
+/// A session's socket as tungstenite reads it: metered, then inflated.
+type Wire<IO> = deflate::Inflating<Meter<IO>>;
+
 /// Says goodbye as `end` asks: the close frame, then a lingering close; or
 /// the close reply tungstenite queued for a client that closed.
 async fn finish<IO>(
     end: End,
-    mut tx: futures_util::stream::SplitSink<WebSocketStream<Meter<IO>>, Message>,
-    rx: futures_util::stream::SplitStream<WebSocketStream<Meter<IO>>>,
+    mut tx: futures_util::stream::SplitSink<WebSocketStream<Wire<IO>>, Message>,
+    rx: futures_util::stream::SplitStream<WebSocketStream<Wire<IO>>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -244,7 +260,7 @@ async fn finish<IO>(
                 tokio::time::timeout(CLOSE_WRITE_TIMEOUT, tx.send(Message::Close(Some(frame))))
                     .await;
             if let (Ok(Ok(())), Ok(mut ws)) = (sent, tx.reunite(rx)) {
-                ws.get_mut().linger(LINGER, LINGER_BYTES).await;
+                ws.get_mut().get_mut().linger(LINGER, LINGER_BYTES).await;
             }
         }
         End::ClientClosed(_) => {
@@ -332,11 +348,14 @@ struct Writer {
     /// the last progress. Allocated only while blocked.
     stall_timer: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
+    /// permessage-deflate was negotiated.
+    deflate: bool,
 }
 
 impl Writer {
-    fn push(&mut self, text: String) {
-        self.queue.push_back(Message::text(text));
+    fn push(&mut self, text: String, shared: &Shared) {
+        let min = self.deflate.then_some(shared.config.deflate_min_bytes);
+        self.queue.push_back(text_message(text, min));
     }
 
     /// Writes what it can; `Pending` while idle or while the socket is full
@@ -365,7 +384,7 @@ impl Writer {
                     return Poll::Pending;
                 }
                 drains += 1;
-                self.outbox_ready = fill(&mut self.queue, outbox, shared);
+                self.outbox_ready = fill(&mut self.queue, outbox, shared, self.deflate);
             }
             if !self.queue.is_empty() {
                 match tx.poll_ready_unpin(cx) {
@@ -458,9 +477,10 @@ impl Writer {
 /// `unknown_symbol` notices (as few frames as the echo limit allows), then
 /// drop notices, then ticks in frames of at most `max_frame_bytes`, with
 /// upstream gap notices in their place in the stream. Returns whether more is queued in the outbox.
-fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool {
+fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared, deflate: bool) -> bool {
+    let min = deflate.then_some(shared.config.deflate_min_bytes);
     if let Some(status) = outbox.take_feed() {
-        queue.push_back(Message::text(protocol::status_json(status)));
+        queue.push_back(text_message(protocol::status_json(status), min));
     }
     let cap = shared
         .config
@@ -478,11 +498,10 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool
         d.unknown.sort();
         for chunk in d.unknown.chunks(ECHO_MAX) {
             let symbols: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
-            queue.push_back(Message::text(protocol::error_json(
-                ErrorCode::UnknownSymbol,
-                UNKNOWN_NOTICE,
-                Some(&symbols),
-            )));
+            queue.push_back(text_message(
+                protocol::error_json(ErrorCode::UnknownSymbol, UNKNOWN_NOTICE, Some(&symbols)),
+                min,
+            ));
         }
         if d.entries.is_empty() && d.dropped.is_empty() {
             return d.more; // notices only: no write of ticks to measure
@@ -490,24 +509,24 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool
     }
     let (mut frames, mut gaps) = (0u64, d.dropped.len() as u64);
     for g in &d.dropped {
-        queue.push_back(Message::text(protocol::gap_json(g)));
+        queue.push_back(text_message(protocol::gap_json(g), min));
     }
-    let mut run: Vec<&bytes::Bytes> = Vec::with_capacity(d.ticks);
+    let mut run: Vec<&wire::Encoded> = Vec::with_capacity(d.ticks);
     for entry in &d.entries {
         match entry {
             Out::Tick(b) => run.push(b),
             Out::Gap(g) => {
                 if !run.is_empty() {
-                    queue.push_back(Message::text(wire::ticks_frame(run.drain(..), d.bytes)));
+                    queue.push_back(ticks_message(&mut run, d.bytes, min));
                     frames += 1;
                 }
-                queue.push_back(Message::text(protocol::gap_json(g)));
+                queue.push_back(text_message(protocol::gap_json(g), min));
                 gaps += 1;
             }
         }
     }
     if !run.is_empty() {
-        queue.push_back(Message::text(wire::ticks_frame(run.drain(..), d.bytes)));
+        queue.push_back(ticks_message(&mut run, d.bytes, min));
         frames += 1;
     }
     let m = &shared.metrics;
@@ -520,6 +539,49 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared) -> bool
     m.frames.inc_by(frames);
     m.deliveries.inc_by(d.ticks as u64);
     d.more
+}
+
+/// A ticks frame of the ticks `run` holds (emptied), `bytes` their encoded
+/// size: compressed from the ticks' shared pieces when permessage-deflate
+/// was negotiated (`min`: `--deflate-min-bytes`), the frame is that long and
+/// compression shrinks it; as plain text otherwise.
+fn ticks_message(run: &mut Vec<&wire::Encoded>, bytes: usize, min: Option<usize>) -> Message {
+    let plain = bytes + run.len().saturating_sub(1) + wire::FRAME_OVERHEAD;
+    if min.is_some_and(|min| plain >= min) {
+        let z = wire::deflated_ticks_frame(run);
+        if z.len() < plain {
+            run.clear();
+            return compressed(z);
+        }
+    }
+    Message::text(wire::ticks_frame(run.drain(..), bytes))
+}
+
+/// A reply or notice: compressed (for this client alone) when
+/// permessage-deflate was negotiated, it is at least `min` bytes long and
+/// compression shrinks it; as plain text otherwise.
+fn text_message(text: String, min: Option<usize>) -> Message {
+    if min.is_some_and(|min| text.len() >= min) {
+        let z = deflate::message([deflate::piece(text.as_bytes()).as_slice()], 0);
+        if z.len() < text.len() {
+            return compressed(z);
+        }
+    }
+    Message::text(text)
+}
+
+/// A text message's compressed payload as its frame: RSV1 set (RFC 7692).
+/// tungstenite writes a frame's header bits as given.
+fn compressed(payload: Vec<u8>) -> Message {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: true,
+        rsv2: false,
+        rsv3: false,
+        opcode: OpCode::Data(OpData::Text),
+        mask: None,
+    };
+    Message::Frame(Frame::from_payload(header, payload.into()))
 }
 
 /// Whether a pong's payload answers one of the edge's last two pings.
@@ -547,6 +609,25 @@ fn read_error_end(e: &tungstenite::Error, config: &super::Config) -> End {
                 CLOSE_POLICY,
                 format!("a message in more than {} fragments", config.max_fragments),
                 "fragments",
+            ),
+        };
+    }
+    if let Some(bad) = meter::cause::<deflate::InflateError>(e) {
+        return match bad {
+            deflate::InflateError::TooBig => End::close(
+                CLOSE_TOO_BIG,
+                "compressed message inflates beyond the size limit",
+                "message_too_big",
+            ),
+            deflate::InflateError::Invalid => End::close(
+                CLOSE_INVALID_DATA,
+                "compressed message is not valid deflate data",
+                "invalid_deflate",
+            ),
+            deflate::InflateError::Protocol => End::close(
+                CLOSE_PROTOCOL,
+                "data frame inside a compressed message",
+                "protocol_error",
             ),
         };
     }
@@ -595,7 +676,8 @@ impl Session {
         let _ = self.outbox.take_feed();
         let status = *self.shared.feed.borrow();
         if announce || status == FeedStatus::Stale {
-            self.writer.push(protocol::status_json(status));
+            self.writer
+                .push(protocol::status_json(status), &self.shared);
         }
         // One timer for everything time-driven (the next ping, the idle
         // deadline, the drain close, token expiry): a connection holds one
@@ -651,7 +733,7 @@ impl Session {
                         rand::rng().random_range(Duration::ZERO..window)
                     };
                     let hint = Reply::Reconnect { after_ms: after.as_millis() as u64 }.to_json();
-                    self.writer.push(hint);
+                    self.writer.push(hint, &self.shared);
                     close_at = Some(Instant::now() + after);
                 }
                 _ = &mut timer => {
@@ -705,7 +787,7 @@ impl Session {
                     Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                     Some(Ok(msg)) => {
                         for r in self.on_message(&msg) {
-                            self.writer.push(r);
+                            self.writer.push(r, &self.shared);
                         }
                         // A subscribe queues snapshots without waking the
                         // writer: look at the outbox after the replies.
@@ -1140,6 +1222,7 @@ mod tests {
                 drain.clone(),
                 grant.map(Box::new),
                 false,
+                false,
             ));
             let ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
             (ws, task, drain)
@@ -1459,8 +1542,9 @@ mod tests {
         reading.abort();
     }
 
-    /// A session over a pipe whose client end speaks raw bytes.
-    async fn raw(e: &Edge) -> (DuplexStream, JoinHandle<()>) {
+    /// A session over a pipe whose client end speaks raw bytes, with
+    /// permessage-deflate negotiated when `deflate`.
+    async fn raw_with(e: &Edge, deflate: bool) -> (DuplexStream, JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(1 << 20);
         let task = tokio::spawn(run(
             server,
@@ -1468,8 +1552,40 @@ mod tests {
             CancellationToken::new(),
             None,
             false,
+            deflate,
         ));
         (client, task)
+    }
+
+    /// The next server frame: its first byte (FIN, RSV bits, opcode) and
+    /// its payload.
+    async fn raw_frame(raw: &mut DuplexStream) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 2];
+        raw.read_exact(&mut head).await.expect("a frame");
+        let len = match head[1] & 0x7f {
+            126 => raw.read_u16().await.unwrap() as usize,
+            127 => raw.read_u64().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        raw.read_exact(&mut payload).await.unwrap();
+        (head[0], payload)
+    }
+
+    /// The next data message as JSON, inflated when RSV1 says it is
+    /// compressed; and whether it was.
+    async fn raw_json(raw: &mut DuplexStream) -> (Value, bool) {
+        loop {
+            let (b0, payload) = raw_frame(raw).await;
+            let text = match (b0 & 0x0f, b0 & 0x40 != 0) {
+                (1, true) => deflate::inflate(&payload, 1 << 20).expect("valid deflate"),
+                (1, false) => payload,
+                (8, _) => panic!("closed: {payload:?}"),
+                _ => continue, // pings
+            };
+            return (serde_json::from_slice(&text).unwrap(), b0 & 0x40 != 0);
+        }
     }
 
     /// Reads server frames until a close frame; returns its code and reason.
@@ -1493,8 +1609,12 @@ mod tests {
     }
 
     async fn closed_with(e: &Edge, bytes: Vec<u8>) -> (u16, String) {
+        closed_with_deflate(e, bytes, false).await
+    }
+
+    async fn closed_with_deflate(e: &Edge, bytes: Vec<u8>, deflate: bool) -> (u16, String) {
         use tokio::io::AsyncWriteExt;
-        let (mut raw, task) = raw(e).await;
+        let (mut raw, task) = raw_with(e, deflate).await;
         // Written from its own task: the edge may stop reading mid-way.
         let writing = tokio::spawn(async move {
             let _ = raw_write(&mut raw, &bytes).await;
@@ -1562,6 +1682,105 @@ mod tests {
         assert_eq!(code, 1002);
         assert_eq!(reason, "reserved bits set");
         assert_eq!(e.ended("protocol_error"), 1);
+    }
+
+    /// A client message as a browser sends it once permessage-deflate is
+    /// negotiated: compressed, RSV1 set, masked.
+    fn compressed_frame(text: &[u8]) -> Vec<u8> {
+        client_frame(
+            0xc1,
+            &deflate::message([deflate::piece(text).as_slice()], 0),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_permessage_deflate_ticks_go_compressed_from_shared_pieces_and_requests_are_inflated(
+    ) {
+        let e = edge(|c| c.deflate_min_bytes = 64);
+        let (mut raw, _task) = raw_with(&e, true).await;
+        let sub = json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"]}).to_string();
+        raw_write(&mut raw, &compressed_frame(sub.as_bytes()))
+            .await
+            .unwrap();
+        let (reply, _) = raw_json(&mut raw).await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        let symbol = Symbol::parse("AAPL").unwrap();
+        let pad = "x".repeat(200);
+        let tick = |seq: i64| {
+            wire::Encoded::new(Bytes::from(format!(
+                r#"{{"symbol":"AAPL","seq":{seq},"pad":"{pad}"}}"#
+            )))
+        };
+        let publish = |live: &wire::Encoded, seq| {
+            let mut wake = Vec::new();
+            e.shared
+                .registry
+                .publish(&symbol, seq, live.clone(), &mut wake);
+            wake_all(&mut wake);
+        };
+        // The first tick comes as a snapshot (after the `unknown_symbol`
+        // notices for symbols the edge held no tick of); the second live.
+        publish(&tick(1), 1);
+        let live = tick(2);
+        let mut frames = Vec::new();
+        while frames.len() < 2 {
+            let (v, z) = raw_json(&mut raw).await;
+            if v["type"] == "ticks" {
+                frames.push((v, z));
+                if frames.len() == 1 {
+                    publish(&live, 2);
+                }
+            }
+        }
+        let (frame, compressed) = frames.pop().unwrap();
+        assert!(
+            compressed,
+            "a 230-byte frame over a 64-byte threshold goes compressed"
+        );
+        assert_eq!(frame["ticks"][0]["seq"], 2);
+        assert_eq!(frame["ticks"][0]["pad"], pad.as_str());
+        // Compressed once, for every session: the frame was made of the
+        // tick's own cached piece (a session compressing for itself would
+        // leave it unset).
+        assert!(live.piece_is_cached());
+        // A small frame goes as plain text.
+        e.publish("MSFT", 1);
+        let (frame, compressed) = raw_json(&mut raw).await;
+        assert_eq!((frame["type"].as_str(), compressed), (Some("ticks"), false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hostile_compressed_messages_close_with_their_codes() {
+        let e = edge(|c| {
+            c.max_message_bytes = 4096;
+            c.client_byte_rate = 1 << 20;
+        });
+        // A bomb: 4 MiB of spaces in 4 KiB, refused once 4 KiB is inflated.
+        let mut z = flate2::Compress::new(flate2::Compression::best(), false);
+        let mut bomb = Vec::with_capacity(1 << 20);
+        z.compress_vec(&vec![b' '; 4 << 20], &mut bomb, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert_eq!(z.total_in(), 4 << 20);
+        bomb.truncate(bomb.len() - 4);
+        assert!(bomb.len() < 4096, "{}", bomb.len());
+        let mut bytes = client_frame(0x41, &bomb[..bomb.len() / 2]);
+        bytes.extend(client_frame(0x80, &bomb[bomb.len() / 2..]));
+        let (code, reason) = closed_with_deflate(&e, bytes, true).await;
+        assert_eq!(code, 1009, "{reason}");
+        assert_eq!(e.ended("message_too_big"), 1);
+        // Not deflate data.
+        let (code, _) = closed_with_deflate(&e, client_frame(0xc1, b"\xff\xff\xff"), true).await;
+        assert_eq!(code, 1007);
+        assert_eq!(e.ended("invalid_deflate"), 1);
+        // A new message inside a compressed one.
+        let mut bytes = client_frame(0x41, b"ab");
+        bytes.extend(client_frame(0x81, b"{}"));
+        let (code, _) = closed_with_deflate(&e, bytes, true).await;
+        assert_eq!(code, 1002);
+        // Inflated, but not UTF-8: tungstenite's own check still applies.
+        let (code, _) = closed_with_deflate(&e, compressed_frame(&[0xff, 0xfe, 0x41]), true).await;
+        assert_eq!(code, 1007);
+        assert_eq!(e.ended("invalid_utf8"), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1751,7 +1970,7 @@ mod wake_tests {
         Item {
             symbol: crate::market::Symbol::parse("AAPL").unwrap(),
             seq,
-            bytes: Bytes::from(format!(r#"{{"symbol":"AAPL","seq":{seq}}}"#)),
+            bytes: Bytes::from(format!(r#"{{"symbol":"AAPL","seq":{seq}}}"#)).into(),
             ts: 0,
         }
     }
@@ -1765,6 +1984,7 @@ mod wake_tests {
             stall: Arc::new(WriteStall::default()),
             stall_timer: None,
             timeout: Duration::from_secs(10),
+            deflate: false,
         }
     }
 

@@ -38,7 +38,7 @@ pub const SCHEMA_FETCH_RESULTS: [&str; 6] = [
 
 /// Every `reason` of `tickfan_sessions_ended_total` (docs/protocol.md lists
 /// what each means).
-pub const SESSION_END_REASONS: [&str; 12] = [
+pub const SESSION_END_REASONS: [&str; 13] = [
     "client_closed",
     "peer_gone",
     "write_timeout",
@@ -50,6 +50,7 @@ pub const SESSION_END_REASONS: [&str; 12] = [
     "byte_rate",
     "fragments",
     "invalid_utf8",
+    "invalid_deflate",
     "protocol_error",
 ];
 /// `topic` and `partition` labels.
