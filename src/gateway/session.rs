@@ -517,7 +517,7 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared, deflate
             Out::Tick(b) => run.push(b),
             Out::Gap(g) => {
                 if !run.is_empty() {
-                    queue.push_back(ticks_message(&mut run, d.bytes, min));
+                    queue.push_back(ticks_message(&mut run, d.bytes, min, &shared.metrics));
                     frames += 1;
                 }
                 queue.push_back(text_message(protocol::gap_json(g), min));
@@ -526,7 +526,7 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared, deflate
         }
     }
     if !run.is_empty() {
-        queue.push_back(ticks_message(&mut run, d.bytes, min));
+        queue.push_back(ticks_message(&mut run, d.bytes, min, &shared.metrics));
         frames += 1;
     }
     let m = &shared.metrics;
@@ -545,12 +545,20 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared, deflate
 /// size: compressed from the ticks' shared pieces when permessage-deflate
 /// was negotiated (`min`: `--deflate-min-bytes`), the frame is that long and
 /// compression shrinks it; as plain text otherwise.
-fn ticks_message(run: &mut Vec<&wire::Encoded>, bytes: usize, min: Option<usize>) -> Message {
+fn ticks_message(
+    run: &mut Vec<&wire::Encoded>,
+    bytes: usize,
+    min: Option<usize>,
+    metrics: &crate::telemetry::Metrics,
+) -> Message {
     let plain = bytes + run.len().saturating_sub(1) + wire::FRAME_OVERHEAD;
     if min.is_some_and(|min| plain >= min) {
         let z = wire::deflated_ticks_frame(run);
         if z.len() < plain {
             run.clear();
+            metrics.deflate_frames.inc();
+            metrics.deflate_text_bytes.inc_by(plain as u64);
+            metrics.deflate_sent_bytes.inc_by(z.len() as u64);
             return compressed(z);
         }
     }
@@ -1747,6 +1755,10 @@ mod tests {
         e.publish("MSFT", 1);
         let (frame, compressed) = raw_json(&mut raw).await;
         assert_eq!((frame["type"].as_str(), compressed), (Some("ticks"), false));
+        // Counted: the snapshot's frame and the live one, not the small one.
+        let m = &e.shared.metrics;
+        assert_eq!(m.deflate_frames.get(), 2);
+        assert!(m.deflate_sent_bytes.get() < m.deflate_text_bytes.get() / 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -72,6 +72,11 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Frames written to clients.
     pub frames: Counter,
+    /// Ticks frames written compressed (permessage-deflate), their size as
+    /// text and as sent.
+    pub deflate_frames: Counter,
+    pub deflate_text_bytes: Counter,
+    pub deflate_sent_bytes: Counter,
     /// Gap notices written to clients.
     pub gaps: Counter,
     /// Ticks dropped for a client, by reason (`outbox_full`).
@@ -175,6 +180,9 @@ impl Metrics {
             ticks_consumed: Counter::default(),
             deliveries: Counter::default(),
             frames: Counter::default(),
+            deflate_frames: Counter::default(),
+            deflate_text_bytes: Counter::default(),
+            deflate_sent_bytes: Counter::default(),
             gaps: Counter::default(),
             drops: Family::default(),
             decode_errors: Family::default(),
@@ -236,6 +244,21 @@ impl Metrics {
             "frames",
             "WebSocket frames written to clients",
             m.frames.clone(),
+        );
+        r.register(
+            "deflate_frames",
+            "Ticks frames written compressed (permessage-deflate)",
+            m.deflate_frames.clone(),
+        );
+        r.register(
+            "deflate_text_bytes",
+            "Size as text of the ticks frames written compressed",
+            m.deflate_text_bytes.clone(),
+        );
+        r.register(
+            "deflate_sent_bytes",
+            "Compressed payload bytes of the ticks frames written compressed",
+            m.deflate_sent_bytes.clone(),
         );
         r.register("gaps", "Gap notices written to clients", m.gaps.clone());
         r.register(
