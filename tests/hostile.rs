@@ -217,6 +217,95 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 /// Flags opening admission for many test clients from one address.
+/// `text` deflated as permessage-deflate sends it, at deflate's best ratio
+/// (~1000:1 for a run of one byte): one flushed stream, less its `00 00 ff ff`.
+fn deflated(text: &[u8]) -> Vec<u8> {
+    let mut z = flate2::Compress::new(flate2::Compression::best(), false);
+    let mut out = Vec::with_capacity(text.len() / 500 + 1024);
+    while (z.total_in() as usize) < text.len() || !out.ends_with(&[0, 0, 0xff, 0xff]) {
+        let at = z.total_in() as usize;
+        out.reserve(4096);
+        z.compress_vec(&text[at..], &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+    }
+    out.truncate(out.len() - 4);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deflate_bombs_cost_a_bounded_amount_of_memory_and_cpu_and_close_with_1009() {
+    let broker = Broker::start();
+    let topic = broker.topic(2).await;
+    let mut flags = vec!["--permessage-deflate"];
+    flags.extend(OPEN_ADMISSION);
+    let edge = EdgeProcess::spawn(&broker.bootstrap(), &topic, &flags).await;
+    let pid = edge.child.id().unwrap();
+    let bystander = Bystander::start(&broker.bootstrap(), &topic, edge.addr).await;
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
+    // 32 MiB of spaces in ~32 KiB, within every wire budget (the message
+    // limit is 64 KiB; the byte budget's burst 256 KiB), from 20 clients at
+    // once: inflated whole, 640 MiB.
+    let bomb = frame(0xc1, &deflated(&vec![b' '; 32 << 20]));
+    assert!(bomb.len() < 40 << 10, "{}", bomb.len());
+    let rss_before = rss_mib(pid);
+    let cpu_before = cpu_secs(pid);
+    let t0 = Instant::now();
+    let mut bombers = Vec::new();
+    for _ in 0..20 {
+        let (s, head) = raw_upgrade_with(edge.addr, None, offer).await;
+        assert!(head.contains("permessage-deflate"), "{head}");
+        bombers.push(s);
+    }
+    let closes = bombers.into_iter().map(|mut s| {
+        let bomb = bomb.clone();
+        tokio::spawn(async move {
+            s.write_all(&bomb).await.unwrap();
+            close_of(&mut s).await
+        })
+    });
+    for close in futures_util::future::join_all(closes).await {
+        let (code, reason) = close.unwrap();
+        assert_eq!(
+            (code, reason.as_str()),
+            (1009, "compressed message inflates beyond the size limit")
+        );
+    }
+    // Not deflate data: 1007. Two data messages interleaved: 1002.
+    let (mut s, _) = raw_upgrade_with(edge.addr, None, offer).await;
+    s.write_all(&frame(0xc1, b"\xff\xff\xff")).await.unwrap();
+    assert_eq!(close_of(&mut s).await.0, 1007);
+    let (mut s, _) = raw_upgrade_with(edge.addr, None, offer).await;
+    let mut two = frame(0x41, &deflated(b"{")[..1]);
+    two.extend(frame(0x81, b"{}"));
+    s.write_all(&two).await.unwrap();
+    assert_eq!(close_of(&mut s).await.0, 1002);
+    let cpu = cpu_secs(pid) - cpu_before;
+    let wall = t0.elapsed().as_secs_f64();
+    let rss_after = rss_mib(pid);
+    let seen = bystander.finish().await;
+    eprintln!(
+        "20 deflate bombs of 32 MiB in {} KiB: RSS {rss_before:.1} -> {rss_after:.1} MiB, edge CPU {cpu:.2} s in {wall:.1} s; {}",
+        bomb.len() >> 10,
+        seen.summary()
+    );
+    for (reason, n) in [
+        ("message_too_big", 20.0),
+        ("invalid_deflate", 1.0),
+        ("protocol_error", 1.0),
+    ] {
+        let series = format!("tickfan_sessions_ended_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_at(edge.addr, &series).await, n, "{reason}");
+    }
+    // Each bomb is inflated to 64 KiB and no further: 20 x 64 KiB of work
+    // and memory, not 20 x 32 MiB.
+    assert!(
+        rss_after - rss_before < 64.0,
+        "RSS {rss_before:.1} -> {rss_after:.1} MiB"
+    );
+    assert!(cpu < 2.0, "the bombs cost the edge {cpu:.2} s of CPU");
+}
+
 const OPEN_ADMISSION: [&str; 6] = [
     "--connect-rate-per-ip",
     "10000",
@@ -229,29 +318,35 @@ const OPEN_ADMISSION: [&str; 6] = [
 /// A WebSocket handshake over a raw socket (from `from`, if given): the
 /// stream after the `101`, for writing frames by hand.
 async fn raw_upgrade(addr: SocketAddr, from: Option<IpAddr>) -> TcpStream {
+    raw_upgrade_with(addr, from, "").await.0
+}
+
+/// [`raw_upgrade`] with `headers` (`Name: value\r\n` lines) added to the
+/// request; also the response head.
+async fn raw_upgrade_with(
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+    headers: &str,
+) -> (TcpStream, String) {
     let socket = TcpSocket::new_v4().unwrap();
     if let Some(ip) = from {
         socket.bind(SocketAddr::new(ip, 0)).unwrap();
     }
     let mut s = socket.connect(addr).await.expect("tcp connect");
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
         s.read_exact(&mut b).await.unwrap();
         head.push(b[0]);
     }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (s, head)
 }
 
 /// A masked client frame.
@@ -260,9 +355,13 @@ fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![b0];
     match payload.len() {
         n @ 0..=125 => f.push(0x80 | n as u8),
-        n => {
+        n @ 126..=65535 => {
             f.push(0x80 | 126);
             f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
     f.extend_from_slice(&mask);
