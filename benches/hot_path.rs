@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tickfan::{
-    codec::{avro::TickCodec, wire},
+    codec::{self, avro::TickCodec, wire},
     fanout::{wake_all, History, Item, Out, Outbox, Registry, ResumeFrom, Resumed},
     feed::{encode_padded, Generator},
     market::Symbol,
@@ -361,5 +361,45 @@ fn mapped(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, mapped, fanout, history, resume, outbox, registry, interest);
+/// A client's ticks frame of `n` ticks: as text, compressed from the ticks'
+/// cached pieces (what a compressing session does per frame), and
+/// compressed whole for this client alone (what sharing the pieces saves
+/// per client); plus the one-off compression of a tick's piece.
+fn frames(c: &mut Criterion) {
+    let mut gen = Generator::new(symbols(100), 1.0, 7);
+    let mut g = c.benchmark_group("frame");
+    for n in [1usize, 10] {
+        let ticks: Vec<wire::Encoded> = (0..n)
+            .map(|i| wire::encode_tick(&gen.next_tick(1_764_270_000_000_000 + i as i64)).into())
+            .collect();
+        let refs: Vec<&wire::Encoded> = ticks.iter().collect();
+        let bytes: usize = ticks.iter().map(|t| t.len()).sum();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("text", n), &n, |b, _| {
+            b.iter(|| wire::ticks_frame(refs.iter().copied(), bytes))
+        });
+        for t in &ticks {
+            t.piece(); // cached, as after the first compressing session
+        }
+        g.bench_with_input(BenchmarkId::new("deflate_shared_pieces", n), &n, |b, _| {
+            b.iter(|| wire::deflated_ticks_frame(std::hint::black_box(&refs)))
+        });
+        g.bench_with_input(BenchmarkId::new("deflate_per_client", n), &n, |b, _| {
+            b.iter(|| {
+                let text = wire::ticks_frame(refs.iter().copied(), bytes);
+                codec::deflate::message([codec::deflate::piece(text.as_bytes()).as_slice()], 0)
+            })
+        });
+    }
+    let one: wire::Encoded = wire::encode_tick(&gen.next_tick(1_764_270_000_000_000)).into();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("tick_piece_once", |b| {
+        b.iter(|| codec::deflate::piece(std::hint::black_box(&one)))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches, codec, mapped, fanout, history, resume, outbox, registry, interest, frames
+);
 criterion_main!(benches);

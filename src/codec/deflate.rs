@@ -26,7 +26,7 @@
 //! It does no I/O of its own: [`Inflating`] adapts a stream that someone
 //! else reads.
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
 
 /// The extension's token in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -116,18 +116,52 @@ fn acceptable(offer: &str) -> bool {
 /// `data` as a raw-deflate piece ending in a sync flush, compressed on its
 /// own: pieces concatenate into one valid deflate stream (module docs).
 pub fn piece(data: &[u8]) -> Vec<u8> {
-    let mut c = Compress::new(Compression::fast(), false);
-    // Deflate's worst case is the input plus 5 bytes per 16 KiB stored
-    // block; the flush adds at most a few more.
-    let mut out = Vec::with_capacity(data.len() + data.len() / 16_384 * 5 + 16);
-    loop {
-        let consumed = c.total_in() as usize;
-        c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
-            .expect("compressing to a Vec cannot fail");
-        if c.total_in() as usize == data.len() && out.ends_with(&TAIL) {
-            return out;
+    use miniz_oxide::deflate::core::{
+        compress_to_output, create_comp_flags_from_zip_params, deflate_flags, CompressorOxide,
+        TDEFLFlush, TDEFLStatus,
+    };
+    // One compressor of each kind per thread, reset for each piece: making
+    // one allocates and clears ~300 KiB of tables. Small inputs (a tick)
+    // get deflate's fixed Huffman codes: building dynamic codes for 150
+    // bytes took 10 us of a 12 us compression and saved 2 bytes; a reset
+    // and a fixed-code compression of a tick take ~5 us
+    // (benches/hot_path.rs, `frame/tick_piece_once`). Larger ones (long
+    // replies) get dynamic codes, which pay for themselves there.
+    const SMALL: usize = 1024;
+    fn compressor(fixed: bool) -> CompressorOxide {
+        // Level 1, raw deflate (negative window bits), default strategy.
+        let mut flags = create_comp_flags_from_zip_params(1, -15, 0);
+        if fixed {
+            flags |= deflate_flags::TDEFL_FORCE_ALL_STATIC_BLOCKS
+                | deflate_flags::TDEFL_GREEDY_PARSING_FLAG;
         }
-        out.reserve(64);
+        CompressorOxide::new(flags)
+    }
+    thread_local! {
+        static FIXED: std::cell::RefCell<CompressorOxide> =
+            std::cell::RefCell::new(compressor(true));
+        static DYNAMIC: std::cell::RefCell<CompressorOxide> =
+            std::cell::RefCell::new(compressor(false));
+    }
+    let run = |c: &std::cell::RefCell<CompressorOxide>| {
+        let mut c = c.borrow_mut();
+        c.reset();
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        let (status, used) = compress_to_output(&mut c, data, TDEFLFlush::Sync, |b| {
+            out.extend_from_slice(b);
+            true
+        });
+        assert!(
+            status == TDEFLStatus::Okay && used == data.len() && out.ends_with(&TAIL),
+            "a sync flush of all the input: {status:?}, {used} of {}",
+            data.len()
+        );
+        out
+    };
+    if data.len() < SMALL {
+        FIXED.with(run)
+    } else {
+        DYNAMIC.with(run)
     }
 }
 
@@ -173,7 +207,19 @@ impl std::error::Error for InflateError {}
 /// work is bounded by `max`, however small the input (a deflate bomb
 /// expands ~1000:1).
 pub fn inflate(payload: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
-    let mut d = Decompress::new(false);
+    // One decompressor per thread, reset for each message (as `piece`).
+    thread_local! {
+        static INFLATE: std::cell::RefCell<Decompress> =
+            std::cell::RefCell::new(Decompress::new(false));
+    }
+    INFLATE.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(false);
+        inflate_with(&mut d, payload, max)
+    })
+}
+
+fn inflate_with(d: &mut Decompress, payload: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
     let mut out = Vec::with_capacity(payload.len().saturating_mul(2).min(max));
     let mut chunk = [0u8; 8192];
     for mut input in [payload, &TAIL[..]] {
@@ -698,6 +744,21 @@ mod tests {
         let mut got = Vec::new();
         let _ = flate2::read::DeflateDecoder::new(&full[..]).read_to_end(&mut got);
         assert_eq!(got, parts.concat());
+    }
+
+    #[test]
+    fn pieces_of_any_size_and_content_round_trip() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for len in [0, 1, 100, 1023, 1024, 5000, 70_000] {
+            // Random bytes (incompressible), text-like, and one repeated byte.
+            let random: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let text: Vec<u8> = (0..len).map(|i| b"{\"seq\":12,}"[i % 11]).collect();
+            for data in [random, text, vec![b'x'; len]] {
+                let z = message([piece(&data).as_slice()], 0);
+                assert_eq!(inflate(&z, 1 << 20).unwrap(), data, "{len}");
+            }
+        }
     }
 
     #[test]
