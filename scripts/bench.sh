@@ -7,6 +7,15 @@
 #   scripts/bench.sh wall 1000 500 10000 --per-client 10
 #   scripts/bench.sh slow 1000 500 10000 --per-client 10 --slow-fraction 0.1
 #   scripts/bench.sh one-each 15000 15000 15000
+#   TAG=deflate EDGE_ARGS=--permessage-deflate scripts/bench.sh broadcast 100 50 5000 --deflate
+#
+# permessage-deflate (tickfan only): the edge (or demo) accepts it with
+# EDGE_ARGS=--permessage-deflate (and --deflate-min-bytes N), the load
+# generator offers it with the extra flag --deflate; the summary then has
+# "deflate" (connections where it was negotiated, and a "warning" when some
+# were not: an edge without the flag) beside bytes_per_delivery (decoded)
+# and wire_bytes_per_delivery (read from the sockets). TAG keeps the results
+# apart from an uncompressed run's.
 #
 # SYSTEM=tickfan (default), SYSTEM=baseline (benches/baseline-redis: Redis
 # pub/sub + one Node.js `ws` server, started with setsid by its run.sh and
@@ -30,7 +39,8 @@
 # (record the edge with `perf record -g` into bench-results/NAME.perf.data;
 # with PERF_FOR=S, only S seconds starting PERF_AFTER seconds in; PERF_G:
 # the call-graph flags, e.g. "--call-graph dwarf"),
-# TAG (appended to the result file names).
+# TAG (appended to the result file names). Extra arguments after RATE go to
+# `tickfan loadgen` as they are (e.g. --processes 2, --deflate).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SCENARIO="$1" CLIENTS="$2" SYMBOLS="$3" RATE="$4"

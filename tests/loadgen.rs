@@ -311,6 +311,101 @@ async fn max_hz_reaches_the_edge_on_every_subscribe_and_clients_report_their_cpu
     edge.stop().await;
 }
 
+/// A broadcast run that drives its own feed of padded ticks (a 600-byte
+/// Kafka value: ~450 bytes of `x` filler, which compresses well), every
+/// connection offering permessage-deflate (`--deflate`).
+fn deflate_run(edge: &Edge, broker: &Broker, topic: &str) -> loadgen::Config {
+    let mut config = config(edge);
+    config.scenario = Scenario::Broadcast;
+    config.duration = Duration::from_secs(2);
+    config.produce_brokers = Some(broker.bootstrap());
+    config.produce_topic = topic.to_owned();
+    config.produce_rate = 400.0;
+    config.produce_tick_bytes = 600;
+    config.deflate = true;
+    config
+}
+
+/// `summary[field]` as a number.
+fn number(summary: &serde_json::Value, field: &str) -> f64 {
+    summary[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {field}: {summary}"))
+}
+
+/// `--deflate` against an edge with `--permessage-deflate`: every
+/// connection (in either worker process) negotiates it, and the ticks
+/// arrive in far fewer bytes on the wire than they decode to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_deflate_negotiated_the_wire_carries_fewer_bytes_than_decoded() {
+    let (broker, topic, edge) = ready_edge(|c| c.gateway.permessage_deflate = true).await;
+    let mut config = deflate_run(&edge, &broker, &topic);
+    two_processes(&mut config);
+    let summary = loadgen::run(config, CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        summary["deflate"],
+        serde_json::json!({
+            "offered": true, "negotiated_connections": 20,
+            "not_negotiated_connections": 0, "warning": null,
+        }),
+        "{summary}"
+    );
+    assert!(number(&summary, "deliveries_per_sec") > 0.0, "{summary}");
+    let decoded = number(&summary, "bytes_per_delivery");
+    let wire = number(&summary, "wire_bytes_per_delivery");
+    // The padded ticks reached the clients inflated...
+    assert!(decoded > 500.0, "{decoded} bytes per delivery: {summary}");
+    // ... and came compressed: the filler is nearly free on the wire.
+    assert!(
+        wire > 0.0 && wire < decoded / 2.0,
+        "{wire} wire bytes per delivery, {decoded} decoded: {summary}"
+    );
+    assert!(number(&summary, "wire_bytes") < number(&summary, "bytes"));
+    let per_sec = number(&summary, "wire_bytes_per_sec");
+    let secs = number(&summary, "seconds");
+    assert!(
+        (per_sec * secs - number(&summary, "wire_bytes")).abs() < 1.0,
+        "{summary}"
+    );
+    assert!(edge.metric("tickfan_deflate_frames_total").await > 0.0);
+    edge.stop().await;
+}
+
+/// `--deflate` against an edge without `--permessage-deflate`: nothing is
+/// negotiated, the summary says so in a warning, and the wire carries the
+/// text plus the frames' headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_deflate_refused_the_run_is_flagged_and_wire_bytes_cover_the_text() {
+    let (broker, topic, edge) = ready_edge(|_| {}).await;
+    let config = deflate_run(&edge, &broker, &topic);
+    let summary = loadgen::run(config, CancellationToken::new())
+        .await
+        .unwrap();
+
+    let deflate = &summary["deflate"];
+    assert_eq!(deflate["offered"], true, "{summary}");
+    assert_eq!(deflate["negotiated_connections"], 0, "{summary}");
+    assert_eq!(deflate["not_negotiated_connections"], 20, "{summary}");
+    let warning = deflate["warning"].as_str().expect("a warning");
+    assert!(
+        warning.contains("on 20 of 20 connections") && warning.contains("--permessage-deflate"),
+        "{warning}"
+    );
+    assert!(number(&summary, "deliveries_per_sec") > 0.0, "{summary}");
+    let decoded = number(&summary, "bytes_per_delivery");
+    let wire = number(&summary, "wire_bytes_per_delivery");
+    assert!(decoded > 500.0, "{decoded} bytes per delivery: {summary}");
+    assert!(
+        wire >= decoded,
+        "{wire} wire bytes per delivery, {decoded} decoded: {summary}"
+    );
+    assert_eq!(edge.metric("tickfan_deflate_frames_total").await, 0.0);
+    edge.stop().await;
+}
+
 /// A worker that cannot start fails the run with its stderr in the error.
 #[tokio::test]
 async fn a_failing_worker_fails_the_run_with_its_stderr() {

@@ -130,6 +130,14 @@ pub struct Config {
     #[arg(long, env = "TICKFAN_LOADGEN_MODE", value_enum)]
     pub mode: Option<Mode>,
 
+    /// Every connection offers permessage-deflate (RFC 7692) as the
+    /// reference client does, and inflates what the edge compresses (start
+    /// the edge with `--permessage-deflate`). The summary counts the
+    /// connections where it was negotiated and warns when not all were.
+    /// tickfan's protocol only.
+    #[arg(long, env = "TICKFAN_LOADGEN_DEFLATE", default_value_t = false)]
+    pub deflate: bool,
+
     /// Time after connecting before measuring.
     #[arg(long, env = "TICKFAN_LOADGEN_WARMUP", default_value = "5s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
@@ -226,6 +234,11 @@ impl Config {
             self.protocol == Protocol::Tickfan || (self.max_hz.is_none() && self.mode.is_none()),
             "--max-hz and --mode are tickfan's; Centrifugo has no such subscribe options"
         );
+        anyhow::ensure!(
+            self.protocol == Protocol::Tickfan || !self.deflate,
+            "--deflate is for --protocol tickfan only: the load generator does not offer \
+             permessage-deflate to Centrifugo"
+        );
         Ok(())
     }
 
@@ -249,5 +262,20 @@ mod tests {
         for bad in ["3/3", "1", "a/2", "1/0", ""] {
             assert!(bad.parse::<Slot>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn deflate_is_refused_with_centrifugo() {
+        let mut c: Config = crate::config::defaults();
+        c.deflate = true;
+        c.validate().unwrap();
+        c.protocol = Protocol::Centrifugo;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("--deflate") && err.contains("tickfan"),
+            "{err}"
+        );
+        c.deflate = false;
+        c.validate().unwrap();
     }
 }

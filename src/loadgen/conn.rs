@@ -1,5 +1,6 @@
 //! One client's connection: connecting (with the reference client's retry
-//! policy), subscribing, and reading tick frames into the [`Shared`] counts.
+//! policy, offering permessage-deflate when asked), subscribing, and reading
+//! tick frames into the [`Shared`] counts.
 
 use std::{
     net::IpAddr,
@@ -20,14 +21,18 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use super::{plan::SubscribeOptions, shared::Shared, Protocol};
-use crate::{client, feed::now_micros};
+use crate::{client, codec::deflate::Inflating, feed::now_micros};
 
-type Ws = WebSocketStream<TcpStream>;
+/// Always over [`Inflating`]: it counts the bytes read from the socket, and
+/// inflates compressed frames once permessage-deflate is negotiated.
+type Ws = WebSocketStream<Inflating<TcpStream>>;
 
-/// Where one client connects, and from which source address.
+/// Where one client connects, from which source address, and whether it
+/// offers permessage-deflate.
 pub(super) struct Target {
     pub(super) url: String,
     pub(super) from: Option<IpAddr>,
+    pub(super) deflate: bool,
 }
 
 /// Why one connection attempt failed.
@@ -62,13 +67,32 @@ async fn tcp(t: &Target) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-/// One connection attempt: TCP, then the WebSocket handshake.
+/// One connection attempt: TCP, then the WebSocket handshake (offering
+/// permessage-deflate as the reference client does when `t.deflate`). The
+/// stream inflates when the edge accepted it.
 async fn handshake(t: &Target) -> Result<Ws, Failure> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = t
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Failure::Other(format!("bad URL {}: {e}", t.url)))?;
+    if t.deflate {
+        request.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            http::HeaderValue::from_static(client::OFFER),
+        );
+    }
     let stream = tcp(t)
         .await
         .map_err(|e| Failure::Other(format!("connect {}: {e:#}", t.url)))?;
-    match tokio_tungstenite::client_async(t.url.as_str(), stream).await {
-        Ok((ws, _)) => Ok(ws),
+    match tokio_tungstenite::client_async(request, Inflating::new(stream)).await {
+        Ok((mut ws, response)) => {
+            if t.deflate && client::accepts_deflate(&response) {
+                ws.get_mut().inflate(client::MAX_INFLATED);
+            }
+            Ok(ws)
+        }
         Err(tungstenite::Error::Http(r)) => Err(Failure::Rejected {
             status: r.status().as_u16(),
             retry_after: client::retry_after(&r),
@@ -101,6 +125,12 @@ async fn connect(
             Ok(ws) => {
                 if storm {
                     shared.storm.admitted();
+                }
+                let c = &shared.counters;
+                if ws.get_ref().is_inflating() {
+                    c.deflate_connections.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    c.plain_connections.fetch_add(1, Ordering::Relaxed);
                 }
                 return Some(ws);
             }
@@ -221,6 +251,8 @@ pub(super) async fn run_client(
     let Some(mut ws) = connect(&target, &shared, &stop, false).await else {
         return Ok(0);
     };
+    // Bytes read so far (the handshake's): not counted.
+    let mut wire = ws.get_ref().wire_bytes();
     subscribe(&mut ws, &symbols, options).await?;
     shared.counters.connected.fetch_add(1, Ordering::Relaxed);
     let mut mine = 0u64;
@@ -242,11 +274,15 @@ pub(super) async fn run_client(
         let Some(msg) = msg else {
             storm = None;
             match storm_reconnect(ws, &target, &symbols, options, &shared, &stop).await? {
-                Some((again, closed)) => (ws, closed_at) = (again, Some(closed)),
+                Some((again, closed)) => {
+                    (ws, closed_at) = (again, Some(closed));
+                    wire = ws.get_ref().wire_bytes();
+                }
                 None => return Ok(mine),
             }
             continue;
         };
+        count_wire(&shared, &ws, &mut wire);
         let Message::Text(text) = msg else { continue };
         if options.protocol == Protocol::Centrifugo {
             let (ticks, pings) = count_centrifugo_frame(&shared, &text, &mut closed_at);
@@ -281,6 +317,19 @@ async fn storm_reconnect(
     subscribe(&mut ws, symbols, options).await?;
     shared.storm.reconnected.fetch_add(1, Ordering::Relaxed);
     Ok(Some((ws, closed)))
+}
+
+/// Adds what `ws` read from its socket since `seen` (the bytes of the
+/// message just received, and of any read ahead with it) to the wire bytes.
+fn count_wire(shared: &Shared, ws: &Ws, seen: &mut u64) {
+    let now = ws.get_ref().wire_bytes();
+    if now > *seen {
+        shared
+            .counters
+            .wire_bytes
+            .fetch_add(now - *seen, Ordering::Relaxed);
+        *seen = now;
+    }
 }
 
 /// Counts one text frame: its bytes; a tick frame's ticks, their latency

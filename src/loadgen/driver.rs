@@ -59,6 +59,9 @@ pub async fn run(c: Config, shutdown: CancellationToken) -> anyhow::Result<serde
     };
     let summary = report::summary(&c, &plan, &window, per_client, producer, edge);
     println!("{summary}");
+    if let Some(warning) = report::deflate_warning(c.deflate, &window.end) {
+        println!("loadgen: WARNING: {warning}");
+    }
     report::write_files(&c, &summary, &window.series)?;
     Ok(summary)
 }
@@ -72,10 +75,10 @@ async fn await_connected(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    loop {
+    let status = loop {
         let status = workers.ask(Request::Status).await?;
         if status.connected as usize >= c.clients {
-            break;
+            break status;
         }
         anyhow::ensure!(
             started.elapsed() < plan.connect_deadline(),
@@ -89,13 +92,26 @@ async fn await_connected(
             anyhow::bail!("interrupted");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    let t = &status.totals;
+    let deflate = if c.deflate {
+        format!(
+            " (permessage-deflate negotiated on {} of {})",
+            t.deflate_connections,
+            t.deflate_connections + t.plain_connections
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "loadgen: {} clients connected in {:.1?}; warming up {:?}",
+        "loadgen: {} clients connected in {:.1?}{deflate}; warming up {:?}",
         c.clients,
         started.elapsed(),
         c.warmup
     );
+    if let Some(warning) = report::deflate_warning(c.deflate, t) {
+        println!("loadgen: WARNING: {warning}");
+    }
     Ok(())
 }
 

@@ -30,6 +30,9 @@ pub(super) struct Plan {
     /// What every subscribe carries besides its symbols.
     #[serde(default)]
     pub(super) options: SubscribeOptions,
+    /// Every connection offers permessage-deflate (`--deflate`).
+    #[serde(default)]
+    deflate: bool,
 }
 
 /// What every client's subscribe asks for besides its symbols (`--max-hz`,
@@ -67,6 +70,7 @@ impl Plan {
                 mode: c.mode,
                 protocol: c.protocol,
             },
+            deflate: c.deflate,
         })
     }
 
@@ -84,13 +88,14 @@ impl Plan {
         self.start_delay(self.clients) + CONNECT_DEADLINE
     }
 
-    /// Where client `i` connects (round-robin over the URLs), and from which
-    /// source address.
+    /// Where client `i` connects (round-robin over the URLs), from which
+    /// source address, and whether it offers permessage-deflate.
     pub(super) fn target(&self, i: usize) -> Target {
         Target {
             url: self.urls[i % self.urls.len()].clone(),
             from: (self.source_addresses > 1)
                 .then(|| IpAddr::from([127, 0, 0, 1 + (i % self.source_addresses as usize) as u8])),
+            deflate: self.deflate,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What a run reports: a progress line per second, the JSON summary
-//! (latency, storm, the edge's and the clients' cost from /proc) and the SVG
-//! latency plot.
+//! (latency, bytes as decoded and as read from the wire, permessage-deflate,
+//! storm, the edge's and the clients' cost from /proc) and the SVG latency
+//! plot.
 
 use std::fmt::Write as _;
 
@@ -38,15 +39,16 @@ pub(super) struct EdgeSamples {
     pub(super) end: Option<(f64, u64)>,
 }
 
-/// The progress line of `second`: what arrived since `last`, and the
-/// second's latency.
+/// The progress line of `second`: what arrived since `last` (MB/s as
+/// decoded, then as read from the wire), and the second's latency.
 pub(super) fn progress(second: usize, last: &Totals, now: &Totals, p50: u64, p99: u64) -> String {
     format!(
-        "loadgen: {:>4}s deliveries/s {:>9} frames/s {:>8} MB/s {:>6.2} gaps {:>6} latency p50 {:>7.2} ms p99 {:>7.2} ms",
+        "loadgen: {:>4}s deliveries/s {:>9} frames/s {:>8} MB/s {:>6.2} wire {:>6.2} gaps {:>6} latency p50 {:>7.2} ms p99 {:>7.2} ms",
         second,
         now.ticks - last.ticks,
         now.frames - last.frames,
         (now.bytes - last.bytes) as f64 / 1e6,
+        (now.wire_bytes - last.wire_bytes) as f64 / 1e6,
         now.gaps - last.gaps,
         p50 as f64 / 1000.0,
         p99 as f64 / 1000.0,
@@ -85,13 +87,20 @@ pub(super) fn summary(
 ) -> serde_json::Value {
     let (h, base, end, secs) = (&w.latency, w.base, w.end, w.secs);
     let delivered = end.ticks - base.ticks;
+    let (bytes, wire) = (end.bytes - base.bytes, end.wire_bytes - base.wire_bytes);
     serde_json::json!({
         "scenario": c.scenario, "clients": c.clients, "processes": c.processes,
         "symbols": plan.symbols.len(),
         "slow_clients": plan.slow_clients, "seconds": secs,
         "deliveries_per_sec": delivered as f64 / secs,
         "frames_per_sec": (end.frames - base.frames) as f64 / secs,
-        "bytes_per_sec": (end.bytes - base.bytes) as f64 / secs,
+        "bytes": bytes,
+        "bytes_per_sec": bytes as f64 / secs,
+        "bytes_per_delivery": per_delivery(bytes as f64, delivered),
+        "wire_bytes": wire,
+        "wire_bytes_per_sec": wire as f64 / secs,
+        "wire_bytes_per_delivery": per_delivery(wire as f64, delivered),
+        "deflate": deflate_summary(c.deflate, &end),
         "gap_frames": end.gaps - base.gaps,
         "conflated_ticks": end.conflated - base.conflated,
         "latency_ms": {
@@ -107,13 +116,55 @@ pub(super) fn summary(
     })
 }
 
+/// `total` per delivered tick; 0 without deliveries.
+fn per_delivery(total: f64, delivered: u64) -> f64 {
+    if delivered > 0 {
+        total / delivered as f64
+    } else {
+        0.0
+    }
+}
+
+/// Whether the connections offered permessage-deflate (`--deflate`), on
+/// how many of those made in the whole run (storm reconnects included) the
+/// edge accepted it and on how many not, and a warning unless it did on
+/// every one.
+fn deflate_summary(offered: bool, t: &Totals) -> serde_json::Value {
+    serde_json::json!({
+        "offered": offered,
+        "negotiated_connections": t.deflate_connections,
+        "not_negotiated_connections": t.plain_connections,
+        "warning": deflate_warning(offered, t),
+    })
+}
+
+/// With `--deflate`: what to say when some connection (or every one) did
+/// not negotiate permessage-deflate, so its bytes were measured
+/// uncompressed. `None` without `--deflate`, or when all did.
+pub(super) fn deflate_warning(offered: bool, t: &Totals) -> Option<String> {
+    let (yes, no) = (t.deflate_connections, t.plain_connections);
+    if !offered || no == 0 {
+        return None;
+    }
+    let what = if yes == 0 {
+        "nothing was measured compressed"
+    } else {
+        "those connections' bytes were measured uncompressed"
+    };
+    Some(format!(
+        "--deflate: the edge did not negotiate permessage-deflate on {no} of {} connections \
+         (is it started with --permessage-deflate?); {what}",
+        yes + no
+    ))
+}
+
 /// The clients' CPU (receiving and parsing) in the window, and per delivered
 /// tick; `null` when /proc could not tell.
 fn clients_cost(cpu_seconds: Option<f64>, delivered: u64) -> serde_json::Value {
     match cpu_seconds {
         Some(s) => serde_json::json!({
             "cpu_seconds": s,
-            "cpu_us_per_delivery": if delivered > 0 { s * 1e6 / delivered as f64 } else { 0.0 },
+            "cpu_us_per_delivery": per_delivery(s * 1e6, delivered),
         }),
         None => serde_json::Value::Null,
     }
@@ -213,4 +264,106 @@ fn svg(series: &[(u64, u64, u64, u64)], title: &str) -> String {
         lx2 = w - 150.0,
         lx3 = w - 100.0,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(bytes: u64, wire_bytes: u64, ticks: u64, deflate: u64, plain: u64) -> Totals {
+        Totals {
+            ticks,
+            bytes,
+            wire_bytes,
+            deflate_connections: deflate,
+            plain_connections: plain,
+            ..Totals::default()
+        }
+    }
+
+    #[test]
+    fn the_summary_has_wire_and_decoded_bytes_per_delivery_and_deflate() {
+        let mut c: Config = crate::config::defaults();
+        c.deflate = true;
+        let plan = Plan::new(&c).unwrap();
+        let window = Window {
+            base: totals(1_000, 500, 10, 3, 0),
+            end: totals(41_000, 10_500, 110, 4, 0),
+            latency: super::super::shared::histogram(),
+            storm: None,
+            secs: 2.0,
+            clients_cpu: Some(0.5),
+            series: Vec::new(),
+        };
+        let edge = EdgeSamples {
+            before: None,
+            start: None,
+            end: None,
+        };
+        let s = summary(
+            &c,
+            &plan,
+            &window,
+            TickRange::default(),
+            serde_json::Value::Null,
+            edge,
+        );
+        // 100 deliveries in the window: 40,000 bytes decoded, 10,000 read.
+        assert_eq!(s["bytes"], 40_000);
+        assert_eq!(s["bytes_per_sec"], 20_000.0);
+        assert_eq!(s["bytes_per_delivery"], 400.0);
+        assert_eq!(s["wire_bytes"], 10_000);
+        assert_eq!(s["wire_bytes_per_sec"], 5_000.0);
+        assert_eq!(s["wire_bytes_per_delivery"], 100.0);
+        assert_eq!(s["clients_cpu"]["cpu_us_per_delivery"], 5_000.0);
+        // Connections over the whole run, not the window.
+        assert_eq!(
+            s["deflate"],
+            serde_json::json!({
+                "offered": true, "negotiated_connections": 4,
+                "not_negotiated_connections": 0, "warning": null,
+            })
+        );
+    }
+
+    #[test]
+    fn deflate_not_negotiated_is_flagged_only_when_offered() {
+        let none = totals(0, 0, 0, 0, 20);
+        let w = deflate_warning(true, &none).unwrap();
+        assert!(
+            w.contains("on 20 of 20 connections") && w.contains("nothing was"),
+            "{w}"
+        );
+        let some = totals(0, 0, 0, 15, 5);
+        let w = deflate_warning(true, &some).unwrap();
+        assert!(
+            w.contains("on 5 of 20 connections") && !w.contains("nothing was"),
+            "{w}"
+        );
+        assert_eq!(deflate_warning(true, &totals(0, 0, 0, 20, 0)), None);
+        // Not offered: plain is what was asked for.
+        assert_eq!(deflate_warning(false, &none), None);
+        let s = deflate_summary(false, &none);
+        assert_eq!(s["offered"], false);
+        assert_eq!(s["not_negotiated_connections"], 20);
+        assert!(s["warning"].is_null());
+        assert_eq!(
+            deflate_summary(true, &none)["warning"],
+            deflate_warning(true, &none).unwrap()
+        );
+    }
+
+    #[test]
+    fn no_deliveries_is_zero_per_delivery_not_nan() {
+        assert_eq!(per_delivery(123.0, 0), 0.0);
+        assert_eq!(per_delivery(123.0, 3), 41.0);
+    }
+
+    #[test]
+    fn the_progress_line_shows_decoded_and_wire_megabytes() {
+        let last = totals(1_000_000, 500_000, 0, 0, 0);
+        let now = totals(3_500_000, 1_250_000, 0, 0, 0);
+        let line = progress(7, &last, &now, 1_000, 2_000);
+        assert!(line.contains("MB/s   2.50 wire   0.75 "), "{line}");
+    }
 }

@@ -1,5 +1,6 @@
-//! What the clients of one process count together: deliveries, latency,
-//! the storm's progress and the last connect failure.
+//! What the clients of one process count together: deliveries, bytes (as
+//! decoded and as read from the wire), latency, permessage-deflate
+//! negotiations, the storm's progress and the last connect failure.
 
 use std::{
     collections::BTreeMap,
@@ -19,10 +20,15 @@ pub(super) struct Counters {
     pub(super) ticks: AtomicU64,
     pub(super) frames: AtomicU64,
     pub(super) bytes: AtomicU64,
+    pub(super) wire_bytes: AtomicU64,
     pub(super) gaps: AtomicU64,
     /// The `conflated` counts of the ticks received.
     pub(super) conflated: AtomicU64,
     pub(super) connected: AtomicU64,
+    /// Handshakes (storm reconnects included) that did and did not
+    /// negotiate permessage-deflate.
+    pub(super) deflate_connections: AtomicU64,
+    pub(super) plain_connections: AtomicU64,
 }
 
 impl Counters {
@@ -31,8 +37,11 @@ impl Counters {
             ticks: self.ticks.load(Ordering::Relaxed),
             frames: self.frames.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
             gaps: self.gaps.load(Ordering::Relaxed),
             conflated: self.conflated.load(Ordering::Relaxed),
+            deflate_connections: self.deflate_connections.load(Ordering::Relaxed),
+            plain_connections: self.plain_connections.load(Ordering::Relaxed),
         }
     }
 }

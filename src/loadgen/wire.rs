@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Debug, Clone, Copy)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(super) enum Request {
-    /// How many clients are connected (and the last connect failure).
+    /// How many clients are connected (and the last connect failure), and
+    /// the counters so far.
     Status,
     /// Start the measured window: stall the slow clients, record latency,
     /// and in `storm` close and reconnect every client. `epoch_us` (wall
@@ -80,12 +81,24 @@ fn merge<T>(a: Option<T>, b: Option<T>, f: impl FnOnce(T, T) -> T) -> Option<T> 
 pub(super) struct Totals {
     pub(super) ticks: u64,
     pub(super) frames: u64,
+    /// Text of the messages received, as decoded (inflated when compressed).
     pub(super) bytes: u64,
+    /// Bytes read from the TCP streams after the handshake: WebSocket
+    /// frames as they came, headers and control frames included,
+    /// compressed when permessage-deflate was negotiated.
+    #[serde(default)]
+    pub(super) wire_bytes: u64,
     pub(super) gaps: u64,
     /// The `conflated` counts of the ticks received: ticks the edge replaced
     /// by a newer one at the clients' request.
     #[serde(default)]
     pub(super) conflated: u64,
+    /// Connections made (storm reconnects included) on which
+    /// permessage-deflate was negotiated, and on which it was not.
+    #[serde(default)]
+    pub(super) deflate_connections: u64,
+    #[serde(default)]
+    pub(super) plain_connections: u64,
 }
 
 impl Totals {
@@ -94,8 +107,11 @@ impl Totals {
             ticks: self.ticks + o.ticks,
             frames: self.frames + o.frames,
             bytes: self.bytes + o.bytes,
+            wire_bytes: self.wire_bytes + o.wire_bytes,
             gaps: self.gaps + o.gaps,
             conflated: self.conflated + o.conflated,
+            deflate_connections: self.deflate_connections + o.deflate_connections,
+            plain_connections: self.plain_connections + o.plain_connections,
         }
     }
 }
@@ -213,8 +229,11 @@ mod tests {
                     ticks,
                     frames: 1,
                     bytes: 10,
+                    wire_bytes: 4,
                     gaps: 0,
                     conflated: 3,
+                    deflate_connections: ticks,
+                    plain_connections: 1,
                 },
                 latency: Some(latency),
                 storm: Some(StormReport {
@@ -241,6 +260,9 @@ mod tests {
         assert_eq!(merged.totals.ticks, 12);
         assert_eq!(merged.totals.bytes, 20);
         assert_eq!(merged.totals.conflated, 6);
+        assert_eq!(merged.totals.wire_bytes, 8);
+        assert_eq!(merged.totals.deflate_connections, 12);
+        assert_eq!(merged.totals.plain_connections, 2);
         assert_eq!(merged.clients_cpu, Some(3.0));
         let latency = merged.latency.unwrap().0;
         assert_eq!(latency.len(), 3);

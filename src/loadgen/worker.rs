@@ -79,6 +79,7 @@ impl Load {
             Request::Status => Report {
                 connected: s.counters.connected.load(Ordering::Relaxed),
                 last_error: s.last_error.lock().unwrap().clone(),
+                totals: s.counters.totals(),
                 ..Report::default()
             },
             Request::Measure { epoch_us } => {
