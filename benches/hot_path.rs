@@ -138,8 +138,7 @@ fn resume(c: &mut Criterion) {
 
 fn outbox(c: &mut Criterion) {
     let sym = Symbol::parse("AAPL").unwrap();
-    let encoded: wire::Encoded =
-        wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0)).into();
+    let encoded = wire::encode_tick(&Generator::new(vec![sym.clone()], 0.0, 1).next_tick(0));
     let mut g = c.benchmark_group("outbox");
     g.throughput(Throughput::Elements(1));
     let full = Outbox::new(256);
@@ -361,41 +360,32 @@ fn mapped(c: &mut Criterion) {
     g.finish();
 }
 
-/// A client's ticks frame of `n` ticks: as text, compressed from the ticks'
-/// cached pieces (what a compressing session does per frame), and
-/// compressed whole for this client alone (what sharing the pieces saves
-/// per client); plus the one-off compression of a tick's piece.
+/// A client's ticks frame of `n` ticks: as text; compressed (a frame no
+/// client on the thread got before); and the same ticks again (another
+/// client's writer woken by the same batch: the cached compression).
 fn frames(c: &mut Criterion) {
     let mut gen = Generator::new(symbols(100), 1.0, 7);
     let mut g = c.benchmark_group("frame");
-    for n in [1usize, 10] {
-        let ticks: Vec<wire::Encoded> = (0..n)
-            .map(|i| wire::encode_tick(&gen.next_tick(1_764_270_000_000_000 + i as i64)).into())
+    for n in [1usize, 10, 50] {
+        let ticks: Vec<bytes::Bytes> = (0..n)
+            .map(|i| wire::encode_tick(&gen.next_tick(1_764_270_000_000_000 + i as i64)))
             .collect();
-        let refs: Vec<&wire::Encoded> = ticks.iter().collect();
+        let refs: Vec<&bytes::Bytes> = ticks.iter().collect();
         let bytes: usize = ticks.iter().map(|t| t.len()).sum();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("text", n), &n, |b, _| {
             b.iter(|| wire::ticks_frame(refs.iter().copied(), bytes))
         });
-        for t in &ticks {
-            t.piece(); // cached, as after the first compressing session
-        }
-        g.bench_with_input(BenchmarkId::new("deflate_shared_pieces", n), &n, |b, _| {
-            b.iter(|| wire::deflated_ticks_frame(std::hint::black_box(&refs)))
-        });
-        g.bench_with_input(BenchmarkId::new("deflate_per_client", n), &n, |b, _| {
+        g.bench_with_input(BenchmarkId::new("deflate_compressed", n), &n, |b, _| {
             b.iter(|| {
                 let text = wire::ticks_frame(refs.iter().copied(), bytes);
                 codec::deflate::message([codec::deflate::piece(text.as_bytes()).as_slice()], 0)
             })
         });
+        g.bench_with_input(BenchmarkId::new("deflate_same_batch", n), &n, |b, _| {
+            b.iter(|| wire::deflated_frame(std::hint::black_box(&refs), bytes))
+        });
     }
-    let one: wire::Encoded = wire::encode_tick(&gen.next_tick(1_764_270_000_000_000)).into();
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("tick_piece_once", |b| {
-        b.iter(|| codec::deflate::piece(std::hint::black_box(&one)))
-    });
     g.finish();
 }
 

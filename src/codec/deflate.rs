@@ -10,18 +10,14 @@
 //! context is ~300 KiB to compress, ~40 KiB to inflate; the edge holds
 //! thousands of connections in a few KiB each).
 //!
-//! **Compressed once.** Raw-deflate streams that end in a sync flush (an
-//! empty stored block, `00 00 ff ff`, which leaves the stream byte-aligned)
-//! can be concatenated: the inflater reads one block after another. A tick
-//! is compressed once per edge, lazily, the first time a compressing
-//! session sends it (see `wire::Encoded`); a frame is the frame head's
-//! piece, each tick's piece and the tail's piece back to back, with the
-//! message's last four bytes (`00 00 ff ff`) removed as RFC 7692 section
-//! 7.2.1 asks. Thousands of clients receiving the same tick cost one
-//! compression of it, whatever batches their frames put it in. The price
-//! is the ratio: pieces do not refer to each other, so a frame of many
-//! ticks compresses less than it would as one stream (BENCHMARKS.md
-//! measures it).
+//! **Compressed once.** A ticks frame is compressed whole, as one stream
+//! (its ticks share a window: their field names are what repeats), and the
+//! frames of clients that get the same ticks are compressed once
+//! (`wire::deflated_frame`). Tried first and measured worse: compressing each
+//! tick once into a piece ending in a sync flush and concatenating pieces
+//! per frame (valid deflate, shared by every frame the tick is in): a
+//! typical tick alone keeps nine tenths of its size, and receivers inflated
+//! a block per tick (BENCHMARKS.md).
 //!
 //! It does no I/O of its own: [`Inflating`] adapts a stream that someone
 //! else reads.
@@ -113,8 +109,9 @@ fn acceptable(offer: &str) -> bool {
     true
 }
 
-/// `data` as a raw-deflate piece ending in a sync flush, compressed on its
-/// own: pieces concatenate into one valid deflate stream (module docs).
+/// `data` as a raw-deflate stream ending in a sync flush (`00 00 ff ff`),
+/// compressed on its own; such pieces also concatenate into one valid
+/// deflate stream. [`message`] makes a message payload of them.
 pub fn piece(data: &[u8]) -> Vec<u8> {
     use miniz_oxide::deflate::core::{
         compress_to_output, create_comp_flags_from_zip_params, deflate_flags, CompressorOxide,

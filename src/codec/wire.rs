@@ -5,10 +5,7 @@
 //! It never parses what clients send (that is `gateway::protocol`) and never
 //! writes to a socket.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, LazyLock, OnceLock},
-};
+use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -165,76 +162,6 @@ pub fn with_conflated(encoded: &[u8], n: u32) -> Bytes {
     out.freeze()
 }
 
-/// An encoded tick as the fan-out shares it: the JSON object, and its
-/// permessage-deflate piece, compressed the first time a compressing session
-/// sends the tick and then shared by all of them (`codec::deflate`). Cloning
-/// it is one reference count, as cloning `Bytes` is.
-#[derive(Clone)]
-pub struct Encoded(Arc<EncodedInner>);
-
-struct EncodedInner {
-    json: Bytes,
-    piece: OnceLock<Box<[u8]>>,
-}
-
-impl Encoded {
-    pub fn new(json: Bytes) -> Encoded {
-        Encoded(Arc::new(EncodedInner {
-            json,
-            piece: OnceLock::new(),
-        }))
-    }
-
-    /// The tick's JSON object.
-    pub fn json(&self) -> &Bytes {
-        &self.0.json
-    }
-
-    /// The object as a raw-deflate piece ([`deflate::piece`]), compressed
-    /// once however many sessions ask.
-    ///
-    /// [`deflate::piece`]: super::deflate::piece
-    pub fn piece(&self) -> &[u8] {
-        self.0
-            .piece
-            .get_or_init(|| super::deflate::piece(&self.0.json).into_boxed_slice())
-    }
-}
-
-impl Encoded {
-    /// Whether [`Encoded::piece`] was computed (tests: it is shared, not
-    /// recomputed per session).
-    pub fn piece_is_cached(&self) -> bool {
-        self.0.piece.get().is_some()
-    }
-}
-
-impl std::ops::Deref for Encoded {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.0.json
-    }
-}
-
-impl From<Bytes> for Encoded {
-    fn from(json: Bytes) -> Encoded {
-        Encoded::new(json)
-    }
-}
-
-impl std::fmt::Debug for Encoded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Encoded").field(&self.0.json).finish()
-    }
-}
-
-impl PartialEq for Encoded {
-    fn eq(&self, other: &Encoded) -> bool {
-        self.0.json == other.0.json
-    }
-}
-
 const FRAME_HEAD: &str = r#"{"type":"ticks","ticks":["#;
 const FRAME_TAIL: &str = "]}";
 
@@ -242,7 +169,7 @@ const FRAME_TAIL: &str = "]}";
 pub const FRAME_OVERHEAD: usize = FRAME_HEAD.len() + FRAME_TAIL.len();
 
 /// Builds one `{"type":"ticks","ticks":[...]}` frame from pre-encoded ticks.
-pub fn ticks_frame<'a>(ticks: impl IntoIterator<Item = &'a Encoded>, size_hint: usize) -> String {
+pub fn ticks_frame<'a>(ticks: impl IntoIterator<Item = &'a Bytes>, size_hint: usize) -> String {
     let mut out = String::with_capacity(size_hint + FRAME_OVERHEAD);
     out.push_str(FRAME_HEAD);
     for (i, t) in ticks.into_iter().enumerate() {
@@ -256,25 +183,68 @@ pub fn ticks_frame<'a>(ticks: impl IntoIterator<Item = &'a Encoded>, size_hint: 
     out
 }
 
-/// The frame [`ticks_frame`] builds, as a permessage-deflate message
-/// payload (RSV1 set on its frame): the pieces of the frame's head, of each
-/// tick (compressed once per tick, see [`Encoded::piece`]), of the commas
-/// and of the tail, back to back. Nothing is compressed per client but a
-/// tick no compressing session has sent before.
-pub fn deflated_ticks_frame(ticks: &[&Encoded]) -> Vec<u8> {
-    static HEAD: LazyLock<Vec<u8>> = LazyLock::new(|| super::deflate::piece(FRAME_HEAD.as_bytes()));
-    static COMMA: LazyLock<Vec<u8>> = LazyLock::new(|| super::deflate::piece(b","));
-    static TAIL: LazyLock<Vec<u8>> = LazyLock::new(|| super::deflate::piece(FRAME_TAIL.as_bytes()));
-    let pieces = || {
-        std::iter::once(HEAD.as_slice())
-            .chain(ticks.iter().enumerate().flat_map(|(i, t)| {
-                let comma: &[u8] = if i > 0 { &COMMA } else { &[] };
-                [comma, t.piece()]
-            }))
-            .chain(std::iter::once(TAIL.as_slice()))
+/// The frame [`ticks_frame`] builds, as a permessage-deflate message payload
+/// (RSV1 set on its frame), compressed at most once per edge thread however
+/// many clients get the same frame.
+///
+/// The frame is compressed whole, as one stream, so its ticks share a
+/// window: ten typical ticks compress to a third, where ticks compressed
+/// apart (and shared between frames) each kept nine tenths, their field
+/// names being what repeats, and made receivers inflate a block per tick
+/// (measured: BENCHMARKS.md). Writers woken by the same ingest batch drain
+/// the same ticks in the same order, so the frame is looked up by its ticks'
+/// identity in a small per-thread cache of recent frames, and compressed only
+/// when none matches: a broadcast batch is compressed once per thread, not
+/// once per client. Also says whether this call compressed it (`false`:
+/// found in the cache).
+pub fn deflated_frame(ticks: &[&Bytes], size_hint: usize) -> (Bytes, bool) {
+    FRAMES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(hit) = cache.get(ticks) {
+            return (hit, false);
+        }
+        let text = ticks_frame(ticks.iter().copied(), size_hint);
+        let z: Bytes =
+            super::deflate::message([super::deflate::piece(text.as_bytes()).as_slice()], 0).into();
+        cache.put(ticks, z.clone());
+        (z, true)
+    })
+}
+
+/// Recent compressed frames of one thread, by their ticks. An entry holds
+/// its ticks (so no address is reused while it is kept) and is matched by
+/// identity (address and length of each tick's encoding), not content.
+struct FrameCache {
+    entries: [Option<(Vec<Bytes>, Bytes)>; FRAME_CACHE],
+    next: usize,
+}
+
+/// Frames a thread remembers: enough for a few batches in flight; each
+/// holds at most one `--max-frame-bytes` frame.
+const FRAME_CACHE: usize = 4;
+
+thread_local! {
+    static FRAMES: std::cell::RefCell<FrameCache> = const {
+        std::cell::RefCell::new(FrameCache { entries: [const { None }; FRAME_CACHE], next: 0 })
     };
-    let size: usize = pieces().map(<[u8]>::len).sum();
-    super::deflate::message(pieces(), size)
+}
+
+fn same(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+impl FrameCache {
+    fn get(&self, ticks: &[&Bytes]) -> Option<Bytes> {
+        self.entries.iter().flatten().find_map(|(key, z)| {
+            (key.len() == ticks.len() && key.iter().zip(ticks).all(|(a, b)| same(a, b)))
+                .then(|| z.clone())
+        })
+    }
+
+    fn put(&mut self, ticks: &[&Bytes], z: Bytes) {
+        self.entries[self.next] = Some((ticks.iter().map(|t| (*t).clone()).collect(), z));
+        self.next = (self.next + 1) % FRAME_CACHE;
+    }
 }
 
 #[cfg(test)]
@@ -297,10 +267,48 @@ mod tests {
     }
 
     #[test]
+    fn deflated_frames_inflate_to_the_text_frame_and_are_compressed_once_per_batch() {
+        let ticks: Vec<Bytes> = (1..=10).map(|s| encode_tick(&tick(s))).collect();
+        let refs: Vec<&Bytes> = ticks.iter().collect();
+        let size: usize = ticks.iter().map(|t| t.len()).sum();
+        let text = ticks_frame(refs.iter().copied(), size);
+        let inflate = |z: &[u8]| super::super::deflate::inflate(z, 1 << 20).unwrap();
+        // A batch: compressed whole, a third of the text or less.
+        let (z, fresh) = deflated_frame(&refs, size);
+        assert!(fresh);
+        assert_eq!(inflate(&z), text.as_bytes());
+        assert!(z.len() * 3 < text.len(), "{} of {}", z.len(), text.len());
+        // The same ticks again (another client's writer on this thread):
+        // the same compressed bytes, not compressed again.
+        let (again, fresh) = deflated_frame(&refs, size);
+        assert!(!fresh);
+        assert_eq!(again.as_ptr(), z.as_ptr());
+        // Other ticks, or the same in another order: compressed for them.
+        let mut other = refs.clone();
+        other.swap(0, 1);
+        let (z2, _) = deflated_frame(&other, size);
+        assert_ne!(z2.as_ptr(), z.as_ptr());
+        assert_eq!(
+            inflate(&z2),
+            ticks_frame(other.iter().copied(), size).as_bytes()
+        );
+        // Equal content but other ticks (identity, not bytes, is the key).
+        let copies: Vec<Bytes> = ticks.iter().map(|t| Bytes::copy_from_slice(t)).collect();
+        let copy_refs: Vec<&Bytes> = copies.iter().collect();
+        assert_ne!(deflated_frame(&copy_refs, size).0.as_ptr(), z.as_ptr());
+        // A prefix of the batch (another length) is another frame.
+        let (part, _) = deflated_frame(&refs[..1], 0);
+        assert_eq!(
+            inflate(&part),
+            ticks_frame(refs[..1].iter().copied(), 0).as_bytes()
+        );
+    }
+
+    #[test]
     fn frame_is_valid_json_with_snapshot_flags() {
         let live = encode_tick(&tick(1));
         let snap = snapshot_of(&encode_tick(&tick(2)));
-        let frame = ticks_frame([&snap.into(), &live.into()], 0);
+        let frame = ticks_frame([&snap, &live], 0);
         let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(v["type"], "ticks");
         let ticks = v["ticks"].as_array().unwrap();

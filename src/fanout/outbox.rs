@@ -61,7 +61,7 @@ pub struct Pushed {
     pub replaced: bool,
 }
 
-use crate::codec::wire::Encoded;
+use bytes::Bytes;
 // tokio's clock, which the sessions sleep on (and tests can pause); outside
 // a runtime (the ingest thread) it is the system's monotonic clock.
 use tokio::time::Instant;
@@ -77,7 +77,7 @@ use crate::market::{Seq, Symbol};
 pub struct Item {
     pub symbol: Symbol,
     pub seq: Seq,
-    pub bytes: Encoded,
+    pub bytes: Bytes,
     /// The tick's `ts` (µs since the epoch) for the end-to-end latency
     /// metric; 0 for snapshots, which are not latency samples.
     pub ts: i64,
@@ -135,7 +135,7 @@ struct Slot {
 /// What a drain hands the writer, in order.
 #[derive(Debug, Clone)]
 pub enum Out {
-    Tick(Encoded),
+    Tick(Bytes),
     Gap(Gap),
 }
 
@@ -706,7 +706,7 @@ impl Outbox {
             }
             let conflated = |t: Item, n: u32| match n {
                 0 => Out::Tick(t.bytes),
-                n => Out::Tick(crate::codec::wire::with_conflated(&t.bytes, n).into()),
+                n => Out::Tick(crate::codec::wire::with_conflated(&t.bytes, n)),
             };
             let entry = match queue.pop_front().unwrap() {
                 Entry::Tick(t) => Out::Tick(t.bytes),
@@ -846,7 +846,7 @@ mod tests {
         Item {
             symbol: Symbol::parse(sym).unwrap(),
             seq,
-            bytes: bytes::Bytes::from(format!("{{\"s\":\"{sym}\",\"q\":{seq}}}")).into(),
+            bytes: Bytes::from(format!("{{\"s\":\"{sym}\",\"q\":{seq}}}")),
             ts: 0,
         }
     }

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use crate::codec::wire::Encoded;
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::outbox::{Gap, Item, Outbox, Replay};
@@ -35,9 +35,9 @@ struct Last {
     seq: Seq,
     /// The tick's `ts` (µs since the epoch; 0: not known).
     ts: i64,
-    live: Encoded,
+    live: Bytes,
     /// Built on first use; most cached ticks are never sent as a snapshot.
-    snapshot: Option<Encoded>,
+    snapshot: Option<Bytes>,
     /// Set while the partition is still replaying its rewind: a newer tick
     /// may follow, so new subscribers wait for the end of the replay.
     provisional: bool,
@@ -47,7 +47,7 @@ impl Last {
     fn snapshot_item(&mut self, symbol: &Symbol) -> Item {
         let bytes = self
             .snapshot
-            .get_or_insert_with(|| wire::snapshot_of(&self.live).into())
+            .get_or_insert_with(|| wire::snapshot_of(&self.live))
             .clone();
         Item {
             symbol: symbol.clone(),
@@ -143,7 +143,7 @@ pub struct Past {
     /// The tick's `ts`, µs since the epoch.
     pub ts: i64,
     /// Its client encoding, as live subscribers got it.
-    pub bytes: Encoded,
+    pub bytes: Bytes,
 }
 
 /// What a kept tick costs beyond its bytes (its slot and the `Bytes`).
@@ -547,7 +547,7 @@ impl Registry {
         &self,
         symbol: &Symbol,
         seq: Seq,
-        live: impl Into<Encoded>,
+        live: Bytes,
         wake: &mut Vec<Arc<Outbox>>,
     ) -> Published {
         self.publish_at(symbol, seq, live, 0, true, wake)
@@ -562,12 +562,11 @@ impl Registry {
         &self,
         symbol: &Symbol,
         seq: Seq,
-        live: impl Into<Encoded>,
+        live: Bytes,
         ts: i64,
         dense: bool,
         wake: &mut Vec<Arc<Outbox>>,
     ) -> Published {
-        let live: Encoded = live.into();
         let mut out = Published::default();
         let mut shard = self.shard(symbol.as_str()).lock().unwrap();
         let entry = shard.entry(symbol.clone()).or_default();
@@ -650,21 +649,13 @@ impl Registry {
     /// Caches a tick without sending it (replay of history while a fresh
     /// partition catches up); it joins the symbol's history, and the ticks
     /// held for subscribers whose resume is being read from Kafka.
-    pub fn remember(&self, symbol: &Symbol, seq: Seq, live: impl Into<Encoded>) {
+    pub fn remember(&self, symbol: &Symbol, seq: Seq, live: Bytes) {
         self.remember_at(symbol, seq, live, 0, true)
     }
 
     /// [`Registry::remember`] of a tick stamped `ts` (µs since the epoch);
     /// `dense` as in [`Registry::publish_at`].
-    pub fn remember_at(
-        &self,
-        symbol: &Symbol,
-        seq: Seq,
-        live: impl Into<Encoded>,
-        ts: i64,
-        dense: bool,
-    ) {
-        let live: Encoded = live.into();
+    pub fn remember_at(&self, symbol: &Symbol, seq: Seq, live: Bytes, ts: i64, dense: bool) {
         let mut shard = self.shard(symbol.as_str()).lock().unwrap();
         let entry = shard.entry(symbol.clone()).or_default();
         entry.dense = dense;
@@ -951,7 +942,7 @@ impl Registry {
                 (_, Some(p)) => Some(Item {
                     symbol: symbol.clone(),
                     seq: p.seq,
-                    bytes: wire::snapshot_of(&p.bytes).into(),
+                    bytes: wire::snapshot_of(&p.bytes),
                     ts: 0,
                 }),
                 _ => None,
@@ -1020,7 +1011,7 @@ impl Hold {
     /// Holds a tick published while the resume is read; past the outbox's
     /// replay room (all its holds together) only the newest is kept (the
     /// resume is beyond the window).
-    fn add(&mut self, outbox: &Outbox, seq: Seq, ts: i64, live: &Encoded) {
+    fn add(&mut self, outbox: &Outbox, seq: Seq, ts: i64, live: &Bytes) {
         if seq <= self.after || self.ticks.last().is_some_and(|p| p.seq >= seq) {
             return;
         }
@@ -1089,8 +1080,8 @@ mod tests {
         Symbol::parse(s).unwrap()
     }
 
-    fn enc(seq: Seq) -> bytes::Bytes {
-        bytes::Bytes::from(format!("{{\"seq\":{seq}}}"))
+    fn enc(seq: Seq) -> Bytes {
+        Bytes::from(format!("{{\"seq\":{seq}}}"))
     }
 
     fn texts(ob: &Outbox) -> Vec<String> {
@@ -1363,7 +1354,7 @@ mod tests {
         let past = |seq| Past {
             seq,
             ts: 0,
-            bytes: enc(seq).into(),
+            bytes: enc(seq),
         };
         // The read overlaps the held ticks (the reader ran to a later end).
         let read = vec![past(3), past(4), past(5), past(6)];
@@ -1389,7 +1380,7 @@ mod tests {
         let past = |seq| Past {
             seq,
             ts: 0,
-            bytes: enc(seq).into(),
+            bytes: enc(seq),
         };
         let ob = resumer(100);
         reg.subscribe_resume(&sym("A"), &ob, from(2), true, 0);
@@ -1423,7 +1414,7 @@ mod tests {
         let past = |seq| Past {
             seq,
             ts: 0,
-            bytes: enc(seq).into(),
+            bytes: enc(seq),
         };
         for s in ["A", "B"] {
             reg.publish(&sym(s), 1, enc(1), &mut Vec::new());

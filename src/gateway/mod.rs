@@ -150,7 +150,7 @@ pub struct Config {
 
     /// Negotiate permessage-deflate (RFC 7692) with clients that offer it
     /// (browsers do): frames of at least `--deflate-min-bytes` go
-    /// compressed, each tick compressed once for all the clients it reaches,
+    /// compressed, once for all the clients getting the same ticks,
     /// and no compression context is kept per connection
     /// (`server_no_context_takeover; client_no_context_takeover`).
     #[arg(long, env = "TICKFAN_PERMESSAGE_DEFLATE", default_value_t = false)]

@@ -511,7 +511,7 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared, deflate
     for g in &d.dropped {
         queue.push_back(text_message(protocol::gap_json(g), min));
     }
-    let mut run: Vec<&wire::Encoded> = Vec::with_capacity(d.ticks);
+    let mut run: Vec<&bytes::Bytes> = Vec::with_capacity(d.ticks);
     for entry in &d.entries {
         match entry {
             Out::Tick(b) => run.push(b),
@@ -542,18 +542,22 @@ fn fill(queue: &mut VecDeque<Message>, outbox: &Outbox, shared: &Shared, deflate
 }
 
 /// A ticks frame of the ticks `run` holds (emptied), `bytes` their encoded
-/// size: compressed from the ticks' shared pieces when permessage-deflate
-/// was negotiated (`min`: `--deflate-min-bytes`), the frame is that long and
-/// compression shrinks it; as plain text otherwise.
+/// size: compressed (once for all the clients getting the same ticks, see
+/// [`wire::deflated_frame`]) when permessage-deflate was negotiated (`min`:
+/// `--deflate-min-bytes`), the frame is that long and compression shrinks
+/// it; as plain text otherwise.
 fn ticks_message(
-    run: &mut Vec<&wire::Encoded>,
+    run: &mut Vec<&bytes::Bytes>,
     bytes: usize,
     min: Option<usize>,
     metrics: &crate::telemetry::Metrics,
 ) -> Message {
     let plain = bytes + run.len().saturating_sub(1) + wire::FRAME_OVERHEAD;
     if min.is_some_and(|min| plain >= min) {
-        let z = wire::deflated_ticks_frame(run);
+        let (z, fresh) = wire::deflated_frame(run, bytes);
+        if fresh {
+            metrics.deflate_compressions.inc();
+        }
         if z.len() < plain {
             run.clear();
             metrics.deflate_frames.inc();
@@ -580,7 +584,7 @@ fn text_message(text: String, min: Option<usize>) -> Message {
 
 /// A text message's compressed payload as its frame: RSV1 set (RFC 7692).
 /// tungstenite writes a frame's header bits as given.
-fn compressed(payload: Vec<u8>) -> Message {
+fn compressed(payload: impl Into<bytes::Bytes>) -> Message {
     let header = FrameHeader {
         is_final: true,
         rsv1: true,
@@ -1702,62 +1706,66 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn with_permessage_deflate_ticks_go_compressed_from_shared_pieces_and_requests_are_inflated(
-    ) {
-        let e = edge(|c| c.deflate_min_bytes = 64);
-        let (mut raw, _task) = raw_with(&e, true).await;
-        let sub = json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"]}).to_string();
-        raw_write(&mut raw, &compressed_frame(sub.as_bytes()))
-            .await
-            .unwrap();
-        let (reply, _) = raw_json(&mut raw).await;
-        assert_eq!(reply["type"], "subscribed", "{reply}");
-        let symbol = Symbol::parse("AAPL").unwrap();
+    async fn with_permessage_deflate_frames_go_compressed_once_for_all_and_requests_are_inflated() {
+        let e = edge(|c| c.deflate_min_bytes = 100);
+        // Two compressing clients of the same symbols; their subscribes
+        // come compressed, as a browser sends them.
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let (mut raw, task) = raw_with(&e, true).await;
+            let sub = json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"]}).to_string();
+            raw_write(&mut raw, &compressed_frame(sub.as_bytes()))
+                .await
+                .unwrap();
+            let (reply, _) = raw_json(&mut raw).await;
+            assert_eq!(reply["type"], "subscribed", "{reply}");
+            clients.push((raw, task));
+        }
         let pad = "x".repeat(200);
-        let tick = |seq: i64| {
-            wire::Encoded::new(Bytes::from(format!(
-                r#"{{"symbol":"AAPL","seq":{seq},"pad":"{pad}"}}"#
-            )))
-        };
-        let publish = |live: &wire::Encoded, seq| {
+        let publish = |seq: i64| {
             let mut wake = Vec::new();
+            let live = Bytes::from(format!(r#"{{"symbol":"AAPL","seq":{seq},"pad":"{pad}"}}"#));
             e.shared
                 .registry
-                .publish(&symbol, seq, live.clone(), &mut wake);
+                .publish(&Symbol::parse("AAPL").unwrap(), seq, live, &mut wake);
             wake_all(&mut wake);
         };
         // The first tick comes as a snapshot (after the `unknown_symbol`
-        // notices for symbols the edge held no tick of); the second live.
-        publish(&tick(1), 1);
-        let live = tick(2);
-        let mut frames = Vec::new();
-        while frames.len() < 2 {
-            let (v, z) = raw_json(&mut raw).await;
-            if v["type"] == "ticks" {
-                frames.push((v, z));
-                if frames.len() == 1 {
-                    publish(&live, 2);
+        // notices for symbols the edge held no tick of), the second live.
+        async fn ticks_frame(raw: &mut DuplexStream) -> (Value, bool) {
+            loop {
+                let (v, z) = raw_json(raw).await;
+                if v["type"] == "ticks" {
+                    return (v, z);
                 }
             }
         }
-        let (frame, compressed) = frames.pop().unwrap();
-        assert!(
-            compressed,
-            "a 230-byte frame over a 64-byte threshold goes compressed"
-        );
-        assert_eq!(frame["ticks"][0]["seq"], 2);
-        assert_eq!(frame["ticks"][0]["pad"], pad.as_str());
-        // Compressed once, for every session: the frame was made of the
-        // tick's own cached piece (a session compressing for itself would
-        // leave it unset).
-        assert!(live.piece_is_cached());
+        publish(1);
+        for (raw, _) in &mut clients {
+            let (frame, compressed) = ticks_frame(raw).await;
+            assert!(
+                compressed,
+                "a 230-byte frame over a 100-byte threshold goes compressed"
+            );
+            assert_eq!(frame["ticks"][0]["snapshot"], true);
+        }
+        let m = &e.shared.metrics;
+        let before = m.deflate_compressions.get();
+        publish(2);
+        for (raw, _) in &mut clients {
+            let (frame, compressed) = ticks_frame(raw).await;
+            assert!(compressed);
+            assert_eq!(frame["ticks"][0]["seq"], 2);
+            assert_eq!(frame["ticks"][0]["pad"], pad.as_str());
+        }
+        // Two compressed frames of the same tick, compressed once.
+        assert_eq!(m.deflate_frames.get(), 4);
+        assert_eq!(m.deflate_compressions.get() - before, 1);
         // A small frame goes as plain text.
         e.publish("MSFT", 1);
-        let (frame, compressed) = raw_json(&mut raw).await;
+        let (frame, compressed) = ticks_frame(&mut clients[0].0).await;
         assert_eq!((frame["type"].as_str(), compressed), (Some("ticks"), false));
-        // Counted: the snapshot's frame and the live one, not the small one.
-        let m = &e.shared.metrics;
-        assert_eq!(m.deflate_frames.get(), 2);
+        assert_eq!(m.deflate_frames.get(), 4);
         assert!(m.deflate_sent_bytes.get() < m.deflate_text_bytes.get() / 2);
     }
 
@@ -1982,7 +1990,7 @@ mod wake_tests {
         Item {
             symbol: crate::market::Symbol::parse("AAPL").unwrap(),
             seq,
-            bytes: Bytes::from(format!(r#"{{"symbol":"AAPL","seq":{seq}}}"#)).into(),
+            bytes: Bytes::from(format!(r#"{{"symbol":"AAPL","seq":{seq}}}"#)),
             ts: 0,
         }
     }

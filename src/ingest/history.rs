@@ -409,8 +409,7 @@ impl HistoryReader {
             let Some(idx) = symbols.get(decoded.tick.symbol.as_str()) else {
                 continue;
             };
-            let bytes: wire::Encoded =
-                wire::encode_tick_exact(&decoded.tick, decoded.exact.as_ref()).into();
+            let bytes = wire::encode_tick_exact(&decoded.tick, decoded.exact.as_ref());
             for &i in idx {
                 let w = &mut wanted[i];
                 let seq = decoded.tick.seq;

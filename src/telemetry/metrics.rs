@@ -75,6 +75,9 @@ pub struct Metrics {
     /// Ticks frames written compressed (permessage-deflate), their size as
     /// text and as sent.
     pub deflate_frames: Counter,
+    /// Of those, the ones compressed (the others were the same ticks as a
+    /// frame compressed just before on the same thread).
+    pub deflate_compressions: Counter,
     pub deflate_text_bytes: Counter,
     pub deflate_sent_bytes: Counter,
     /// Gap notices written to clients.
@@ -181,6 +184,7 @@ impl Metrics {
             deliveries: Counter::default(),
             frames: Counter::default(),
             deflate_frames: Counter::default(),
+            deflate_compressions: Counter::default(),
             deflate_text_bytes: Counter::default(),
             deflate_sent_bytes: Counter::default(),
             gaps: Counter::default(),
@@ -249,6 +253,11 @@ impl Metrics {
             "deflate_frames",
             "Ticks frames written compressed (permessage-deflate)",
             m.deflate_frames.clone(),
+        );
+        r.register(
+            "deflate_compressions",
+            "Ticks frames compressed; the rest of deflate_frames reused a frame of the same ticks",
+            m.deflate_compressions.clone(),
         );
         r.register(
             "deflate_text_bytes",
