@@ -922,3 +922,22 @@ async fn the_demo_feed_runs_until_its_sessions_have_drained() {
         (newest - signalled) / 1000
     );
 }
+
+/// The binary starts jemalloc's background thread (`_rjem_malloc_conf` in
+/// src/bin/tickfan.rs), which returns freed pages to the OS while the edge
+/// is idle: without it the pages of a connect storm stay resident
+/// (BENCHMARKS.md, "Idle connections").
+#[cfg(feature = "jemalloc")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_jemallocs_background_thread() {
+    let (demo, _addr) = spawn_demo(&[], std::process::Stdio::null()).await;
+    let pid = demo.id().unwrap();
+    eventually("a jemalloc_bg_thd thread in the process", || async {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .any(|name| name.trim() == "jemalloc_bg_thd")
+            .then_some(())
+    })
+    .await;
+}
