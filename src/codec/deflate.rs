@@ -593,8 +593,9 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Inflating<IO> 
     }
 }
 
-/// Length of the frame header whose second byte is `b1`.
-fn header_len(b1: u8) -> usize {
+/// Length of the WebSocket frame header whose second byte is `b1` (2 to
+/// 14 bytes: length extension and mask key).
+pub fn header_len(b1: u8) -> usize {
     let ext = match b1 & 0x7f {
         126 => 2,
         127 => 8,

@@ -163,12 +163,7 @@ struct FrameScan {
 impl FrameScan {
     /// Length of the header that starts with `b0 b1`.
     fn header_len(b1: u8) -> usize {
-        let ext = match b1 & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+        crate::codec::deflate::header_len(b1)
     }
 
     /// Passes `data` through; returns how many frame headers it completed,

@@ -1602,18 +1602,9 @@ mod tests {
 
     /// Reads server frames until a close frame; returns its code and reason.
     async fn close_of(raw: &mut DuplexStream) -> (u16, String) {
-        use tokio::io::AsyncReadExt;
         loop {
-            let mut head = [0u8; 2];
-            raw.read_exact(&mut head).await.expect("a close frame");
-            let len = match head[1] & 0x7f {
-                126 => raw.read_u16().await.unwrap() as usize,
-                127 => raw.read_u64().await.unwrap() as usize,
-                n => n as usize,
-            };
-            let mut payload = vec![0u8; len];
-            raw.read_exact(&mut payload).await.unwrap();
-            if head[0] & 0x0f == 8 {
+            let (b0, payload) = raw_frame(raw).await;
+            if b0 & 0x0f == 8 {
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
                 return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
             }
