@@ -398,8 +398,12 @@ async fn with_deflate_refused_the_run_is_flagged_and_wire_bytes_cover_the_text()
     let decoded = number(&summary, "bytes_per_delivery");
     let wire = number(&summary, "wire_bytes_per_delivery");
     assert!(decoded > 500.0, "{decoded} bytes per delivery: {summary}");
+    // Wire bytes are counted as read: a read (at most 16 KiB a client)
+    // straddling the window's start or end lands on the wrong side, at most
+    // 20 x 2 x 16 KiB of the run's ~10 MB. Beyond that margin the wire
+    // carries the text plus frame headers.
     assert!(
-        wire >= decoded,
+        wire >= decoded * 0.9,
         "{wire} wire bytes per delivery, {decoded} decoded: {summary}"
     );
     assert_eq!(edge.metric("tickfan_deflate_frames_total").await, 0.0);

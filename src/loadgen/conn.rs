@@ -67,6 +67,9 @@ async fn tcp(t: &Target) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Most bytes one read takes from a client's socket.
+pub(super) const READ_CHUNK: usize = 16 << 10;
+
 /// One connection attempt: TCP, then the WebSocket handshake (offering
 /// permessage-deflate as the reference client does when `t.deflate`). The
 /// stream inflates when the edge accepted it.
@@ -86,7 +89,14 @@ async fn handshake(t: &Target) -> Result<Ws, Failure> {
     let stream = tcp(t)
         .await
         .map_err(|e| Failure::Other(format!("connect {}: {e:#}", t.url)))?;
-    match tokio_tungstenite::client_async(request, Inflating::new(stream)).await {
+    // Reads of at most READ_CHUNK: wire bytes are counted as read, so a
+    // read straddling the window's start or end is charged to the wrong
+    // side; tungstenite's default (128 KiB a read) made that up to a third
+    // of a short run's bytes.
+    let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_CHUNK);
+    match tokio_tungstenite::client_async_with_config(request, Inflating::new(stream), Some(config))
+        .await
+    {
         Ok((mut ws, response)) => {
             if t.deflate && client::accepts_deflate(&response) {
                 ws.get_mut().inflate(client::MAX_INFLATED);
