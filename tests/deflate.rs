@@ -10,34 +10,21 @@ use std::time::Duration;
 
 use support::*;
 use tickfan::client::{self, Event};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    sync::mpsc,
-};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The response head to a handshake offering `extensions` (if any).
-async fn handshake_head(addr: std::net::SocketAddr, extensions: Option<&str>) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+/// The response head (lower case) to a handshake for `path` offering
+/// `extensions` (if any); and its socket.
+async fn handshake_head(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extensions: Option<&str>,
+) -> (tokio::net::TcpStream, String) {
     let ext = extensions
         .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
         .unwrap_or_default();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(DEADLINE, s.read_exact(&mut b))
-            .await
-            .expect("an answer")
-            .unwrap();
-        head.push(b[0]);
-    }
-    String::from_utf8(head).unwrap().to_ascii_lowercase()
+    let (s, head) = raw_handshake(addr, None, path, &ext).await;
+    (s, head.to_ascii_lowercase())
 }
 
 const ANSWER: &str = "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n";
@@ -50,12 +37,30 @@ async fn the_handshake_accepts_a_valid_offer_only_when_the_edge_is_configured_to
         c.gateway.permessage_deflate = true
     })
     .await;
+    let capped = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.gateway.permessage_deflate = true;
+        c.admission.max_connections_per_ip = 1;
+    })
+    .await;
     let off = Edge::spawn(&broker.bootstrap(), &topic, |_| {}).await;
     // What Chromium and Firefox offer.
     let browser = "permessage-deflate; client_max_window_bits";
-    let head = handshake_head(on.addr, Some(browser)).await;
+    let (_, head) = handshake_head(on.addr, "/ws", Some(browser)).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains(ANSWER), "{head}");
+    // A refusal delivered in band (`?reject=close`: 101, then a close
+    // frame) never negotiates it: the address's one connection is held.
+    let (_held, head) = handshake_head(capped.addr, "/ws", Some(browser)).await;
+    assert!(head.contains(ANSWER), "{head}");
+    let (_, head) = handshake_head(capped.addr, "/ws?reject=close", Some(browser)).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("sec-websocket-extensions"), "{head}");
+    assert_eq!(
+        capped
+            .metric("tickfan_admission_rejections_total{reason=\"ip_connection_cap\"}")
+            .await,
+        1.0
+    );
     // Not offered, declined, or not configured: no extension, still a 101.
     for (addr, offer) in [
         (on.addr, None),
@@ -66,7 +71,7 @@ async fn the_handshake_accepts_a_valid_offer_only_when_the_edge_is_configured_to
         (on.addr, Some("permessage-deflate; unknown_param")),
         (off.addr, Some(browser)),
     ] {
-        let head = handshake_head(addr, offer).await;
+        let (_, head) = handshake_head(addr, "/ws", offer).await;
         assert!(head.starts_with("http/1.1 101"), "{offer:?}: {head}");
         assert!(
             !head.contains("sec-websocket-extensions"),
@@ -75,6 +80,7 @@ async fn the_handshake_accepts_a_valid_offer_only_when_the_edge_is_configured_to
     }
     on.stop().await;
     off.stop().await;
+    capped.stop().await;
 }
 
 /// A reference client of `symbols`, offering permessage-deflate when

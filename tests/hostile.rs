@@ -328,23 +328,7 @@ async fn raw_upgrade_with(
     from: Option<IpAddr>,
     headers: &str,
 ) -> (TcpStream, String) {
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(ip) = from {
-        socket.bind(SocketAddr::new(ip, 0)).unwrap();
-    }
-    let mut s = socket.connect(addr).await.expect("tcp connect");
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let (s, head) = raw_handshake(addr, from, "/ws", headers).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     (s, head)
 }

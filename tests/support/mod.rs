@@ -968,3 +968,36 @@ pub fn partitions_of(syms: &[String], partitions: i32) -> Vec<i32> {
     p.dedup();
     p
 }
+
+/// A WebSocket handshake written by hand over a fresh socket (bound to
+/// `from`, if given) for `path` (`/ws`, maybe with a query), with `headers`
+/// (`Name: value\r\n` lines) added: the socket after the response head,
+/// and the head, whatever its status.
+pub async fn raw_handshake(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    path: &str,
+    headers: &str,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        socket.bind(SocketAddr::new(ip, 0)).unwrap();
+    }
+    let mut s = socket.connect(addr).await.expect("tcp connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(DEADLINE, s.read_exact(&mut b))
+            .await
+            .expect("an answer")
+            .unwrap();
+        head.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
