@@ -5,6 +5,7 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use futures_util::{future::Either, FutureExt};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -110,27 +111,37 @@ pub(super) fn upgrade(
         .is_some();
     let on_upgrade = hyper::upgrade::on(&mut req);
     // The connection's lifecycle span: debug level, so it costs nothing per
-    // connection (memory included) unless RUST_LOG asks for it.
+    // connection (memory included) unless RUST_LOG asks for it: a disabled
+    // span is not attached at all (40 bytes in every session's task).
     let span = tracing::debug_span!("session", %peer, ip = %ip);
-    let session = async move {
-        let _permit = permit;
-        tracing::debug!("upgraded");
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                session::run(
-                    TokioIo::new(upgraded),
-                    shared,
-                    drain,
-                    grant,
-                    announce,
-                    deflate,
-                )
-                .await;
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    // A combinator, not an async block: an async block keeps what it
+    // captures (and the upgrade's result it matched on) beside the session's
+    // future for the session's whole life; `then` holds the upgrade's
+    // future and then the session's, never both. With the span gone too,
+    // the task fits jemalloc's 1 KiB class instead of 1.25 KiB (issue 18).
+    let session = on_upgrade.then(move |upgraded| match upgraded {
+        Ok(upgraded) => {
+            tracing::debug!("upgraded");
+            Either::Left(session::run(
+                TokioIo::new(upgraded),
+                shared,
+                drain,
+                grant,
+                announce,
+                deflate,
+                Some(permit),
+            ))
         }
-    };
-    sessions.spawn(tracing::Instrument::instrument(session, span));
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            Either::Right(std::future::ready(()))
+        }
+    });
+    if span.is_disabled() {
+        sessions.spawn(session);
+    } else {
+        sessions.spawn(tracing::Instrument::instrument(session, span));
+    }
     answer.accept(deflate)
 }
 

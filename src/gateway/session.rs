@@ -52,6 +52,7 @@ use tokio_tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    admission::Permit,
     auth::{Entitlements, Grant},
     meter::{self, FloodKind, Limiter, Meter, WriteStall},
     protocol::{self, ErrorCode, Options, Reply, Request},
@@ -141,7 +142,8 @@ impl End {
 ///
 /// The first frame is the feed `status` when it is stale, or always with
 /// `announce` (a client that asked for refusals in band learns at once that
-/// it was admitted).
+/// it was admitted). `permit` (the connection's admission slot) is held
+/// until the session has ended.
 ///
 /// Not an `async fn`: an async fn keeps its arguments (the grant) in the
 /// future for its whole life, next to what they were moved into. Every idle
@@ -154,6 +156,7 @@ pub fn run<IO>(
     grant: Option<Box<Grant>>,
     announce: bool,
     deflate: bool,
+    permit: Option<Permit>,
 ) -> impl Future<Output = ()> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -220,21 +223,30 @@ where
         .expect("a WebSocket without a handshake is ready at once");
     let (mut tx, mut rx) = ws.split();
     async move {
-        let end = session.drive(&mut tx, &mut rx, &drain, announce).await;
-        match &end {
-            End::Close { code, reason, why } => {
-                tracing::debug!(code, %reason, reason_label = why, "session closing")
+        // In a block: `end` is moved into the ending, and a local whose
+        // scope spans an await keeps its room in the future even once moved
+        // (48 bytes in every idle session's future).
+        let ending = {
+            let end = session.drive(&mut tx, &mut rx, &drain, announce).await;
+            match &end {
+                End::Close { code, reason, why } => {
+                    tracing::debug!(code, %reason, reason_label = why, "session closing")
+                }
+                End::Drop(why) => tracing::debug!(reason = why, "session dropped"),
+                End::ClientClosed(code) => tracing::debug!(code, "client closed"),
             }
-            End::Drop(why) => tracing::debug!(reason = why, "session dropped"),
-            End::ClientClosed(code) => tracing::debug!(code, "client closed"),
-        }
-        session.shared.metrics.session_ended(end.why());
-        // Boxed: the ending's futures (timeouts, the linger's read buffer)
-        // would otherwise take room in every idle session's future.
-        Box::pin(finish(end, tx, rx)).await;
+            session.shared.metrics.session_ended(end.why());
+            // Boxed: the ending's futures (timeouts, the linger's read
+            // buffer) would otherwise take room in every idle session's
+            // future.
+            Box::pin(finish(end, tx, rx))
+        };
+        ending.await;
         session.leave();
         session.shared.sessions.remove(handle);
         session.shared.metrics.connections.dec();
+        // The connection's admission slot, released last.
+        drop(permit);
     }
 }
 
@@ -694,11 +706,13 @@ impl Session {
         // One timer for everything time-driven (the next ping, the idle
         // deadline, the drain close, token expiry): a connection holds one
         // timer entry, plus the writer's while a write is blocked.
-        let ping_every = self.shared.config.ping_interval;
-        let idle = self.shared.config.idle_timeout;
-        let mut next_ping = Instant::now() + ping_every;
-        // The last time a pong answered one of our pings (or the start).
-        let mut last_heard = Instant::now();
+        // Durations are read from the config where used, not kept in
+        // locals: what lives across an await takes room in the future of
+        // every idle connection.
+        let mut next_ping = Instant::now() + self.shared.config.ping_interval;
+        // When the session is dropped unless a pong answers one of our pings
+        // (pushed back by each answer).
+        let mut silent_at = Instant::now() + self.shared.config.idle_timeout;
         // Payloads of the last two pings sent (random; 0: none).
         let mut pings = [0u64; 2];
         let mut close_at: Option<Instant> = None;
@@ -710,7 +724,6 @@ impl Session {
         let drained = drain.cancelled();
         tokio::pin!(drained);
         loop {
-            let expiry = self.auth.as_ref().and_then(|a| a.closes_at);
             // A rate-limited symbol's waiting tick (max_hz).
             // A release already due is the writer's once it is to look at
             // the outbox (its drain releases it): armed then, the timer
@@ -718,19 +731,22 @@ impl Session {
             // always armed: the writer may look and find nothing due yet
             // without this loop passing again.
             let release = self.outbox.arm_release(self.writer.outbox_ready);
-            let due = [
-                Some(next_ping),
-                Some(last_heard + idle),
-                close_at,
-                expiry,
-                release,
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("next_ping is always set");
-            if timer.deadline() != due {
-                timer.as_mut().reset(due);
+            {
+                // Scoped, so as not to outlive the await below.
+                let due = [
+                    Some(next_ping),
+                    Some(silent_at),
+                    close_at,
+                    self.expiry(),
+                    release,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("next_ping is always set");
+                if timer.deadline() != due {
+                    timer.as_mut().reset(due);
+                }
             }
             let reading = self.writer.queue.len() < READ_PAUSE;
             let writer = &mut self.writer;
@@ -756,16 +772,16 @@ impl Session {
                     if close_at.is_some_and(|t| t <= now) {
                         return End::close(CLOSE_RESTART, "edge restarting; reconnect", "draining");
                     }
-                    if expiry.is_some_and(|t| t <= now) {
+                    if self.expiry().is_some_and(|t| t <= now) {
                         return End::close(CLOSE_TOKEN_EXPIRED, "token expired", "token_expired");
                     }
-                    if last_heard + idle <= now {
+                    if silent_at <= now {
                         return End::Drop("idle_timeout"); // no pong for our pings
                     }
                     if next_ping <= now {
                         // Like `MissedTickBehavior::Delay`: the next ping is
                         // an interval after this one was queued.
-                        next_ping = now + ping_every;
+                        next_ping = now + self.shared.config.ping_interval;
                         if !self.writer.has_ping_queued() {
                             let payload = rand::random::<u64>() | 1;
                             pings = [payload, pings[0]];
@@ -792,7 +808,7 @@ impl Session {
                     Some(Ok(Message::Pong(data))) => {
                         // Only an answer to our own ping proves the peer reads.
                         if answers(&data, &pings) {
-                            last_heard = Instant::now();
+                            silent_at = Instant::now() + self.shared.config.idle_timeout;
                         }
                     }
                     // Pings are answered by tungstenite.
@@ -808,6 +824,11 @@ impl Session {
                 },
             }
         }
+    }
+
+    /// When the session is closed for its token's expiry, if it has one.
+    fn expiry(&self) -> Option<Instant> {
+        self.auth.as_ref().and_then(|a| a.closes_at)
     }
 
     /// Whether the session's token (if any) covers `symbol`.
@@ -1235,6 +1256,7 @@ mod tests {
                 grant.map(Box::new),
                 false,
                 false,
+                None,
             ));
             let ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
             (ws, task, drain)
@@ -1565,6 +1587,7 @@ mod tests {
             None,
             false,
             deflate,
+            None,
         ));
         (client, task)
     }
@@ -1689,6 +1712,38 @@ mod tests {
 
     /// A client message as a browser sends it once permessage-deflate is
     /// negotiated: compressed, RSV1 set, masked.
+    /// Every idle connection holds one session task; the edge's <= 4 KiB of
+    /// RSS per idle connection (BENCHMARKS.md) rests on that task fitting
+    /// jemalloc's 1 KiB size class. The task is tokio's cell (a 32-byte
+    /// header, 16 bytes of core, 48 of trailer, aligned to 128) around the
+    /// task tracker's token, the handshake's `then` and tokio's stage (24
+    /// bytes of tags) around this future: 120 bytes beside it, so the future
+    /// may be at most 904 bytes (816 on 2026-12-04 with rustc 1.95, in debug
+    /// and release builds alike). A failure means a field, a local held
+    /// across an await or a captured value grew the future: box it, scope
+    /// it, or re-measure idle connections before raising the bound.
+    /// (A session with a debug-level span attached carries 40 bytes more:
+    /// that is opt-in, with `RUST_LOG`.)
+    #[tokio::test]
+    async fn the_session_future_stays_within_jemallocs_1_kib_class() {
+        let e = edge(|_| {});
+        let (_client, server) = tokio::io::duplex(64);
+        let task = run(
+            server,
+            e.shared.clone(),
+            CancellationToken::new(),
+            None,
+            false,
+            false,
+            None,
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= 904,
+            "the session's future is {size} bytes, over 904"
+        );
+    }
+
     fn compressed_frame(text: &[u8]) -> Vec<u8> {
         client_frame(
             0xc1,
