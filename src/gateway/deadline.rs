@@ -67,8 +67,11 @@ pub struct WriteDeadline<S> {
     /// The clock of the current stall; allocated at the first one.
     clock: Option<Pin<Box<Sleep>>>,
     stalled: bool,
-    /// Cleared when the connection leaves the HTTP phase.
-    http_phase: Arc<AtomicBool>,
+    /// Cleared when the connection leaves the HTTP phase; dropped here once
+    /// seen cleared (the phase never comes back), so a session's writes do
+    /// not reach into another allocation every time (a cache miss per
+    /// delivery when each connection writes rarely, issue 18).
+    http_phase: Option<Arc<AtomicBool>>,
     /// The send buffer to restore once the HTTP phase is over, if any.
     session_send_buffer: Option<usize>,
     timeouts: Counter,
@@ -89,7 +92,7 @@ impl<S: Socket> WriteDeadline<S> {
             limit,
             clock: None,
             stalled: false,
-            http_phase,
+            http_phase: Some(http_phase),
             session_send_buffer,
             timeouts,
         }
@@ -98,9 +101,13 @@ impl<S: Socket> WriteDeadline<S> {
     /// Whether the deadline applies: the connection is still plain HTTP.
     /// The first call after that restores the session's send buffer.
     fn armed(&mut self) -> bool {
-        if self.http_phase.load(Ordering::Acquire) {
+        let Some(phase) = &self.http_phase else {
+            return false;
+        };
+        if phase.load(Ordering::Acquire) {
             return true;
         }
+        self.http_phase = None;
         if let Some(bytes) = self.session_send_buffer.take() {
             self.inner.set_send_buffer(bytes);
         }
