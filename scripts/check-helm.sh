@@ -501,6 +501,18 @@ except helm.HelmError as e:
     check(False, f"variant limits render: {e}")
 
 try:
+    cm = by_kind(objects(render({})), "ConfigMap")[0]["data"]
+    check("TICKFAN_PERMESSAGE_DEFLATE" not in cm and "TICKFAN_DEFLATE_MIN_BYTES" not in cm,
+          "default: permessage-deflate left to the binary (off)")
+    cm = by_kind(objects(render({"permessageDeflate": {"enabled": True}})), "ConfigMap")[0]["data"]
+    check(cm.get("TICKFAN_PERMESSAGE_DEFLATE") == "true" and cm.get("TICKFAN_DEFLATE_MIN_BYTES") == "256",
+          "variant: permessageDeflate.enabled renders TICKFAN_PERMESSAGE_DEFLATE and the 256-byte threshold")
+    cm = by_kind(objects(render({"permessageDeflate": {"enabled": True, "minBytes": 1024}})), "ConfigMap")[0]["data"]
+    check(cm.get("TICKFAN_DEFLATE_MIN_BYTES") == "1024", "variant: permessageDeflate.minBytes reaches the ConfigMap")
+except helm.HelmError as e:
+    check(False, f"variant permessageDeflate render: {e}")
+
+try:
     objs = objects(render({"configFile": 'release-linger = "60s"\nmax-connections = 20000\n'}))
     cms = {o["metadata"]["name"]: o["data"] for o in by_kind(objs, "ConfigMap")}
     dep = by_kind(objs, "Deployment")[0]
@@ -533,6 +545,8 @@ bad = {
     "config key not TICKFAN_* (schema)": ({"config": {"FOO": "1"}}, "does not match pattern"),
     "config overrides a managed key": ({"config": {"TICKFAN_LISTEN": "0.0.0.0:9"}}, "config.TICKFAN_LISTEN is managed"),
     "config overrides a limit": ({"config": {"TICKFAN_WRITE_TIMEOUT": "5s"}}, "config.TICKFAN_WRITE_TIMEOUT is managed"),
+    "config enables permessage-deflate (use permessageDeflate)": ({"config": {"TICKFAN_PERMESSAGE_DEFLATE": "true"}}, "config.TICKFAN_PERMESSAGE_DEFLATE is managed"),
+    "permessageDeflate with an unknown key": ({"permessageDeflate": {"enable": True}}, "enable"),
     "config sets TICKFAN_CONFIG (use configFile)": ({"config": {"TICKFAN_CONFIG": "/x.toml"}}, "config.TICKFAN_CONFIG is managed"),
     "configFile not a string (schema)": ({"configFile": {"release-linger": "60s"}}, "/configFile"),
     "limits.writeTimeout without a unit (schema)": ({"limits": {"writeTimeout": "20"}}, "does not match pattern"),
