@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 struct Got {
     service: String,
+    /// The resource's `service.version`.
+    version: String,
     name: String,
     kind: i32,
     trace_id: String,
@@ -127,10 +129,18 @@ async fn handle(
                     .find(|kv| kv.key == "service.name")
                     .map(|kv| value(kv.value.as_ref()))
                     .unwrap_or_default();
+                let version = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.version")
+                    .map(|kv| value(kv.value.as_ref()))
+                    .unwrap_or_default();
                 for ss in rs.scope_spans {
                     for span in ss.spans {
                         out.push(Got {
                             service: service.clone(),
+                            version: version.clone(),
                             name: span.name,
                             kind: span.kind,
                             trace_id: hex(&span.trace_id),
@@ -264,6 +274,11 @@ async fn edge_continues_the_traceparent_header_of_a_record() {
     })
     .await;
     assert_eq!(process.service, "tickfan-edge");
+    assert_eq!(
+        process.version,
+        env!("CARGO_PKG_VERSION"),
+        "service.version is the binary's"
+    );
     assert_eq!(process.trace_id, trace, "continues the header's trace");
     assert_eq!(process.parent_span_id, parent, "child of the header's span");
     assert_eq!(process.kind, KIND_CONSUMER);
@@ -397,6 +412,40 @@ async fn produced_traces_continue_through_the_edge() {
     })
     .await;
     edge.stop().await;
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` names the version when it sets one (a
+/// canary's label, say): it wins over the binary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_resource_attributes_name_the_version_when_they_set_one() {
+    let rx = Receiver::start().await;
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let endpoint = rx.endpoint().to_string();
+    let edge = EdgeProcess::spawn_env(
+        &broker.bootstrap(),
+        &topic,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.version=2.0.0-canary,deployment.environment=test",
+            ),
+        ],
+    )
+    .await;
+    let mut c = Client::connect(edge.addr).await;
+    c.ws_mut().close(None).await.unwrap();
+    let session = eventually("the session span", || async {
+        rx.spans()
+            .into_iter()
+            .find(|s| s.name == "websocket session")
+    })
+    .await;
+    assert_eq!(session.service, "tickfan-edge");
+    assert_eq!(session.version, "2.0.0-canary");
 }
 
 /// An unreachable collector is said in the edge's log (the SDK drops failed

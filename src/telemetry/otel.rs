@@ -24,6 +24,7 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
+    resource::{EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector},
     trace::{SdkTracer, SdkTracerProvider},
     Resource,
 };
@@ -265,7 +266,21 @@ impl Pipeline {
             .otel_service_name
             .clone()
             .unwrap_or_else(|| default_service.to_string());
-        let resource = Resource::builder().with_service_name(service).build();
+        // service.version is the binary's, unless OTEL_RESOURCE_ATTRIBUTES
+        // names one: the detectors (the SDK's, then that variable) are
+        // merged over it, as `Resource::builder()` would run them.
+        let resource = Resource::builder_empty()
+            .with_attribute(opentelemetry::KeyValue::new(
+                "service.version",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_detectors(&[
+                Box::new(SdkProvidedResourceDetector),
+                Box::new(TelemetryResourceDetector),
+                Box::new(EnvResourceDetector::new()),
+            ])
+            .with_service_name(service)
+            .build();
         let builder = SdkTracerProvider::builder().with_resource(resource);
         let Some(endpoint) = &config.otlp_endpoint else {
             return Ok(ids_without_export.then(|| Pipeline {
