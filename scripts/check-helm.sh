@@ -685,6 +685,12 @@ def leaves(d, prefix=""):
 missing = [k for k in leaves(default_values) if f"| `{k}` |" not in readme]
 check(not missing, "every value in README.md" + (f" (missing: {', '.join(missing)})" if missing else ""))
 
+print("== the packaged chart carries the project's license")
+repo_license = open(os.path.join(chart_dir, "..", "..", "LICENSE")).read()
+chart_license = os.path.join(chart_dir, "LICENSE")
+check(os.path.exists(chart_license) and open(chart_license).read() == repo_license,
+      "helm/tickfan/LICENSE is the repository's LICENSE (helm package ships the chart directory)")
+
 print()
 print(f"check-helm: {checks - len(failures)} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
