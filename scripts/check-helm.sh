@@ -502,6 +502,20 @@ except helm.HelmError as e:
 
 try:
     cm = by_kind(objects(render({})), "ConfigMap")[0]["data"]
+    check(cm.get("TICKFAN_RESUME_MEMORY") == "67108864" and cm.get("TICKFAN_RESUME_WINDOW") == "5m"
+          and cm.get("TICKFAN_RESUME_MAX_TICKS") == "5000" and cm.get("TICKFAN_DIRECTORY_INTERVAL") == "60s"
+          and cm.get("TICKFAN_DIRECTORY_SAMPLE") == "2000" and cm.get("TICKFAN_DIRECTORY_MAX") == "100000",
+          "default: resume and directory values are the binary's defaults")
+    cm = by_kind(objects(render({"resume": {"memoryBytes": 0, "window": "90s"}, "directory": {"sample": 0}})),
+                 "ConfigMap")[0]["data"]
+    check(cm.get("TICKFAN_RESUME_MEMORY") == "0" and cm.get("TICKFAN_RESUME_WINDOW") == "90s"
+          and cm.get("TICKFAN_DIRECTORY_SAMPLE") == "0" and cm.get("TICKFAN_RESUME_MAX_TICKS") == "5000",
+          "variant: resume.* and directory.* reach the ConfigMap (0 kept, not dropped)")
+except helm.HelmError as e:
+    check(False, f"variant resume/directory render: {e}")
+
+try:
+    cm = by_kind(objects(render({})), "ConfigMap")[0]["data"]
     check("TICKFAN_PERMESSAGE_DEFLATE" not in cm and "TICKFAN_DEFLATE_MIN_BYTES" not in cm,
           "default: permessage-deflate left to the binary (off)")
     cm = by_kind(objects(render({"permessageDeflate": {"enabled": True}})), "ConfigMap")[0]["data"]
@@ -545,6 +559,9 @@ bad = {
     "config key not TICKFAN_* (schema)": ({"config": {"FOO": "1"}}, "does not match pattern"),
     "config overrides a managed key": ({"config": {"TICKFAN_LISTEN": "0.0.0.0:9"}}, "config.TICKFAN_LISTEN is managed"),
     "config overrides a limit": ({"config": {"TICKFAN_WRITE_TIMEOUT": "5s"}}, "config.TICKFAN_WRITE_TIMEOUT is managed"),
+    "config sets the resume memory (use resume.memoryBytes)": ({"config": {"TICKFAN_RESUME_MEMORY": "0"}}, "config.TICKFAN_RESUME_MEMORY is managed"),
+    "config sets the directory sample (use directory.sample)": ({"config": {"TICKFAN_DIRECTORY_SAMPLE": "0"}}, "config.TICKFAN_DIRECTORY_SAMPLE is managed"),
+    "resume.window not a duration": ({"resume": {"window": "five minutes"}}, "window"),
     "config enables permessage-deflate (use permessageDeflate)": ({"config": {"TICKFAN_PERMESSAGE_DEFLATE": "true"}}, "config.TICKFAN_PERMESSAGE_DEFLATE is managed"),
     "permessageDeflate with an unknown key": ({"permessageDeflate": {"enable": True}}, "enable"),
     "config sets TICKFAN_CONFIG (use configFile)": ({"config": {"TICKFAN_CONFIG": "/x.toml"}}, "config.TICKFAN_CONFIG is managed"),
@@ -684,6 +701,27 @@ def leaves(d, prefix=""):
             yield key
 missing = [k for k in leaves(default_values) if f"| `{k}` |" not in readme]
 check(not missing, "every value in README.md" + (f" (missing: {', '.join(missing)})" if missing else ""))
+
+print("== the chart's defaults are the edge's documented defaults")
+# docs/configuration.md's `tickfan edge` table (whose defaults a unit test of
+# the binary checks against clap): every TICKFAN_* the chart renders by
+# default with the same single value, except where the chart chooses its own
+# on purpose (listed).
+conf = open(os.path.join(chart_dir, "..", "..", "docs", "configuration.md")).read()
+edge_doc = conf[conf.index("## `tickfan edge`"):]
+edge_doc = edge_doc[:edge_doc.index("\n## ", 1)]
+documented = {}
+for row in edge_doc.splitlines():
+    m = re.match(r"\| `--[\w-]+` \| `(TICKFAN_[A-Z0-9_]+)` \| `([^`]*)` \|", row)
+    if m:
+        documented[m.group(1)] = m.group(2)
+# The chart's own: a Service name, not the binary's localhost.
+chart_choices = {"TICKFAN_BROKERS"}
+cm = by_kind(objects(render({})), "ConfigMap")[0]["data"]
+compared = [k for k in cm if k in documented and k not in chart_choices]
+differ = [f"{k}={cm[k]} (documented {documented[k]})" for k in compared if cm[k] != documented[k]]
+check(len(compared) >= 20 and not differ,
+      f"{len(compared)} rendered defaults equal the documented ones" + (f"; differ: {', '.join(differ)}" if differ else ""))
 
 print("== the packaged chart carries the project's license")
 repo_license = open(os.path.join(chart_dir, "..", "..", "LICENSE")).read()

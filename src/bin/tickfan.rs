@@ -210,6 +210,60 @@ mod tests {
         assert_eq!(c.kafka.topics, ["other"]);
     }
 
+    /// Every default that docs/configuration.md writes as one value (a
+    /// single code span) in a subcommand's table is that subcommand's
+    /// default here (the Helm chart's rendered defaults are checked against
+    /// the same table by scripts/check-helm.sh).
+    #[test]
+    fn the_documented_defaults_are_the_binarys() {
+        let doc = include_str!("../../docs/configuration.md");
+        let cli = super::Cli::command();
+        let mut checked = 0;
+        for sub in cli.get_subcommands() {
+            let head = format!("## `tickfan {}`", sub.get_name());
+            let Some(start) = doc.find(&head) else {
+                continue;
+            };
+            let section = &doc[start + head.len()..];
+            let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                let prefix = format!("| `--{long}` | ");
+                let Some(row) = section.lines().find(|l| l.starts_with(&prefix)) else {
+                    continue;
+                };
+                let Some(cell) = row.split(" | ").nth(2) else {
+                    continue;
+                };
+                let Some(documented) = cell
+                    .strip_prefix('`')
+                    .and_then(|c| c.strip_suffix('`'))
+                    .filter(|c| !c.contains('`'))
+                else {
+                    continue; // prose, or more than one value
+                };
+                let actual: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                let actual = actual.join(",");
+                let same = actual == documented
+                    || matches!(
+                        (actual.parse::<f64>(), documented.parse::<f64>()),
+                        (Ok(a), Ok(b)) if a == b
+                    );
+                assert!(
+                    same,
+                    "docs/configuration.md: `tickfan {} --{long}` defaults to `{documented}`, the binary to `{actual}`",
+                    sub.get_name()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 70, "defaults found in the tables: {checked}");
+    }
+
     /// The configuration reference (docs/configuration.md) names every flag
     /// and variable.
     #[test]
