@@ -501,6 +501,14 @@ except helm.HelmError as e:
     check(False, f"variant limits render: {e}")
 
 try:
+    cm = by_kind(objects(render({"kafka": {"options": {"debug": "broker,fetch", "client.rack": "eu-west-1a"}}})),
+                 "ConfigMap")[0]["data"]
+    check(cm.get("TICKFAN_KAFKA") == "client.rack=eu-west-1a,debug=broker,fetch",
+          "variant: a kafka.options value with commas reaches TICKFAN_KAFKA whole (the edge splits only before key=)")
+except helm.HelmError as e:
+    check(False, f"variant kafka.options with commas render: {e}")
+
+try:
     cm = by_kind(objects(render({})), "ConfigMap")[0]["data"]
     check(cm.get("TICKFAN_RESUME_MEMORY") == "67108864" and cm.get("TICKFAN_RESUME_WINDOW") == "5m"
           and cm.get("TICKFAN_RESUME_MAX_TICKS") == "5000" and cm.get("TICKFAN_DIRECTORY_INTERVAL") == "60s"
@@ -625,7 +633,7 @@ bad = {
                                          "kafka.tls.existingSecret/caSecret are set but kafka.securityProtocol is SASL_PLAINTEXT"),
     "tls.existingSecret not a Secret name (schema)": ({"kafka": {"tls": {"existingSecret": "Kafka_TLS"}}}, "/kafka/tls/existingSecret"),
     "kafka.sasl.password: no value takes a password (schema)": ({"kafka": {"sasl": {"password": "hunter2"}}}, "'password' not allowed"),
-    "kafka.options value with a comma (schema)": ({"kafka": {"options": {"debug": "broker,fetch"}}}, "/kafka/options/debug"),
+    "kafka.options value with a comma and key= (schema)": ({"kafka": {"options": {"client.id": "edge,rack=a"}}}, "/kafka/options/client.id"),
     "kafka.options key not a librdkafka name (schema)": ({"kafka": {"options": {"Fetch.Wait.Max.Ms": "50"}}}, "invalid propertyName 'Fetch.Wait.Max.Ms'"),
     "config.TICKFAN_KAFKA (use kafka.options)": ({"config": {"TICKFAN_KAFKA": "client.rack=a"}}, "config.TICKFAN_KAFKA is managed by the chart's kafka.* values"),
     "config.TICKFAN_KAFKA_SASL_PASSWORD": ({"config": {"TICKFAN_KAFKA_SASL_PASSWORD": "hunter2"}}, "config.TICKFAN_KAFKA_SASL_PASSWORD is managed by the chart's kafka.* values"),

@@ -191,10 +191,13 @@ pub struct KafkaConfig {
     #[arg(long = "kafka-oauth-scope", env = "TICKFAN_KAFKA_OAUTH_SCOPE")]
     pub oauth_scope: Option<String>,
 
-    /// Extra librdkafka setting as KEY=VALUE (repeatable; in the environment,
-    /// comma-separated), e.g. `--kafka compression.codec=zstd`. Secrets are
-    /// refused here: use the --kafka-*-file flags or their variables.
-    #[arg(long = "kafka", env = "TICKFAN_KAFKA", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_key_value)]
+    /// Extra librdkafka setting as KEY=VALUE (repeatable; several in one
+    /// value or in the environment, comma-separated), e.g. `--kafka
+    /// compression.codec=zstd`. A comma starts the next setting only when
+    /// KEY=VALUE follows it, so a value may hold commas (`debug=broker,fetch`).
+    /// Secrets are refused here: use the --kafka-*-file flags or their
+    /// variables.
+    #[arg(long = "kafka", env = "TICKFAN_KAFKA", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub options: Vec<(String, String)>,
 }
 
@@ -232,6 +235,15 @@ impl KafkaConfig {
             })
     }
 
+    /// The extra librdkafka settings, every `--kafka` value split into its
+    /// `key=value` pairs (see [`KafkaConfig::options`]).
+    pub fn settings(&self) -> Vec<(String, String)> {
+        self.options
+            .iter()
+            .flat_map(|(k, v)| split_settings(k, v))
+            .collect()
+    }
+
     /// A librdkafka config: the bootstrap servers, then `defaults` (the
     /// caller's tuning), then the user's `--kafka` settings, which win, then
     /// the connection settings (secrets read now, from their file or
@@ -246,7 +258,7 @@ impl KafkaConfig {
         for (k, v) in defaults {
             c.set(*k, *v);
         }
-        for (k, v) in &self.options {
+        for (k, v) in self.settings() {
             c.set(k, v);
         }
         let protocol = self.protocol();
@@ -330,7 +342,7 @@ impl KafkaConfig {
                 "invalid topic name {t:?}"
             );
         }
-        for (k, _) in &self.options {
+        for (k, _) in self.settings() {
             let k = k.as_str();
             anyhow::ensure!(
                 !SECRET_KEYS.contains(&k),
@@ -450,6 +462,34 @@ fn secret(file: Option<&Path>, flag: &str, env: &str) -> anyhow::Result<Option<S
     }
 }
 
+/// One `--kafka` value's settings: `key=value` pairs separated by commas,
+/// where a comma starts the next pair only when what follows it is
+/// `key=value` with a librdkafka-shaped key (lowercase letters, digits, `.`
+/// and `_`); any other comma belongs to the value (`debug=broker,fetch`).
+fn split_settings(key: &str, value: &str) -> Vec<(String, String)> {
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+    };
+    let mut out = vec![(key.to_string(), String::new())];
+    for (i, piece) in value.split(',').enumerate() {
+        match piece.split_once('=') {
+            Some((k, v)) if i > 0 && is_key(k.trim()) => {
+                out.push((k.trim().to_string(), v.to_string()))
+            }
+            _ => {
+                let current = &mut out.last_mut().expect("one pair").1;
+                if i > 0 {
+                    current.push(',');
+                }
+                current.push_str(piece);
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -505,6 +545,43 @@ mod tests {
         );
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=x").is_err());
+    }
+
+    /// TICKFAN_KAFKA (or one `--kafka`) holds several settings, and a value
+    /// may hold commas: a comma starts the next setting only before
+    /// `key=value`.
+    #[test]
+    fn a_value_may_hold_commas() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            kafka: KafkaConfig,
+        }
+        let cli = Cli::try_parse_from([
+            "t",
+            "--kafka",
+            "fetch.wait.max.ms=50,debug=broker,fetch,client.rack=eu-west-1a",
+            "--kafka",
+            "statistics.interval.ms=0",
+        ])
+        .unwrap();
+        let settings = cli.kafka.settings();
+        assert_eq!(
+            settings,
+            [
+                ("fetch.wait.max.ms".to_string(), "50".to_string()),
+                ("debug".into(), "broker,fetch".into()),
+                ("client.rack".into(), "eu-west-1a".into()),
+                ("statistics.interval.ms".into(), "0".into()),
+            ]
+        );
+        let c = cli.kafka.client_config(&[]).unwrap();
+        assert_eq!(get(&c, "debug").as_deref(), Some("broker,fetch"));
+        assert_eq!(get(&c, "client.rack").as_deref(), Some("eu-west-1a"));
+        // A secret after a comma is still a setting of its own, and refused.
+        let cli = Cli::try_parse_from(["t", "--kafka", "debug=all,sasl.password=x"]).unwrap();
+        assert!(cli.kafka.validate().is_err());
     }
 
     #[test]
