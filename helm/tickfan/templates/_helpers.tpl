@@ -334,6 +334,135 @@ time instead.
 {{- end }}
 
 {{/*
+The edge's environment, as the ConfigMap carries it (a YAML map). Also read
+by tickfan.validate, which refuses a configFile setting that one of these
+variables would silently override.
+*/}}
+{{- define "tickfan.env" -}}
+TICKFAN_LISTEN: {{ printf "0.0.0.0:%d" (.Values.containerPort | int) | quote }}
+{{- if .Values.adminPort }}
+TICKFAN_ADMIN_LISTEN: {{ printf "0.0.0.0:%d" (.Values.adminPort | int) | quote }}
+{{- end }}
+TICKFAN_BROKERS: {{ .Values.kafka.brokers | quote }}
+TICKFAN_TOPIC: {{ .Values.kafka.topic | quote }}
+{{- if .Values.configFile }}
+TICKFAN_CONFIG: "/etc/tickfan/config/tickfan.toml"
+{{- end }}
+{{- with .Values.kafka }}
+TICKFAN_KAFKA_SECURITY_PROTOCOL: {{ .securityProtocol | quote }}
+{{- with .sasl.mechanism }}
+TICKFAN_KAFKA_SASL_MECHANISM: {{ . | quote }}
+{{- end }}
+{{- if ne .sasl.mechanism "OAUTHBEARER" }}
+{{- with .sasl.username }}
+TICKFAN_KAFKA_SASL_USERNAME: {{ . | quote }}
+{{- end }}
+{{- else }}
+TICKFAN_KAFKA_OAUTH_TOKEN_ENDPOINT: {{ .oauth.tokenEndpoint | quote }}
+TICKFAN_KAFKA_OAUTH_CLIENT_ID: {{ .oauth.clientId | quote }}
+{{- with .oauth.scope }}
+TICKFAN_KAFKA_OAUTH_SCOPE: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* Paths of the mounted Kafka secret files only: passwords and keys stay in their Secrets. */}}
+{{- range (include "tickfan.kafkaVolumes" . | fromJsonArray) }}
+{{- $dir := .mountPath }}
+{{- range .sources }}
+{{- range .items }}
+{{ .env }}: {{ printf "%s/%s" $dir .path | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.kafka.options }}
+TICKFAN_KAFKA: {{ include "tickfan.kafkaOptions" $ | quote }}
+{{- end }}
+{{- with .Values.schemaRegistry }}
+{{- if .url }}
+TICKFAN_SCHEMA_REGISTRY: {{ .url | quote }}
+{{- with .username }}
+TICKFAN_SCHEMA_REGISTRY_USER: {{ . | quote }}
+{{- end }}
+{{- with .timeout }}
+TICKFAN_SCHEMA_REGISTRY_TIMEOUT: {{ . | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* Paths of the mounted registry password and CA only: the password stays in its Secret. */}}
+{{- range (include "tickfan.schemaRegistryVolumes" . | fromJsonArray) }}
+{{- $dir := .mountPath }}
+{{- range .sources }}
+{{- range .items }}
+{{ .env }}: {{ printf "%s/%s" $dir .path | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.mappings }}
+TICKFAN_MAPPING: {{ join ";" . | quote }}
+{{- end }}
+TICKFAN_DRAIN_WINDOW: {{ printf "%ds" (.Values.drain.drainWindowSeconds | int) | quote }}
+TICKFAN_SHUTDOWN_GRACE: {{ printf "%ds" (.Values.drain.shutdownGraceSeconds | int) | quote }}
+{{- with .Values.trustedProxies }}
+TICKFAN_TRUSTED_PROXIES: {{ join "," . | quote }}
+{{- end }}
+{{- if .Values.page }}
+TICKFAN_PAGE: "true"
+{{- end }}
+{{- if .Values.permessageDeflate.enabled }}
+TICKFAN_PERMESSAGE_DEFLATE: "true"
+TICKFAN_DEFLATE_MIN_BYTES: {{ .Values.permessageDeflate.minBytes | int64 | toString | quote }}
+{{- end }}
+{{- with .Values.jwt.issuer }}
+TICKFAN_JWT_ISSUER: {{ . | quote }}
+{{- end }}
+{{- with .Values.jwt.audience }}
+TICKFAN_JWT_AUDIENCE: {{ . | quote }}
+{{- end }}
+{{- /* Paths of mounted key files only: the key material stays in the Secret. */}}
+{{- range (include "tickfan.jwtFiles" . | fromJsonArray) }}
+{{ .env }}: {{ printf "%s%s/%s" .prefix $.Values.jwt.mountPath .path | quote }}
+{{- end }}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ .otlpEndpoint | quote }}
+OTEL_SERVICE_NAME: {{ default "tickfan-edge" .serviceName | quote }}
+TICKFAN_TRACE_ROOT_SAMPLE: {{ .rootSample | toString | quote }}
+{{- end }}
+{{- end }}
+{{- /* int64: Helm holds numbers as float64, and toString would give 1e+06 for 1000000. */}}
+{{- with .Values.limits }}
+TICKFAN_WRITE_TIMEOUT: {{ .writeTimeout | toString | quote }}
+TICKFAN_MAX_CONNECTIONS_PER_IP: {{ .maxConnectionsPerIp | int64 | toString | quote }}
+TICKFAN_AUTH_FAILURE_RATE_PER_IP: {{ .authFailureRatePerIp | int64 | toString | quote }}
+TICKFAN_AUTH_FAILURE_BURST_PER_IP: {{ .authFailureBurstPerIp | int64 | toString | quote }}
+TICKFAN_MAX_UNKNOWN_SYMBOLS: {{ .maxUnknownSymbols | int64 | toString | quote }}
+TICKFAN_MAX_SUBSCRIPTIONS: {{ .maxSubscriptions | int64 | toString | quote }}
+TICKFAN_SYMBOL_RATE: {{ .symbolRate | int64 | toString | quote }}
+TICKFAN_SYMBOL_BURST: {{ .symbolBurst | int64 | toString | quote }}
+TICKFAN_CLIENT_FRAME_RATE: {{ .clientFrameRate | int64 | toString | quote }}
+TICKFAN_CLIENT_BYTE_RATE: {{ .clientByteRate | int64 | toString | quote }}
+TICKFAN_MAX_FRAGMENTS: {{ .maxFragments | int64 | toString | quote }}
+TICKFAN_MAX_HTTP_CONNECTIONS: {{ .maxHttpConnections | int64 | toString | quote }}
+TICKFAN_HTTP_WRITE_TIMEOUT: {{ .httpWriteTimeout | toString | quote }}
+TICKFAN_FD_RESERVE: {{ .fdReserve | int64 | toString | quote }}
+TICKFAN_PACING_PATIENCE: {{ .pacingPatience | toString | quote }}
+{{- end }}
+{{- with .Values.resume }}
+TICKFAN_RESUME_MEMORY: {{ .memoryBytes | int64 | toString | quote }}
+TICKFAN_RESUME_WINDOW: {{ .window | toString | quote }}
+TICKFAN_RESUME_MAX_TICKS: {{ .maxTicks | int64 | toString | quote }}
+{{- end }}
+{{- with .Values.directory }}
+TICKFAN_DIRECTORY_INTERVAL: {{ .interval | toString | quote }}
+TICKFAN_DIRECTORY_SAMPLE: {{ .sample | int64 | toString | quote }}
+TICKFAN_DIRECTORY_MAX: {{ .max | int64 | toString | quote }}
+{{- end }}
+{{- range $key, $value := .Values.config }}
+{{ $key }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
 Cross-field checks JSON Schema (draft-07) cannot express. Included by the
 Deployment so `helm template`/`install` fail early with a clear message.
 */}}
@@ -373,6 +502,14 @@ Deployment so `helm template`/`install` fail early with a clear message.
 {{- fail (printf "config.%s is managed by the chart's schemaRegistry.* and mappings values (the password from schemaRegistry.existingSecret only); set those instead" $key) }}
 {{- else if has $key $reserved }}
 {{- fail (printf "config.%s is managed by a dedicated value of this chart (see values.yaml); set that instead" $key) }}
+{{- end }}
+{{- end }}
+{{- if .Values.configFile }}
+{{- range $key, $_ := include "tickfan.env" . | fromYaml }}
+{{- $flag := $key | trimPrefix "TICKFAN_" | lower | replace "_" "-" }}
+{{- if and (hasPrefix "TICKFAN_" $key) (regexMatch (printf "(?m)^\\s*%s\\s*=" $flag) $.Values.configFile) }}
+{{- fail (printf "configFile sets %s, but the chart passes %s, an environment variable, which wins over the file: set it through the chart's value for it (see values.yaml) or in config, not in configFile" $flag $key) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
