@@ -122,20 +122,15 @@ async fn handle(
         (true, Ok(export)) => {
             let mut out = spans.lock().unwrap();
             for rs in export.resource_spans {
-                let service = rs
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|kv| kv.key == "service.name")
-                    .map(|kv| value(kv.value.as_ref()))
-                    .unwrap_or_default();
-                let version = rs
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|kv| kv.key == "service.version")
-                    .map(|kv| value(kv.value.as_ref()))
-                    .unwrap_or_default();
+                let resource = |key: &str| {
+                    rs.resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|kv| kv.key == key)
+                        .map(|kv| value(kv.value.as_ref()))
+                        .unwrap_or_default()
+                };
+                let (service, version) = (resource("service.name"), resource("service.version"));
                 for ss in rs.scope_spans {
                     for span in ss.spans {
                         out.push(Got {
