@@ -97,6 +97,17 @@ impl Receiver {
         );
         self.spans.lock().unwrap().clone()
     }
+
+    /// Waits for the `websocket session` span a connection exports when it
+    /// ends.
+    async fn session_span(&self) -> Got {
+        eventually("the session span", || async {
+            self.spans()
+                .into_iter()
+                .find(|s| s.name == "websocket session")
+        })
+        .await
+    }
 }
 
 async fn handle(
@@ -304,12 +315,7 @@ async fn edge_continues_the_traceparent_header_of_a_record() {
         }))
         .await
         .unwrap();
-    let session = eventually("the session span", || async {
-        rx.spans()
-            .into_iter()
-            .find(|s| s.name == "websocket session")
-    })
-    .await;
+    let session = rx.session_span().await;
     assert_eq!(session.service, "tickfan-edge");
     assert_eq!(session.kind, KIND_SERVER);
     assert!(session.parent_span_id.is_empty(), "a root span");
@@ -433,12 +439,7 @@ async fn otel_resource_attributes_name_the_version_when_they_set_one() {
     .await;
     let mut c = Client::connect(edge.addr).await;
     c.ws_mut().close(None).await.unwrap();
-    let session = eventually("the session span", || async {
-        rx.spans()
-            .into_iter()
-            .find(|s| s.name == "websocket session")
-    })
-    .await;
+    let session = rx.session_span().await;
     assert_eq!(session.service, "tickfan-edge");
     assert_eq!(session.version, "2.0.0-canary");
 }
