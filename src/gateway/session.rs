@@ -1710,8 +1710,6 @@ mod tests {
         assert_eq!(e.ended("protocol_error"), 1);
     }
 
-    /// A client message as a browser sends it once permessage-deflate is
-    /// negotiated: compressed, RSV1 set, masked.
     /// Every idle connection holds one session task; the edge's <= 4 KiB of
     /// RSS per idle connection (BENCHMARKS.md) rests on that task fitting
     /// jemalloc's 1 KiB size class. The task is tokio's cell (a 32-byte
@@ -1744,6 +1742,8 @@ mod tests {
         );
     }
 
+    /// A client message as a browser sends it once permessage-deflate is
+    /// negotiated: compressed, RSV1 set, masked.
     fn compressed_frame(text: &[u8]) -> Vec<u8> {
         client_frame(
             0xc1,
