@@ -501,6 +501,13 @@ impl Compiled {
             // one.
             return Err(DecodeError::Unresolvable);
         }
+        if counts_free_items(&writer, &names) {
+            // An array's blocks count their items, and an item of this type
+            // takes no bytes: a record of a few dozen bytes could claim
+            // billions of them, and apache-avro builds each one (a `Value`
+            // of 48 bytes) before the record ends. No market-data record needs one.
+            return Err(DecodeError::Unresolvable);
+        }
         let cx = Resolver {
             root: &writer,
             names: &names,
@@ -709,6 +716,34 @@ fn recursive(s: &Schema, names: &HashMap<Name, Schema>, open: &mut Vec<Name>) ->
         Schema::Union(u) => u.variants().iter().any(|v| recursive(v, names, open)),
         Schema::Array(a) => recursive(&a.items, names, open),
         Schema::Map(m) => recursive(&m.types, names, open),
+        _ => false,
+    }
+}
+
+/// Whether `s` has an array whose items take no bytes (see [`takes_no_bytes`]).
+/// Only for a schema that is not [`recursive`].
+fn counts_free_items(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
+    match s {
+        Schema::Array(a) => takes_no_bytes(&a.items, names) || counts_free_items(&a.items, names),
+        Schema::Record(r) => r.fields.iter().any(|f| counts_free_items(&f.schema, names)),
+        Schema::Ref { name } => names.get(name).is_some_and(|n| counts_free_items(n, names)),
+        Schema::Union(u) => u.variants().iter().any(|v| counts_free_items(v, names)),
+        Schema::Map(m) => counts_free_items(&m.types, names),
+        _ => false,
+    }
+}
+
+/// Whether a value of `s` can be encoded in no bytes at all: `null`, a
+/// `fixed` of size 0, a record of nothing but such fields. (Every other type
+/// takes at least one: a number, a length, a union's or an enum's index, an
+/// array's or a map's closing count.)
+fn takes_no_bytes(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
+    match s {
+        Schema::Null => true,
+        Schema::Fixed(f) => f.size == 0,
+        Schema::Decimal(d) => takes_no_bytes(&d.inner, names),
+        Schema::Record(r) => r.fields.iter().all(|f| takes_no_bytes(&f.schema, names)),
+        Schema::Ref { name } => names.get(name).is_some_and(|n| takes_no_bytes(n, names)),
         _ => false,
     }
 }
@@ -1419,6 +1454,67 @@ mod tests {
             r.decode(&record(&deep, 0), &s),
             Err(Skip::Bad(DecodeError::Unresolvable))
         );
+    }
+
+    /// An array whose items take no bytes (`null`, an empty record, a
+    /// `fixed` of size 0, at any depth): its blocks may count 2^20 items
+    /// each for a few bytes, so a 64 KiB record could make the decoder build
+    /// billions of values. Such a writer schema is refused before any record
+    /// of it is decoded, and a schema with arrays of real items is not.
+    #[test]
+    fn arrays_of_items_that_take_no_bytes_are_refused() {
+        let mut r = TopicReader::new(
+            "t:format=avro,symbol=symbol,price=price,forward=*"
+                .parse()
+                .unwrap(),
+            65536,
+        );
+        let with = |items: &str| {
+            format!(
+                r#"{{"type":"record","name":"T","fields":[
+                {{"name":"symbol","type":"string"}},{{"name":"price","type":"double"}},
+                {{"name":"xs","type":{{"type":"array","items":{items}}}}}]}}"#
+            )
+        };
+        let nested = r#"{"type":"record","name":"Wrap","fields":[{"name":"inner","type":["null",{"type":"array","items":{"type":"record","name":"Empty","fields":[{"name":"n","type":"null"}]}}]}]}"#;
+        let cases = [
+            (r#""null""#, true),
+            (r#"{"type":"record","name":"E","fields":[]}"#, true),
+            (
+                r#"{"type":"record","name":"E","fields":[{"name":"a","type":"null"},{"name":"b","type":{"type":"fixed","name":"Z","size":0}}]}"#,
+                true,
+            ),
+            (r#"{"type":"fixed","name":"Z","size":0}"#, true),
+            (nested, true),
+            ("\"int\"", false),
+            (r#"["null","int"]"#, false),
+            (r#"{"type":"array","items":"null"}"#, true),
+            (r#"{"type":"fixed","name":"One","size":1}"#, false),
+        ];
+        for (id, (items, refused)) in (20u32..).zip(cases) {
+            let schema = with(items);
+            let parsed = Schema::parse_str(&schema).unwrap_or_else(|e| panic!("{items}: {e}"));
+            let s = Fixed([(id, Arc::new(parsed))].into_iter().collect());
+            // symbol "A", price 0.0, then one block of 1,000 items of the
+            // empty kinds (no bytes each) or an empty array.
+            let mut datum = vec![0];
+            datum.extend(id.to_be_bytes());
+            datum.extend([2, b'A', 0, 0, 0, 0, 0, 0, 0, 0]);
+            if refused {
+                datum.extend([0xd0, 0x0f]); // 1,000 (zig-zag varint)
+            }
+            datum.push(0);
+            let got = r.decode(&record(&datum, 0), &s);
+            if refused {
+                assert_eq!(got, Err(Skip::Bad(DecodeError::Unresolvable)), "{items}");
+            } else {
+                assert_eq!(
+                    got.map(|d| d.tick.symbol.as_str().to_owned()),
+                    Ok("A".to_owned()),
+                    "{items}"
+                );
+            }
+        }
     }
 
     #[test]
