@@ -969,22 +969,6 @@ async fn a_descriptor_reserve_keeps_probes_answering_when_the_rest_are_used() {
     within(before, peak.0, after, 50, Duration::from_secs(10), &latency);
 }
 
-const SECRET: &str = "test-only-secret-of-at-least-32-bytes!!";
-
-fn token(symbols: &[&str]) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": "trader-1", "exp": exp, "symbols": symbols}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 /// `--admin-listen` serves the operators' routes, which leave the public
 /// port; with auth on, the public `/symbols` wants a token and lists only
 /// what it entitles.
@@ -994,13 +978,13 @@ async fn the_admin_listener_serves_operators_and_public_symbols_follow_entitleme
     let edge = Proc::spawn(
         &broker.bootstrap(),
         &topic,
-        &["--jwt-secret", SECRET],
+        &["--jwt-secret", JWT_SECRET],
         None,
         true,
     )
     .await;
     let admin = edge.admin.unwrap();
-    let all = token(&["*"]);
+    let all = jwt(&["*"]);
     let bystander = Bystander::start(edge.addr, &broker.bootstrap(), &topic, Some(&all)).await;
     let before = edge.usage();
     let sampler = Sampler::start(edge.pid());
@@ -1034,7 +1018,7 @@ async fn the_admin_listener_serves_operators_and_public_symbols_follow_entitleme
         (status, body.as_str()),
         (401, r#"{"error":"invalid token"}"#)
     );
-    let aapl = token(&["AAPL"]);
+    let aapl = jwt(&["AAPL"]);
     let bearer = format!("Bearer {aapl}");
     let (status, body) = get(edge.addr, "/symbols", &[("Authorization", &bearer)])
         .await

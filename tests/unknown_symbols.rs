@@ -277,6 +277,67 @@ async fn the_directory_lists_symbols_of_partitions_nobody_consumes() {
     edge.stop().await;
 }
 
+/// With auth on, the directory's symbols (of partitions nobody consumes, so
+/// none of them is cached) are listed by `/symbols` only as far as the
+/// caller's token entitles it, exactly like cached ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_lists_only_what_the_token_entitles() {
+    let broker = Broker::start();
+    let partitions = 4;
+    let topic = broker.topic(partitions).await;
+    let names: Vec<String> = distinct_partition_symbols("ENT", 4, partitions)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    for s in names.iter().chain([&"OTHER".to_string()]) {
+        feed.ticks(s, 1).await;
+    }
+    feed.flush().await;
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.auth.jwt_secret = Some(JWT_SECRET.into());
+    })
+    .await;
+    edge.ready().await;
+    let listed = |symbols: &[&str]| {
+        let path = format!("/symbols?token={}", jwt(symbols));
+        let edge = &edge;
+        async move {
+            let (status, body) = edge.get(&path).await;
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Vec<String>>(&body).unwrap()
+        }
+    };
+    let mut everything: Vec<String> = names.clone();
+    everything.push("OTHER".into());
+    everything.sort();
+    eventually(
+        "the directory lists every symbol to a token for all",
+        || async { (listed(&["*"]).await == everything).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        edge.metric("tickfan_assigned_partitions").await,
+        0.0,
+        "nothing consumed: every symbol listed is the directory's"
+    );
+    assert_eq!(
+        listed(&[names[0].as_str(), "NOT_TRADED"]).await,
+        vec![names[0].clone()],
+        "an exact entitlement: that symbol only"
+    );
+    let mut prefixed = names.clone();
+    prefixed.sort();
+    assert_eq!(listed(&["ENT*"]).await, prefixed, "a prefix entitlement");
+    assert_eq!(listed(&["NOT_TRADED"]).await, Vec::<String>::new());
+    let (status, body) = edge.get("/symbols").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (401, r#"{"error":"missing token"}"#)
+    );
+    edge.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_directory_holds_at_most_directory_max_symbols_and_counts_the_rest() {
     let broker = Broker::start();

@@ -1001,3 +1001,22 @@ pub async fn raw_handshake(
     }
     (s, String::from_utf8_lossy(&head).into_owned())
 }
+
+/// The HS256 secret of [`jwt`]'s tokens (`--jwt-secret`).
+pub const JWT_SECRET: &str = "test-only-secret-of-at-least-32-bytes!!";
+
+/// A token signed with [`JWT_SECRET`], valid for 10 minutes, entitled to
+/// `symbols` (exact names, `PREFIX*` or `*`).
+pub fn jwt(symbols: &[&str]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "trader-1", "exp": exp, "symbols": symbols}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
