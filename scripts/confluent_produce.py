@@ -12,6 +12,7 @@ Usage:
   confluent_produce.py --brokers B --registry URL [--user U --password P]
       --topic T --schema v1.avsc [--schema v2.avsc ...] [--subject S]
       [--key-field symbol | --key LITERAL] [--compatibility NONE]
+      [--reference NAME=SUBJECT=FILE.avsc ...]
       [--normalize] [--print-ids] [-X librdkafka.prop=value ...] < records.jsonl
 
 stdin: one JSON object per line (blank lines and lines starting with '#' are
@@ -38,6 +39,12 @@ Key: the string value of --key-field (or --key) UTF-8 encoded (StringSerializer)
 Partitioning: librdkafka's murmur2_random, i.e. the partition Java's default
 partitioner picks for a non-null key (and random for a null key).
 
+Schema references: each --reference registers FILE (a named type, full name
+NAME) under SUBJECT first, in the order given; a later reference or a --schema
+whose text names NAME (as a JSON string) is registered referring to it, as
+Confluent's schema references (the serializer then resolves them through the
+registry).
+
 Schemas: all --schema files are registered under the subject (default
 "<topic>-value") up front, in the order given, so on a fresh subject the i-th
 file becomes version i+1. Unless --compatibility '' is given, the subject's
@@ -57,7 +64,7 @@ import json
 import sys
 
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext, StringSerializer
@@ -84,8 +91,10 @@ def die(msg):
 class Coercer:
     """Converts JSON-decoded values into what fastavro writes for a schema."""
 
-    def __init__(self, schema):
+    def __init__(self, schema, imported=()):
         self.named = {}
+        for s in imported:
+            self._collect(s, None)
         self._collect(schema, None)
         self.schema = schema
 
@@ -259,6 +268,8 @@ def parse_args(argv):
     p.add_argument("--schema", action="append", required=True, metavar="FILE.avsc",
                    help="writer schema; repeat for several versions (select per line with \"_schema\": N)")
     p.add_argument("--subject", help="registry subject (default: <topic>-value)")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME=SUBJECT=FILE.avsc",
+                   help="register FILE under SUBJECT first; schemas naming NAME refer to it")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--key-field", help="use the string value of this record field as the key")
     keys.add_argument("--key", help="literal key for every record")
@@ -290,6 +301,18 @@ def main(argv):
             die(f"cannot read schema {path}: {e}")
         schemas.append((text, parsed))
 
+    references = []  # (name, subject, text, parsed)
+    for spec in a.reference:
+        parts = spec.split("=", 2)
+        if len(parts) != 3 or not all(parts):
+            die(f"--reference wants NAME=SUBJECT=FILE, got {spec!r}")
+        name, ref_subject, path = parts
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            references.append((name, ref_subject, text, json.loads(text)))
+        except (OSError, ValueError) as e:
+            die(f"cannot read reference {path}: {e}")
     sr_conf = {"url": a.registry}
     if a.user is not None:
         sr_conf["basic.auth.user.info"] = f"{a.user}:{a.password}"
@@ -303,7 +326,23 @@ def main(argv):
         # which asks the registry for associations first.
         "subject.name.strategy": lambda ctx, record_name: subject,
     }
+    registered = []  # SchemaReference of each --reference, once registered
+
+    def refs_of(text):
+        return [r for r in registered if json.dumps(r.name) in text]
+
+    def schema_of(text):
+        return Schema(text, "AVRO", references=refs_of(text))
+
     try:
+        for name, ref_subject, text, _ in references:
+            rs = registry.register_schema_full_response(
+                ref_subject, schema_of(text), normalize_schemas=a.normalize
+            )
+            version = rs.version
+            if version is None:
+                version = registry.lookup_schema(ref_subject, schema_of(text)).version
+            registered.append(SchemaReference(name, ref_subject, version))
         if a.compatibility:
             try:
                 registry.set_compatibility(subject_name=subject, level=a.compatibility)
@@ -312,22 +351,23 @@ def main(argv):
                     raise
                 # Some registries (Apicurio) only accept a subject-level config
                 # once the subject exists: register the first schema, then retry.
-                registry.register_schema(subject, Schema(schemas[0][0], "AVRO"), normalize_schemas=a.normalize)
+                registry.register_schema(subject, schema_of(schemas[0][0]), normalize_schemas=a.normalize)
                 registry.set_compatibility(subject_name=subject, level=a.compatibility)
         ids = []
         for text, _ in schemas:
             rs = registry.register_schema_full_response(
-                subject, Schema(text, "AVRO"), normalize_schemas=a.normalize
+                subject, schema_of(text), normalize_schemas=a.normalize
             )
             ids.append(rs.schema_id)
-        serializers = [AvroSerializer(registry, text, conf=ser_conf) for text, _ in schemas]
+        serializers = [AvroSerializer(registry, schema_of(text), conf=ser_conf) for text, _ in schemas]
     except SchemaRegistryError as e:
         hint = ""
         if e.http_status_code == 404 and "/apis/ccompat/" not in a.registry:
             hint = " (Apicurio serves the Confluent API under /apis/ccompat/v7: include it in --registry)"
         die(f"schema registry {a.registry}: {e}{hint}")
 
-    coercers = [Coercer(parsed) for _, parsed in schemas]
+    imported = [parsed for _, _, _, parsed in references]
+    coercers = [Coercer(parsed, imported) for _, parsed in schemas]
     key_ser = StringSerializer("utf_8")
 
     conf = {

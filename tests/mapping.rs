@@ -53,19 +53,22 @@ fn mapping(topic: &str) -> String {
     format!("{topic}:format=avro,symbol=instrument.ticker,price=px,size=qty,ts=event_time,forward=desk|cond")
 }
 
-/// The registry's one call, with a switch to make it answer 503 and an
-/// optional basic-auth password.
+/// The registry's calls the edge makes (`GET /schemas/ids/{id}`, and for
+/// schema references `GET /subjects/{subject}/versions/{version}`), with a
+/// switch to make it answer 503 and an optional basic-auth password.
 #[derive(Clone)]
 struct TestRegistry {
     addr: SocketAddr,
-    schemas: Arc<Mutex<HashMap<u32, String>>>,
+    schemas: Arc<Mutex<HashMap<u32, serde_json::Value>>>,
+    versions: Arc<Mutex<HashMap<(String, i64), serde_json::Value>>>,
     down: Arc<AtomicBool>,
     calls: Arc<AtomicUsize>,
 }
 
 impl TestRegistry {
     async fn start(auth: Option<&str>) -> TestRegistry {
-        let schemas: Arc<Mutex<HashMap<u32, String>>> = Arc::default();
+        let schemas: Arc<Mutex<HashMap<u32, serde_json::Value>>> = Arc::default();
+        let versions: Arc<Mutex<HashMap<(String, i64), serde_json::Value>>> = Arc::default();
         let down = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicUsize::new(0));
         let want = auth.map(|a| {
@@ -75,43 +78,62 @@ impl TestRegistry {
                 base64::engine::general_purpose::STANDARD.encode(a)
             )
         });
-        let (s, d, c) = (schemas.clone(), down.clone(), calls.clone());
-        let route = warp::path!("schemas" / "ids" / u32)
+        let (d, c) = (down.clone(), calls.clone());
+        // The answer to a request for `found`, as the registry gives it.
+        let answer = move |authorization: Option<String>, found: Option<serde_json::Value>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let reply = |code: u16, body: serde_json::Value| {
+                warp::reply::with_status(
+                    warp::reply::json(&body),
+                    warp::http::StatusCode::from_u16(code).unwrap(),
+                )
+            };
+            if want.is_some() && authorization != want {
+                return reply(
+                    401,
+                    serde_json::json!({"error_code": 401, "message": "Unauthorized"}),
+                );
+            }
+            if d.load(Ordering::SeqCst) {
+                return reply(
+                    503,
+                    serde_json::json!({"error_code": 50003, "message": "down"}),
+                );
+            }
+            match found {
+                Some(a) => reply(200, a),
+                None => reply(
+                    404,
+                    serde_json::json!({"error_code": 40403, "message": "Schema not found"}),
+                ),
+            }
+        };
+        let (s, a) = (schemas.clone(), answer.clone());
+        let by_id = warp::path!("schemas" / "ids" / u32)
             .and(warp::header::optional::<String>("authorization"))
-            .map(move |id: u32, authorization: Option<String>| {
-                c.fetch_add(1, Ordering::SeqCst);
-                let reply = |code: u16, body: serde_json::Value| {
-                    warp::reply::with_status(
-                        warp::reply::json(&body),
-                        warp::http::StatusCode::from_u16(code).unwrap(),
-                    )
-                };
-                if want.is_some() && authorization != want {
-                    return reply(
-                        401,
-                        serde_json::json!({"error_code": 401, "message": "Unauthorized"}),
-                    );
-                }
-                if d.load(Ordering::SeqCst) {
-                    return reply(
-                        503,
-                        serde_json::json!({"error_code": 50003, "message": "down"}),
-                    );
-                }
-                match s.lock().unwrap().get(&id) {
-                    Some(schema) => reply(200, serde_json::json!({ "schema": schema })),
-                    None => reply(
-                        404,
-                        serde_json::json!({"error_code": 40403, "message": "Schema not found"}),
-                    ),
-                }
+            .map(move |id: u32, authorization| {
+                a(authorization, s.lock().unwrap().get(&id).cloned())
+            });
+        let v = versions.clone();
+        let by_version = warp::path!("subjects" / String / "versions" / i64)
+            .and(warp::header::optional::<String>("authorization"))
+            .map(move |subject: String, version: i64, authorization| {
+                let subject = percent_encoding::percent_decode_str(&subject)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned();
+                answer(
+                    authorization,
+                    v.lock().unwrap().get(&(subject, version)).cloned(),
+                )
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(warp::serve(route).incoming(listener).run());
+        tokio::spawn(warp::serve(by_id.or(by_version)).incoming(listener).run());
         TestRegistry {
             addr,
             schemas,
+            versions,
             down,
             calls,
         }
@@ -122,7 +144,20 @@ impl TestRegistry {
     }
 
     fn register(&self, id: u32, schema: &str) {
-        self.schemas.lock().unwrap().insert(id, schema.to_string());
+        self.register_answer(id, serde_json::json!({ "schema": schema }));
+    }
+
+    /// `answer` is what `GET /schemas/ids/{id}` returns.
+    fn register_answer(&self, id: u32, answer: serde_json::Value) {
+        self.schemas.lock().unwrap().insert(id, answer);
+    }
+
+    /// `answer` is what `GET /subjects/{subject}/versions/{version}` returns.
+    fn register_version(&self, subject: &str, version: i64, answer: serde_json::Value) {
+        self.versions
+            .lock()
+            .unwrap()
+            .insert((subject.to_string(), version), answer);
     }
 }
 
@@ -195,12 +230,7 @@ async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_deci
     })
     .await;
     edge.ready().await;
-    let mut c = Client::connect(edge.addr).await;
-    c.subscribe(&["ACME"]).await;
-    eventually("partition assigned", || async {
-        (edge.partitions().await == vec![0]).then_some(())
-    })
-    .await;
+    let mut c = edge.subscribed_on_partition_0(&["ACME"]).await;
 
     let mut feed = Feed::new(&broker.bootstrap(), &topic);
     let desk = ("desk", Avro::String("eq".into()));
@@ -285,6 +315,176 @@ async fn schema_versions_interleaved_on_one_partition_all_arrive_with_exact_deci
         registry.calls.load(Ordering::SeqCst),
         4,
         "each schema fetched once"
+    );
+    edge.stop().await;
+}
+
+/// A venue, as a shared subject's version 1 (not the one referenced) and 2.
+const VENUE_V1: &str =
+    r#"{"type":"enum","name":"Venue","namespace":"com.example.ref","symbols":["XLON"]}"#;
+const VENUE_V2: &str =
+    r#"{"type":"enum","name":"Venue","namespace":"com.example.ref","symbols":["XNAS","XNYS"]}"#;
+/// An instrument importing its venue from another subject.
+const INSTRUMENT_REF: &str = r#"{"type":"record","name":"Instrument","namespace":"com.example.ref","fields":[
+    {"name":"ticker","type":"string"},{"name":"venue","type":"com.example.ref.Venue"}]}"#;
+/// A quote importing the instrument (and naming the venue it uses too).
+const QUOTE_REF: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+    {"name":"instrument","type":"com.example.ref.Instrument"},
+    {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+    {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"legs","type":{"type":"array","items":"com.example.ref.Instrument"}}]}"#;
+/// The same quote with its imports written out: what its producer encodes with.
+const QUOTE_WHOLE: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+    {"name":"instrument","type":{"type":"record","name":"Instrument","namespace":"com.example.ref","fields":[
+        {"name":"ticker","type":"string"},
+        {"name":"venue","type":{"type":"enum","name":"Venue","symbols":["XNAS","XNYS"]}}]}},
+    {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+    {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"legs","type":{"type":"array","items":"com.example.ref.Instrument"}}]}"#;
+
+/// A writer schema importing named types from other subjects (Confluent
+/// schema references; the instrument imports the venue in turn): the edge
+/// fetches each referenced version once, and reads the records as if the
+/// schema had been written out whole. A schema whose import the registry
+/// does not have is `unknown_schema`, and the partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_with_references_is_read_through_the_subjects_it_imports() {
+    use serde_json::json;
+    let broker = Broker::start();
+    let topic = broker.topic(1).await;
+    let registry = TestRegistry::start(None).await;
+    let venue = "shared types/venue";
+    registry.register_version(
+        venue,
+        1,
+        json!({"subject": venue, "version": 1, "id": 21, "schema": VENUE_V1}),
+    );
+    registry.register_version(
+        venue,
+        2,
+        json!({"subject": venue, "version": 2, "id": 22, "schema": VENUE_V2}),
+    );
+    registry.register_version(
+        "instrument-value",
+        3,
+        json!({"subject": "instrument-value", "version": 3, "id": 23, "schema": INSTRUMENT_REF,
+               "references": [{"name": "com.example.ref.Venue", "subject": venue, "version": 2}]}),
+    );
+    registry.register_answer(
+        10,
+        json!({"schema": QUOTE_REF, "references": [
+            {"name": "com.example.ref.Instrument", "subject": "instrument-value", "version": 3},
+            {"name": "com.example.ref.Venue", "subject": venue, "version": 2}]}),
+    );
+    registry.register_answer(
+        11,
+        json!({"schema": QUOTE_REF, "references": [
+            {"name": "com.example.ref.Instrument", "subject": "instrument-value", "version": 4}]}),
+    );
+    // Past the bounds: 65 imports (64 are fetched, then the schema is
+    // refused), and an import whose answer passes 1 MiB.
+    let many: Vec<serde_json::Value> = (0..65)
+        .map(|i| {
+            let subject = format!("many-{i}");
+            let schema = format!(r#"{{"type":"enum","name":"E{i}","symbols":["A"]}}"#);
+            registry.register_version(&subject, 1, json!({"schema": schema}));
+            json!({"name": format!("E{i}"), "subject": subject, "version": 1})
+        })
+        .collect();
+    registry.register_answer(12, json!({"schema": QUOTE_REF, "references": many}));
+    let huge = format!(
+        r#"{{"type":"enum","name":"Venue","namespace":"com.example.ref","doc":"{}","symbols":["XNAS","XNYS"]}}"#,
+        "x".repeat(1 << 20)
+    );
+    registry.register_version("huge", 1, json!({"schema": huge}));
+    registry.register_answer(
+        13,
+        json!({"schema": QUOTE_REF, "references": [
+            {"name": "com.example.ref.Venue", "subject": "huge", "version": 1}]}),
+    );
+    let url = registry.url();
+    let spec = format!("{topic}:format=avro,symbol=instrument.ticker,price=px,venue=instrument.venue,ts=event_time,forward=legs");
+    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
+        c.ingest.mappings = vec![spec.parse().unwrap()];
+        c.ingest.registry.schema_registry = Some(url);
+    })
+    .await;
+    edge.ready().await;
+    let mut c = edge.subscribed_on_partition_0(&["ACME"]).await;
+
+    let whole = Schema::parse_str(QUOTE_WHOLE).unwrap();
+    let instrument = |t: &str, v: u32| {
+        Avro::Record(vec![
+            ("ticker".into(), Avro::String(t.into())),
+            (
+                "venue".into(),
+                Avro::Enum(v, ["XNAS", "XNYS"][v as usize].into()),
+            ),
+        ])
+    };
+    let quote = |id: u32, px: i64, venue: u32| {
+        let mut out = vec![0];
+        out.extend_from_slice(&id.to_be_bytes());
+        let value = Avro::Record(vec![
+            ("instrument".into(), instrument("ACME", venue)),
+            (
+                "px".into(),
+                Avro::Decimal(Decimal::from(
+                    num_bigint::BigInt::from(px).to_signed_bytes_be(),
+                )),
+            ),
+            (
+                "event_time".into(),
+                Avro::TimestampMillis(1_764_770_000_000),
+            ),
+            ("legs".into(), Avro::Array(vec![instrument("LEG", 0)])),
+        ]);
+        out.extend(to_avro_datum(&whole, value).unwrap());
+        out
+    };
+    let mut feed = Feed::new(&broker.bootstrap(), &topic);
+    feed.raw("ACME", &quote(10, 1_892_500, 1)).await;
+    feed.raw("ACME", &quote(11, 1, 0)).await;
+    feed.raw("ACME", &quote(12, 2, 0)).await;
+    feed.raw("ACME", &quote(13, 3, 0)).await;
+    feed.raw("ACME", &quote(10, 1_892_600, 0)).await;
+    feed.flush().await;
+    c.read_until("two ticks", |f| {
+        f.iter().filter(|t| matches!(t, Frame::Tick { .. })).count() >= 2
+    })
+    .await;
+    let seqs: Vec<i64> = c.ticks("ACME").iter().map(|t| t.0).collect();
+    assert_eq!(
+        seqs,
+        [1, 5],
+        "offsets 1 to 3: an import the registry lacks, too many imports, too large"
+    );
+    let ticks: Vec<&serde_json::Value> = c.tick_values(None);
+    assert_eq!(
+        ticks[0]["venue"], "XNYS",
+        "the venue of the referenced version 2"
+    );
+    assert_eq!(ticks[1]["venue"], "XNAS");
+    let text = c.texts.join("\n");
+    assert!(text.contains(r#""price":189.2500"#), "{text}");
+    assert!(text.contains(r#""price":189.2600"#), "{text}");
+    assert_eq!(
+        ticks[0]["attrs"]["legs"], r#"[{"ticker":"LEG","venue":"XNAS"}]"#,
+        "a later use of an imported type"
+    );
+    edge.metric_reaches(&decode_errors("unknown_schema"), 3.0)
+        .await;
+    edge.metric_reaches("tickfan_schema_fetches_total{result=\"bad_answer\"}", 2.0)
+        .await;
+    edge.metric_reaches("tickfan_schema_fetches_total{result=\"ok\"}", 1.0)
+        .await;
+    edge.metric_reaches("tickfan_schema_fetches_total{result=\"not_found\"}", 1.0)
+        .await;
+    assert_eq!(
+        registry.calls.load(Ordering::SeqCst),
+        5 + 65 + 2,
+        "id 10, its two imports (the venue once), id 11 and its missing import; \
+         id 12 and 64 of its 65 imports; id 13 and its huge import"
     );
     edge.stop().await;
 }

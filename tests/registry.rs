@@ -28,6 +28,60 @@ const PX: &str =
 const TIME: &str =
     r#"{"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}}"#;
 
+/// An edge reading `topic` through the mapping `fields` (after `TOPIC:format=avro,`)
+/// with the registry that wants basic auth; and a temporary directory (holding
+/// the password file) for the test's own files.
+async fn edge_on_the_registry(
+    broker: &Broker,
+    topic: &str,
+    fields: &str,
+) -> (Edge, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("tickfan-registry-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = dir.join("password");
+    std::fs::write(&password, env("TICKFAN_TEST_REGISTRY_PASSWORD")).unwrap();
+    let spec = format!("{topic}:format=avro,{fields}");
+    let edge = Edge::spawn(&broker.bootstrap(), topic, |c| {
+        c.ingest.mappings = vec![spec.parse().unwrap()];
+        c.ingest.registry.schema_registry = Some(env("TICKFAN_TEST_REGISTRY_AUTH"));
+        c.ingest.registry.schema_registry_user = Some(env("TICKFAN_TEST_REGISTRY_USER"));
+        c.ingest.registry.schema_registry_password_file = Some(password);
+    })
+    .await;
+    edge.ready().await;
+    (edge, dir)
+}
+
+/// Runs scripts/confluent_produce.py (Python's confluent-kafka, not tickfan
+/// code) with `args`, `input` on its stdin; panics with its output if it fails.
+async fn confluent_produce(args: Vec<String>, input: String) {
+    let python = env("TICKFAN_TEST_PYTHON");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(python)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "confluent_produce.py: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn schema(fields: &[&str]) -> String {
     format!(
         r#"{{"type":"record","name":"Quote","namespace":"com.example","fields":[{}]}}"#,
@@ -39,30 +93,14 @@ fn schema(fields: &[&str]) -> String {
 async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_real_registry() {
     let broker = Broker::real();
     let topic = broker.topic(1).await;
+    let (edge, dir) = edge_on_the_registry(
+        &broker,
+        &topic,
+        "symbol=instrument.ticker,price=px,size=qty,ts=event_time,forward=desk|cond",
+    )
+    .await;
     let registry = env("TICKFAN_TEST_REGISTRY_AUTH");
-    let dir = std::env::temp_dir().join(format!("tickfan-registry-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let password = dir.join("password");
-    std::fs::write(&password, env("TICKFAN_TEST_REGISTRY_PASSWORD")).unwrap();
-
-    let spec = format!(
-        "{topic}:format=avro,symbol=instrument.ticker,price=px,size=qty,ts=event_time,forward=desk|cond"
-    );
-    let (url, user) = (registry.clone(), env("TICKFAN_TEST_REGISTRY_USER"));
-    let edge = Edge::spawn(&broker.bootstrap(), &topic, |c| {
-        c.ingest.mappings = vec![spec.parse().unwrap()];
-        c.ingest.registry.schema_registry = Some(url);
-        c.ingest.registry.schema_registry_user = Some(user);
-        c.ingest.registry.schema_registry_password_file = Some(password);
-    })
-    .await;
-    edge.ready().await;
-    let mut c = Client::connect(edge.addr).await;
-    c.subscribe(&["ACME"]).await;
-    eventually("partition assigned", || async {
-        (edge.partitions().await == vec![0]).then_some(())
-    })
-    .await;
+    let mut c = edge.subscribed_on_partition_0(&["ACME"]).await;
 
     // v1; v2 adds an optional `cond`; v3 removes `desk` (it had a default)
     // and widens `qty` from float to double.
@@ -118,32 +156,7 @@ async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_
         r#"{"_schema":2,"_key":"ACME","instrument":{"ticker":"ACME"},"px":"-5","qty":3,"event_time":1764770000004,"cond":"T"}"#,
         r#"{"_schema":1,"_key":"ACME","instrument":{"ticker":"ACME"},"px":"100","qty":4,"event_time":1764770000005,"desk":"eq","cond":null}"#,
     ];
-    let python = env("TICKFAN_TEST_PYTHON");
-    let input = records.join("\n");
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(python)
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("python");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "confluent_produce.py: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    confluent_produce(args, records.join("\n")).await;
 
     c.read_until("six ticks", |f| {
         f.iter().filter(|t| matches!(t, Frame::Tick { .. })).count() >= 6
@@ -174,6 +187,100 @@ async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_
     edge.metric_reaches("tickfan_ticks_consumed_total", 6.0)
         .await;
     edge.metric_reaches("tickfan_schema_fetches_total{result=\"ok\"}", 3.0)
+        .await;
+    edge.stop().await;
+}
+
+/// Confluent schema references as a producer really registers them: the
+/// quote imports its instrument from another subject, which imports its
+/// venue from a third (whose name needs escaping in a URL); Python's
+/// AvroSerializer resolves them through the registry, and so does the edge
+/// (`GET /subjects/{subject}/versions/{version}`, with the registry's basic
+/// auth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_importing_types_from_other_subjects_is_read_through_a_real_registry() {
+    let broker = Broker::real();
+    let topic = broker.topic(1).await;
+    let (edge, dir) = edge_on_the_registry(
+        &broker,
+        &topic,
+        "symbol=instrument.ticker,price=px,venue=instrument.venue,ts=event_time,forward=legs",
+    )
+    .await;
+    let registry = env("TICKFAN_TEST_REGISTRY_AUTH");
+    let mut c = edge.subscribed_on_partition_0(&["ACME"]).await;
+
+    let files = [
+        (
+            "venue.avsc",
+            r#"{"type":"enum","name":"Venue","namespace":"com.example.ref","symbols":["XNAS","XNYS"]}"#,
+        ),
+        (
+            "instrument.avsc",
+            r#"{"type":"record","name":"Instrument","namespace":"com.example.ref","fields":[
+            {"name":"ticker","type":"string"},{"name":"venue","type":"com.example.ref.Venue"}]}"#,
+        ),
+        (
+            "quote.avsc",
+            r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+            {"name":"instrument","type":"com.example.ref.Instrument"},
+            {"name":"px","type":{"type":"bytes","logicalType":"decimal","precision":18,"scale":4}},
+            {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"legs","type":{"type":"array","items":"com.example.ref.Instrument"}}]}"#,
+        ),
+    ];
+    let path = |name: &str| dir.join(name).display().to_string();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let args = vec![
+        env("TICKFAN_TEST_CONFLUENT_PRODUCE"),
+        "--brokers".into(),
+        broker.bootstrap(),
+        "--registry".into(),
+        registry,
+        "--user".into(),
+        env("TICKFAN_TEST_REGISTRY_USER"),
+        "--password".into(),
+        env("TICKFAN_TEST_REGISTRY_PASSWORD"),
+        "--topic".into(),
+        topic.clone(),
+        "--reference".into(),
+        format!(
+            "com.example.ref.Venue={topic} shared/venue={}",
+            path("venue.avsc")
+        ),
+        "--reference".into(),
+        format!(
+            "com.example.ref.Instrument={topic}-instrument={}",
+            path("instrument.avsc")
+        ),
+        "--schema".into(),
+        path("quote.avsc"),
+    ];
+    let records = [
+        r#"{"_key":"ACME","instrument":{"ticker":"ACME","venue":"XNYS"},"px":"189.2500","event_time":1764770000000,"legs":[{"ticker":"LEG","venue":"XNAS"}]}"#,
+        r#"{"_key":"ACME","instrument":{"ticker":"ACME","venue":"XNAS"},"px":"189.2600","event_time":1764770000001,"legs":[]}"#,
+    ];
+    confluent_produce(args, records.join("\n")).await;
+
+    c.read_until("two ticks", |f| {
+        f.iter().filter(|t| matches!(t, Frame::Tick { .. })).count() >= 2
+    })
+    .await;
+    let seqs: Vec<i64> = c.ticks("ACME").iter().map(|t| t.0).collect();
+    assert_eq!(seqs, [1, 2], "offset + 1: neither record skipped");
+    let ticks: Vec<&serde_json::Value> = c.tick_values(None);
+    assert_eq!(ticks[0]["venue"], "XNYS");
+    assert_eq!(ticks[1]["venue"], "XNAS");
+    assert_eq!(
+        ticks[0]["attrs"]["legs"],
+        r#"[{"ticker":"LEG","venue":"XNAS"}]"#
+    );
+    let text = c.texts.join("\n");
+    assert!(text.contains(r#""price":189.2500"#), "{text}");
+    assert!(text.contains(r#""price":189.2600"#), "{text}");
+    edge.metric_reaches("tickfan_schema_fetches_total{result=\"ok\"}", 1.0)
         .await;
     edge.stop().await;
 }

@@ -6,9 +6,11 @@
 //! 1. The poll loop stops fetching that record's partition (it unassigns it
 //!    and keeps the record's offset), asks [`Schemas::request`] for the id,
 //!    and goes on with every other partition.
-//! 2. A thread of its own fetches `GET /schemas/ids/{id}` (basic auth and
-//!    TLS as configured; at most `--schema-registry-timeout` per request,
-//!    1 MiB per answer). When the registry does not answer, answers 5xx or
+//! 2. A thread of its own fetches `GET /schemas/ids/{id}` and, for a schema
+//!    with references, `GET /subjects/{subject}/versions/{version}` for each
+//!    schema it imports (basic auth and TLS as configured; at most
+//!    `--schema-registry-timeout` per request, 1 MiB of answers and 64
+//!    imports per schema). When the registry does not answer, answers 5xx or
 //!    refuses the credentials, it tries again after 100 ms, doubling up to
 //!    5 s, for as long as it takes; each attempt is counted in
 //!    `tickfan_schema_fetches_total{result}`, and the first failure of each
@@ -33,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apache_avro::Schema;
+use apache_avro::{schema::Name, Schema};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -48,8 +50,12 @@ pub const PASSWORD_ENV: &str = "TICKFAN_SCHEMA_REGISTRY_PASSWORD";
 /// How long an id the registry said it does not have is not asked again.
 pub const MISSING_TTL: Duration = Duration::from_secs(30);
 
-/// Largest registry answer read, in bytes.
+/// Largest registry answer read, in bytes: a schema and all the schemas it
+/// references together.
 const MAX_ANSWER_BYTES: u64 = 1 << 20;
+
+/// Most schemas one writer schema may reference, directly or through others.
+const MAX_REFERENCES: usize = 64;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -196,6 +202,9 @@ impl Schemas {
         let weak = Arc::downgrade(&schemas);
         std::thread::Builder::new()
             .name("tickfan-schemas".into())
+            // Parsing a schema recurses per nested type (see `with_references`):
+            // room for the deepest one allowed in a debug build too.
+            .stack_size(16 << 20)
             .spawn(move || {
                 let mut warned: HashSet<&'static str> = HashSet::new();
                 while !shutdown.is_cancelled() {
@@ -339,59 +348,252 @@ impl Client {
     }
 
     fn fetch(&self, id: u32) -> Fetched {
-        let mut req = self
-            .agent
-            .get(format!("{}/schemas/ids/{id}", self.base))
-            .header(
-                "Accept",
-                "application/vnd.schemaregistry.v1+json, application/json",
-            );
+        let mut budget = MAX_ANSWER_BYTES;
+        let answer = match self.get(&format!("/schemas/ids/{id}"), &mut budget) {
+            Ok(a) => a,
+            Err(f) => return f,
+        };
+        if answer.references.is_empty() {
+            return match Schema::parse_str(&answer.schema) {
+                Ok(s) => Fetched::Schema(Arc::new(s)),
+                Err(_) => Fetched::Missing("bad_answer"),
+            };
+        }
+        // Schema references: each named type the schema imports is the
+        // schema of a subject's version, which may import others in turn.
+        let mut referenced: Vec<String> = Vec::new();
+        let mut seen: HashSet<(String, i64)> = HashSet::new();
+        let mut todo = answer.references;
+        while let Some(r) = todo.pop() {
+            if !seen.insert((r.subject.clone(), r.version)) {
+                continue;
+            }
+            if seen.len() > MAX_REFERENCES {
+                return Fetched::Missing("bad_answer");
+            }
+            let subject = percent_encoding::utf8_percent_encode(&r.subject, PATH_SEGMENT);
+            let path = format!("/subjects/{subject}/versions/{}", r.version);
+            match self.get(&path, &mut budget) {
+                Ok(a) => {
+                    todo.extend(a.references);
+                    referenced.push(a.schema);
+                }
+                Err(f) => return f,
+            }
+        }
+        match with_references(&answer.schema, &referenced) {
+            Some(s) => Fetched::Schema(Arc::new(s)),
+            None => Fetched::Missing("bad_answer"),
+        }
+    }
+
+    /// One registry answer holding a schema (`/schemas/ids/{id}`,
+    /// `/subjects/{subject}/versions/{version}`), its size taken from
+    /// `budget`; `Err` is what the fetch got instead.
+    fn get(&self, path: &str, budget: &mut u64) -> Result<Answer, Fetched> {
+        let mut req = self.agent.get(format!("{}{path}", self.base)).header(
+            "Accept",
+            "application/vnd.schemaregistry.v1+json, application/json",
+        );
         if let Some(a) = &self.authorization {
             req = req.header("Authorization", a);
         }
         let mut resp = match req.call() {
             Ok(r) => r,
-            Err(e) => return Fetched::Failed("unreachable", e.to_string()),
+            Err(e) => return Err(Fetched::Failed("unreachable", e.to_string())),
         };
         let status = resp.status().as_u16();
         match status {
             200 => {}
-            404 => return Fetched::Missing("not_found"),
+            404 => return Err(Fetched::Missing("not_found")),
             401 | 403 => {
-                return Fetched::Failed(
+                return Err(Fetched::Failed(
                     "refused",
                     format!("HTTP {status}: check the registry credentials"),
-                )
+                ))
             }
-            _ => return Fetched::Failed("server_error", format!("HTTP {status}")),
+            _ => return Err(Fetched::Failed("server_error", format!("HTTP {status}"))),
         }
         let body = match resp
             .body_mut()
             .with_config()
-            .limit(MAX_ANSWER_BYTES)
+            .limit(*budget)
             .read_to_string()
         {
             Ok(b) => b,
-            Err(e) => return Fetched::Failed("bad_answer", e.to_string()),
+            // Over the budget: the schema and its references together are
+            // larger than one answer may be.
+            Err(ureq::Error::BodyExceedsLimit(_)) => return Err(Fetched::Missing("bad_answer")),
+            Err(e) => return Err(Fetched::Failed("bad_answer", e.to_string())),
         };
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            schema: String,
-            #[serde(rename = "schemaType")]
-            schema_type: Option<String>,
-        }
+        *budget = budget.saturating_sub(body.len() as u64);
         let answer: Answer = match serde_json::from_str(&body) {
             Ok(a) => a,
-            Err(e) => return Fetched::Failed("bad_answer", format!("not a schema answer: {e}")),
+            Err(e) => {
+                return Err(Fetched::Failed(
+                    "bad_answer",
+                    format!("not a schema answer: {e}"),
+                ))
+            }
         };
         if answer.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
-            return Fetched::Missing("bad_answer");
+            return Err(Fetched::Missing("bad_answer"));
         }
-        match Schema::parse_str(&answer.schema) {
-            Ok(s) => Fetched::Schema(Arc::new(s)),
-            Err(_) => Fetched::Missing("bad_answer"),
+        Ok(answer)
+    }
+}
+
+/// What a subject's name must escape to be one segment of a URL's path.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// A registry answer holding a schema.
+#[derive(serde::Deserialize)]
+struct Answer {
+    schema: String,
+    #[serde(rename = "schemaType")]
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<Reference>,
+}
+
+/// A named type a schema imports: the schema of `subject`'s `version`.
+#[derive(serde::Deserialize)]
+struct Reference {
+    subject: String,
+    version: i64,
+}
+
+/// The schema `main` importing the named types of `referenced` (Confluent
+/// schema references), as one schema that resolves on its own; `None` if
+/// they do not parse together, or nest deeper than one schema may.
+///
+/// apache-avro parses a referenced type where it is first used, by
+/// recursion (about 8 KiB of stack per nested record in a release build,
+/// 64 KiB in a debug one), so a chain of references nests as deep as all
+/// its schemas together: their JSON nesting, summed, is held to what
+/// serde_json allows one document (128 levels).
+fn with_references(main: &str, referenced: &[String]) -> Option<Schema> {
+    let nesting: usize = std::iter::once(main)
+        .chain(referenced.iter().map(String::as_str))
+        .map(json_depth)
+        .sum();
+    if nesting > MAX_JSON_NESTING {
+        return None;
+    }
+    let (main, list) = Schema::parse_str_with_list(main, referenced).ok()?;
+    self_contained(main, list)
+}
+
+/// serde_json's recursion limit for one document.
+const MAX_JSON_NESTING: usize = 128;
+
+/// How deep `text`'s objects and arrays nest (brackets inside strings
+/// skipped). serde_json reads a document with its limit but does not report
+/// the depth, so it is counted here.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
+    deepest
+}
+
+/// `main` with each referenced schema's definition put in place of its first
+/// use, so that it resolves on its own (the mapping and apache-avro's reader
+/// resolve names within one schema). `None` past [`MAX_DEPTH`] levels.
+fn self_contained(main: Schema, referenced: Vec<Schema>) -> Option<Schema> {
+    let definitions: HashMap<Name, Schema> = referenced
+        .into_iter()
+        .filter_map(|s| defined_name(&s).cloned().map(|n| (n, s)))
+        .collect();
+    inline(main, &definitions, &mut HashSet::new(), 0)
+}
+
+/// Deepest [`inline`] recurses: a schema node per level, at most two per
+/// level of JSON nesting (a reference's name, then its definition), which
+/// [`with_references`] holds to [`MAX_JSON_NESTING`].
+const MAX_DEPTH: usize = 2 * MAX_JSON_NESTING;
+
+fn defined_name(s: &Schema) -> Option<&Name> {
+    match s {
+        Schema::Record(r) => Some(&r.name),
+        Schema::Enum(e) => Some(&e.name),
+        Schema::Fixed(f) => Some(&f.name),
+        Schema::Decimal(d) => defined_name(&d.inner),
+        _ => None,
+    }
+}
+
+fn inline(
+    s: Schema,
+    definitions: &HashMap<Name, Schema>,
+    defined: &mut HashSet<Name>,
+    depth: usize,
+) -> Option<Schema> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    if let Some(name) = defined_name(&s) {
+        defined.insert(name.clone());
+    }
+    let deeper =
+        |s: Schema, defined: &mut HashSet<Name>| inline(s, definitions, defined, depth + 1);
+    Some(match s {
+        Schema::Ref { name } => match definitions.get(&name) {
+            Some(d) if !defined.contains(&name) => deeper(d.clone(), defined)?,
+            _ => Schema::Ref { name },
+        },
+        Schema::Record(mut r) => {
+            for f in &mut r.fields {
+                f.schema = deeper(std::mem::replace(&mut f.schema, Schema::Null), defined)?;
+            }
+            Schema::Record(r)
+        }
+        Schema::Array(mut a) => {
+            *a.items = deeper(std::mem::replace(&mut *a.items, Schema::Null), defined)?;
+            Schema::Array(a)
+        }
+        Schema::Map(mut m) => {
+            *m.types = deeper(std::mem::replace(&mut *m.types, Schema::Null), defined)?;
+            Schema::Map(m)
+        }
+        Schema::Union(u) => {
+            let mut variants = Vec::with_capacity(u.variants().len());
+            for v in u.variants() {
+                variants.push(deeper(v.clone(), defined)?);
+            }
+            Schema::Union(apache_avro::schema::UnionSchema::new(variants).ok()?)
+        }
+        other => other,
+    })
 }
 
 #[cfg(test)]
@@ -457,5 +659,127 @@ mod tests {
         s.store(9, schema(), &Metrics::new());
         s.request(9);
         assert_eq!(rx.try_iter().count(), 1, "asked again once answered");
+    }
+
+    /// A schema importing named types from other subjects (Confluent schema
+    /// references), as `parse_str_with_list` reads it: the imports are
+    /// `Ref`s to types defined elsewhere, which no reader can resolve alone.
+    const VENUE: &str =
+        r#"{"type":"enum","name":"Venue","namespace":"com.example.ref","symbols":["XNAS","XNYS"]}"#;
+    const INSTRUMENT: &str = r#"{"type":"record","name":"Instrument","namespace":"com.example.ref","fields":[
+        {"name":"ticker","type":"string"},{"name":"venue","type":"com.example.ref.Venue"}]}"#;
+    const QUOTE: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+        {"name":"instrument","type":"com.example.ref.Instrument"},
+        {"name":"px","type":"double"},
+        {"name":"underlying","type":["null","com.example.ref.Instrument"],"default":null},
+        {"name":"legs","type":{"type":"array","items":"com.example.ref.Instrument"}}]}"#;
+
+    const QUOTE_DEREFERENCED: &str = r#"{"type":"record","name":"Quote","namespace":"com.example","fields":[
+        {"name":"instrument","type":{"type":"record","name":"Instrument","namespace":"com.example.ref","fields":[
+            {"name":"ticker","type":"string"},
+            {"name":"venue","type":{"type":"enum","name":"Venue","symbols":["XNAS","XNYS"]}}]}},
+        {"name":"px","type":"double"},
+        {"name":"underlying","type":["null","com.example.ref.Instrument"],"default":null},
+        {"name":"legs","type":{"type":"array","items":"com.example.ref.Instrument"}}]}"#;
+
+    #[test]
+    fn referenced_types_are_defined_at_their_first_use_and_the_datum_reads_the_same() {
+        use apache_avro::types::Value;
+        let (main, list) = Schema::parse_str_with_list(QUOTE, [INSTRUMENT, VENUE]).unwrap();
+        assert!(
+            apache_avro::schema::ResolvedSchema::try_from(&main).is_err(),
+            "on its own, the main schema does not resolve"
+        );
+        let whole = self_contained(main.clone(), list.clone()).unwrap();
+        apache_avro::schema::ResolvedSchema::try_from(&whole).expect("resolves on its own");
+        let Schema::Record(r) = &whole else { panic!() };
+        let Schema::Record(instrument) = &r.fields[0].schema else {
+            panic!(
+                "the first use holds the definition: {:?}",
+                r.fields[0].schema
+            )
+        };
+        assert!(
+            matches!(&instrument.fields[1].schema, Schema::Enum(e) if e.symbols == ["XNAS", "XNYS"]),
+            "a reference's own references too"
+        );
+        let Schema::Union(u) = &r.fields[2].schema else {
+            panic!()
+        };
+        assert!(
+            matches!(&u.variants()[1], Schema::Ref { name } if name.name == "Instrument"),
+            "later uses name it"
+        );
+        let instrument = |t: &str, v: u32| {
+            Value::Record(vec![
+                ("ticker".into(), Value::String(t.into())),
+                (
+                    "venue".into(),
+                    Value::Enum(v, ["XNAS", "XNYS"][v as usize].into()),
+                ),
+            ])
+        };
+        let quote = Value::Record(vec![
+            ("instrument".into(), instrument("ACME", 0)),
+            ("px".into(), Value::Double(189.25)),
+            (
+                "underlying".into(),
+                Value::Union(1, Box::new(instrument("IDX", 1))),
+            ),
+            (
+                "legs".into(),
+                Value::Array(vec![instrument("A", 0), instrument("B", 1)]),
+            ),
+        ]);
+        // What a producer writes with the schema dereferenced by hand.
+        let by_hand = Schema::parse_str(QUOTE_DEREFERENCED).unwrap();
+        assert_eq!(whole.canonical_form(), by_hand.canonical_form());
+        let datum = apache_avro::to_avro_datum(&by_hand, quote.clone()).unwrap();
+        let read = crate::codec::avro::Resolved::new(whole)
+            .unwrap()
+            .read(&mut &datum[..])
+            .unwrap();
+        assert_eq!(read, quote);
+    }
+
+    #[test]
+    fn a_chain_of_references_nesting_deeper_than_one_document_may_is_refused_unparsed() {
+        let link = |i: usize, depth: usize| {
+            let next = if i + 1 < depth {
+                format!(r#"{{"name":"next","type":"R{}"}}"#, i + 1)
+            } else {
+                r#"{"name":"end","type":"int"}"#.to_string()
+            };
+            format!(r#"{{"type":"record","name":"R{i}","fields":[{next}]}}"#)
+        };
+        let chain = |depth: usize| {
+            let links: Vec<String> = (1..depth).map(|i| link(i, depth)).collect();
+            with_references(&link(0, depth), &links)
+        };
+        assert_eq!(json_depth(&link(0, 2)), 3);
+        assert_eq!(
+            json_depth(r#"{"doc":"[{[{\"","a":[[1]]}"#),
+            3,
+            "brackets in strings"
+        );
+        // 20 schemas of 3 levels each (60) are read as one; 43 (129) are
+        // refused before apache-avro parses them, which a hostile registry
+        // could otherwise make overflow the stack.
+        let whole = chain(20).expect("60 levels");
+        apache_avro::schema::ResolvedSchema::try_from(&whole).unwrap();
+        assert_eq!(chain(43), None);
+        // The inlining has its own bound (as deep as the mapping reads).
+        let chain = |n: usize| {
+            let mut s = Schema::Int;
+            for _ in 0..n {
+                s = Schema::Array(apache_avro::schema::ArraySchema {
+                    items: Box::new(s),
+                    attributes: Default::default(),
+                });
+            }
+            s
+        };
+        assert!(self_contained(chain(MAX_DEPTH), Vec::new()).is_some());
+        assert!(self_contained(chain(MAX_DEPTH + 2), Vec::new()).is_none());
     }
 }

@@ -184,6 +184,18 @@ impl Edge {
         .await;
     }
 
+    /// A client subscribed to `symbols` once the edge consumes partition 0
+    /// (of a one-partition topic): records produced from then on reach it.
+    pub async fn subscribed_on_partition_0(&self, symbols: &[&str]) -> Client {
+        let mut c = Client::connect(self.addr).await;
+        c.subscribe(symbols).await;
+        eventually("partition 0 assigned", || async {
+            (self.partitions().await == vec![0]).then_some(())
+        })
+        .await;
+        c
+    }
+
     /// Assigned partitions of `topic`, sorted.
     pub async fn partitions(&self) -> Vec<i32> {
         let v = self.json("/partitions").await;
