@@ -386,7 +386,9 @@ impl TopicReader {
                         let c = match schemas.lookup(id) {
                             Lookup::Pending => return Err(Skip::NeedSchema(id)),
                             Lookup::Missing => Err(DecodeError::UnknownSchema),
-                            Lookup::Found(s) => Compiled::new(&self.mapping, s).map(Arc::new),
+                            Lookup::Found(s) => {
+                                Compiled::new(&self.mapping, s, *max_record_bytes).map(Arc::new)
+                            }
                         };
                         if compiled.len() >= MAX_COMPILED {
                             let drop: Vec<u32> =
@@ -481,10 +483,16 @@ pub struct Compiled {
     ts: Option<(Access, TimeUnit)>,
     seq: Option<Access>,
     forward: Vec<(String, Access)>,
+    /// Most bytes of text a tick's `attrs` may hold (`--max-record-bytes`).
+    max_attrs_bytes: usize,
 }
 
 impl Compiled {
-    fn new(mapping: &Arc<Mapping>, writer: Arc<Schema>) -> Result<Compiled, DecodeError> {
+    fn new(
+        mapping: &Arc<Mapping>,
+        writer: Arc<Schema>,
+        max_attrs_bytes: usize,
+    ) -> Result<Compiled, DecodeError> {
         let names: HashMap<Name, Schema> =
             match apache_avro::schema::ResolvedSchema::try_from(&*writer) {
                 Ok(r) => r
@@ -501,11 +509,13 @@ impl Compiled {
             // one.
             return Err(DecodeError::Unresolvable);
         }
-        if counts_free_items(&writer, &names) {
-            // An array's blocks count their items, and an item of this type
-            // takes no bytes: a record of a few dozen bytes could claim
-            // billions of them, and apache-avro builds each one (a `Value`
-            // of 48 bytes) before the record ends. No market-data record needs one.
+        if amplifies(&writer, &names) {
+            // An array's or map's blocks count their items, and apache-avro
+            // builds each one (a `Value` of 48 bytes, and its own copy of an
+            // enum's symbol) before the record ends: items of no bytes would
+            // let a record of a few dozen bytes claim billions of them, and
+            // long enum symbols make a byte of record a KiB of memory. No
+            // market-data record needs either.
             return Err(DecodeError::Unresolvable);
         }
         let cx = Resolver {
@@ -568,6 +578,7 @@ impl Compiled {
             ts,
             seq,
             forward: Vec::new(),
+            max_attrs_bytes,
             reader: crate::codec::avro::Resolved::new((*writer).clone())
                 .map_err(|_| DecodeError::Unresolvable)?,
         };
@@ -679,9 +690,17 @@ impl Compiled {
             None => (rec.offset + 1, false),
         };
         let mut attrs = BTreeMap::new();
+        let mut attrs_bytes = 0;
         for (name, a) in &self.forward {
             if let Some(v) = get(a) {
                 if let Some(s) = avro_text(v, a.leaf) {
+                    // A writer schema can make a record's values much longer
+                    // as text (bytes as lists of numbers, enum symbols): the
+                    // tick is held to what a record may be.
+                    attrs_bytes += name.len() + s.len();
+                    if attrs_bytes > self.max_attrs_bytes {
+                        return Err(DecodeError::Oversized.into());
+                    }
                     attrs.insert(name.clone(), s);
                 }
             }
@@ -720,15 +739,37 @@ fn recursive(s: &Schema, names: &HashMap<Name, Schema>, open: &mut Vec<Name>) ->
     }
 }
 
-/// Whether `s` has an array whose items take no bytes (see [`takes_no_bytes`]).
-/// Only for a schema that is not [`recursive`].
-fn counts_free_items(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
+/// Longest enum symbol, in bytes, inside an array or a map of a writer schema.
+pub const MAX_ENUM_SYMBOL_BYTES: usize = 128;
+
+/// Whether `s` has an array whose items take no bytes (see [`takes_no_bytes`]),
+/// or an array or map whose items hold an enum with a symbol longer than
+/// [`MAX_ENUM_SYMBOL_BYTES`]. Only for a schema that is not [`recursive`].
+fn amplifies(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
+    let within = |s: &Schema| amplifies(s, names);
     match s {
-        Schema::Array(a) => takes_no_bytes(&a.items, names) || counts_free_items(&a.items, names),
-        Schema::Record(r) => r.fields.iter().any(|f| counts_free_items(&f.schema, names)),
-        Schema::Ref { name } => names.get(name).is_some_and(|n| counts_free_items(n, names)),
-        Schema::Union(u) => u.variants().iter().any(|v| counts_free_items(v, names)),
-        Schema::Map(m) => counts_free_items(&m.types, names),
+        Schema::Array(a) => {
+            takes_no_bytes(&a.items, names) || long_symbols(&a.items, names) || within(&a.items)
+        }
+        Schema::Map(m) => long_symbols(&m.types, names) || within(&m.types),
+        Schema::Record(r) => r.fields.iter().any(|f| within(&f.schema)),
+        Schema::Ref { name } => names.get(name).is_some_and(within),
+        Schema::Union(u) => u.variants().iter().any(within),
+        _ => false,
+    }
+}
+
+/// Whether `s` holds, at any depth, an enum with a symbol longer than
+/// [`MAX_ENUM_SYMBOL_BYTES`].
+fn long_symbols(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
+    let within = |s: &Schema| long_symbols(s, names);
+    match s {
+        Schema::Enum(e) => e.symbols.iter().any(|x| x.len() > MAX_ENUM_SYMBOL_BYTES),
+        Schema::Array(a) => within(&a.items),
+        Schema::Map(m) => within(&m.types),
+        Schema::Record(r) => r.fields.iter().any(|f| within(&f.schema)),
+        Schema::Ref { name } => names.get(name).is_some_and(within),
+        Schema::Union(u) => u.variants().iter().any(within),
         _ => false,
     }
 }
@@ -844,8 +885,7 @@ fn avro_number(v: &Value, leaf: Leaf, text: &mut Option<Box<str>>) -> Result<f64
         (Value::Float(x), _) => f64::from(*x),
         (Value::Double(x), _) => *x,
         (Value::Decimal(d), Leaf::Decimal { scale }) => {
-            let unscaled = num_bigint::BigInt::from(d.clone());
-            let t = decimal_text(&unscaled, scale);
+            let t = exact_decimal(d, scale).ok_or(DecodeError::InvalidField)?;
             let x = t.parse::<f64>().map_err(|_| DecodeError::InvalidField)?;
             *text = Some(t.into());
             x
@@ -865,6 +905,25 @@ fn decimal_str(s: &str, text: &mut Option<Box<str>>) -> Result<f64, DecodeError>
     let x = s.parse::<f64>().map_err(|_| DecodeError::InvalidField)?;
     *text = Some(s.into());
     Ok(x)
+}
+
+/// Most digits, and largest scale, of a decimal read as text: as a number
+/// written as JSON text (at most 64 characters), so that a one-byte decimal
+/// of a schema's scale 1,000,000 is not a million-character price.
+pub const MAX_DECIMAL_DIGITS: usize = 64;
+
+/// An Avro decimal as text; `None` beyond [`MAX_DECIMAL_DIGITS`].
+fn exact_decimal(d: &apache_avro::Decimal, scale: usize) -> Option<String> {
+    if scale > MAX_DECIMAL_DIGITS {
+        return None;
+    }
+    let unscaled = num_bigint::BigInt::from(d.clone());
+    // 10^64 < 2^213: a larger magnitude has more digits (and formatting a
+    // record's worth of bytes as digits is not cheap).
+    if unscaled.bits() > 213 || unscaled.magnitude().to_string().len() > MAX_DECIMAL_DIGITS {
+        return None;
+    }
+    Some(decimal_text(&unscaled, scale))
 }
 
 /// `unscaled` × 10^-`scale` as decimal text (`12345`, 2 → `123.45`).
@@ -973,7 +1032,7 @@ fn avro_text(v: &Value, leaf: Leaf) -> Option<String> {
         Value::Float(x) => x.to_string(),
         Value::Double(x) => x.to_string(),
         Value::Decimal(d) => match leaf {
-            Leaf::Decimal { scale } => decimal_text(&num_bigint::BigInt::from(d.clone()), scale),
+            Leaf::Decimal { scale } => exact_decimal(d, scale)?,
             _ => return None,
         },
         other => serde_json::to_string(&serde_json::Value::try_from(other.clone()).ok()?).ok()?,
@@ -1459,10 +1518,12 @@ mod tests {
     /// An array whose items take no bytes (`null`, an empty record, a
     /// `fixed` of size 0, at any depth): its blocks may count 2^20 items
     /// each for a few bytes, so a 64 KiB record could make the decoder build
-    /// billions of values. Such a writer schema is refused before any record
-    /// of it is decoded, and a schema with arrays of real items is not.
+    /// billions of values; and an array or map of enums with a symbol over
+    /// 128 bytes (each one-byte item becomes a copy of the symbol). Such a
+    /// writer schema is refused before any record of it is decoded, and a
+    /// schema with arrays of other items is not.
     #[test]
-    fn arrays_of_items_that_take_no_bytes_are_refused() {
+    fn arrays_of_items_that_take_no_bytes_or_long_enum_symbols_are_refused() {
         let mut r = TopicReader::new(
             "t:format=avro,symbol=symbol,price=price,forward=*"
                 .parse()
@@ -1474,6 +1535,13 @@ mod tests {
                 r#"{{"type":"record","name":"T","fields":[
                 {{"name":"symbol","type":"string"}},{{"name":"price","type":"double"}},
                 {{"name":"xs","type":{{"type":"array","items":{items}}}}}]}}"#
+            )
+        };
+        // An enum item is one byte, and apache-avro copies its symbol per item.
+        let long_enum = |n: usize| {
+            format!(
+                r#"{{"type":"enum","name":"L","symbols":["{}"]}}"#,
+                "S".repeat(n)
             )
         };
         let nested = r#"{"type":"record","name":"Wrap","fields":[{"name":"inner","type":["null",{"type":"array","items":{"type":"record","name":"Empty","fields":[{"name":"n","type":"null"}]}}]}]}"#;
@@ -1490,6 +1558,19 @@ mod tests {
             (r#"["null","int"]"#, false),
             (r#"{"type":"array","items":"null"}"#, true),
             (r#"{"type":"fixed","name":"One","size":1}"#, false),
+            (&long_enum(129), true),
+            (&long_enum(128), false),
+            (
+                &format!(r#"{{"type":"map","values":{}}}"#, long_enum(129)),
+                true,
+            ),
+            (
+                &format!(
+                    r#"{{"type":"record","name":"R","fields":[{{"name":"e","type":{}}}]}}"#,
+                    long_enum(129)
+                ),
+                true,
+            ),
         ];
         for (id, (items, refused)) in (20u32..).zip(cases) {
             let schema = with(items);
@@ -1515,6 +1596,125 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What a writer schema can make of a small record is bounded: a
+    /// decimal's text is at most 64 digits with a scale of at most 64 (as a
+    /// decimal written as JSON text), and a tick's forwarded `attrs` at most
+    /// `--max-record-bytes` of text (an array of enums of long names, or of
+    /// bytes shown as numbers, would otherwise grow a few KiB into MiBs).
+    #[test]
+    fn a_small_record_cannot_make_a_large_tick() {
+        let mut r = TopicReader::new(
+            "t:format=avro,symbol=symbol,price=px,forward=*"
+                .parse()
+                .unwrap(),
+            4096,
+        );
+        let schema = |px: &str, extra: &str| {
+            format!(
+                r#"{{"type":"record","name":"T","fields":[
+                {{"name":"symbol","type":"string"}},{{"name":"px","type":{px}}}{extra}]}}"#
+            )
+        };
+        let decimal = |scale: usize| {
+            format!(
+                r#"{{"type":"bytes","logicalType":"decimal","precision":{},"scale":{scale}}}"#,
+                scale + 1
+            )
+        };
+        let zigzag = |n: i64| {
+            let mut z = ((n << 1) ^ (n >> 63)) as u64;
+            let mut out = Vec::new();
+            loop {
+                let b = (z & 0x7f) as u8;
+                z >>= 7;
+                if z == 0 {
+                    out.push(b);
+                    return out;
+                }
+                out.push(b | 0x80);
+            }
+        };
+        // Avro `bytes`: length, then the bytes.
+        let bytes = |b: &[u8]| [&zigzag(b.len() as i64)[..], b].concat();
+        let double = [0u8; 8];
+        // A record of symbol "A", then `rest` (the price and what follows).
+        let decode = |r: &mut TopicReader, id: u32, schema: &str, rest: &[u8]| {
+            let s = Fixed(
+                [(id, Arc::new(Schema::parse_str(schema).unwrap()))]
+                    .into_iter()
+                    .collect(),
+            );
+            let mut value = vec![0];
+            value.extend(id.to_be_bytes());
+            value.extend([2, b'A']);
+            value.extend(rest);
+            r.decode(&record(&value, 0), &s)
+        };
+        // A price of 64 digits at scale 64 is read exactly; more is not.
+        let ok = decode(&mut r, 30, &schema(&decimal(64), ""), &bytes(&[0x01])).unwrap();
+        assert_eq!(
+            ok.exact.unwrap().price.unwrap().len(),
+            66,
+            "0. and 64 digits"
+        );
+        assert_eq!(
+            decode(
+                &mut r,
+                31,
+                &schema(&decimal(1_000_000), ""),
+                &bytes(&[0x01])
+            ),
+            Err(Skip::Bad(DecodeError::InvalidField)),
+            "a one-byte decimal at scale 1,000,000 is not a million-digit price"
+        );
+        let wide = [0x7f; 40]; // 320 bits: 97 digits
+        assert_eq!(
+            decode(&mut r, 32, &schema(&decimal(2), ""), &bytes(&wide)),
+            Err(Skip::Bad(DecodeError::InvalidField))
+        );
+        // Forwarded: an array of 1,000 enums (one byte each) of 100-byte names.
+        let name = "N".repeat(100);
+        let enums = format!(
+            r#",{{"name":"xs","type":{{"type":"array","items":{{"type":"enum","name":"E","symbols":["{name}"]}}}}}}"#
+        );
+        let mut items = zigzag(1000);
+        items.extend(std::iter::repeat_n(0u8, 1000));
+        items.push(0);
+        assert!(items.len() < 4096);
+        assert_eq!(
+            decode(
+                &mut r,
+                33,
+                &schema(r#""double""#, &enums),
+                &[&double[..], &items].concat()
+            ),
+            Err(Skip::Bad(DecodeError::Oversized)),
+            "100 KB of attrs from a 1 KB record"
+        );
+        // 30 of them fit.
+        let mut items = zigzag(30);
+        items.extend(std::iter::repeat_n(0u8, 30));
+        items.push(0);
+        let d = decode(
+            &mut r,
+            34,
+            &schema(r#""double""#, &enums),
+            &[&double[..], &items].concat(),
+        )
+        .unwrap();
+        assert_eq!(d.tick.attrs["xs"].len(), 30 * 103 + 1);
+        // A forwarded decimal past the bound is not shown (it is not the price).
+        let big = format!(r#",{{"name":"d","type":{}}}"#, decimal(100_000));
+        let d = decode(
+            &mut r,
+            35,
+            &schema(r#""double""#, &big),
+            &[&double[..], &bytes(&[0x01])].concat(),
+        )
+        .unwrap();
+        assert!(!d.tick.attrs.contains_key("d"), "{:?}", d.tick.attrs);
     }
 
     #[test]

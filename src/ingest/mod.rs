@@ -83,7 +83,8 @@ pub struct Config {
     pub pacing_patience: Duration,
 
     /// Largest accepted Kafka record value, in bytes; larger ones are
-    /// counted (`reason="oversized"`) and skipped.
+    /// counted (`reason="oversized"`) and skipped, and so are mapped records
+    /// whose forwarded `attrs` would be longer as text.
     #[arg(long, env = "TICKFAN_MAX_RECORD_BYTES", default_value_t = 65536)]
     pub max_record_bytes: usize,
 
