@@ -63,10 +63,13 @@ pub const HEADER_LEN: usize = 10;
 /// later apache-avro computes.
 const V1_LEGACY_FINGERPRINT: [u8; 8] = [0x65, 0x90, 0x77, 0x5f, 0x4a, 0x1b, 0xdf, 0x7a];
 
-/// Most bytes the Avro decoder may allocate for one string. apache-avro
-/// reserves what a length prefix claims before reading, so without this a
-/// 19-byte record claiming a 500 MB symbol makes it allocate 500 MB (found
-/// by fuzzing, see docs/fuzzing.md). Process-wide; set by [`TickCodec::new`].
+/// Most bytes the Avro decoder may allocate for one string, and most items
+/// one block of an array or map may claim. apache-avro reserves what a
+/// length prefix claims before reading, so without this a 19-byte record
+/// claiming a 500 MB symbol makes it allocate 500 MB, and a map claiming
+/// 500 million entries 36 GB, which aborts the process (both found by
+/// fuzzing, see docs/fuzzing.md). Process-wide; set by [`TickCodec::new`]
+/// and by every mapped writer schema's reader.
 pub const MAX_DECODE_ALLOCATION: usize = 1 << 20;
 
 /// Why a Kafka record value is not a tick. Each variant is a metrics label.
@@ -162,6 +165,10 @@ impl HeaderBuilder for Bare {
 
 impl Resolved {
     pub(crate) fn new(schema: Schema) -> apache_avro::AvroResult<Resolved> {
+        // Every datum tickfan decodes is read through a `Resolved` (the tick
+        // contract's and mapped writer schemas alike): the cap must be set
+        // before any of them.
+        apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION);
         GenericSingleObjectReader::new_with_header_builder(schema, Bare).map(Resolved)
     }
 

@@ -354,9 +354,9 @@ impl Client {
             Err(f) => return f,
         };
         if answer.references.is_empty() {
-            return match Schema::parse_str(&answer.schema) {
-                Ok(s) => Fetched::Schema(Arc::new(s)),
-                Err(_) => Fetched::Missing("bad_answer"),
+            return match writer_schema(&answer.schema, &[]) {
+                Some(s) => Fetched::Schema(Arc::new(s)),
+                None => Fetched::Missing("bad_answer"),
             };
         }
         // Schema references: each named type the schema imports is the
@@ -381,7 +381,7 @@ impl Client {
                 Err(f) => return f,
             }
         }
-        match with_references(&answer.schema, &referenced) {
+        match writer_schema(&answer.schema, &referenced) {
             Some(s) => Fetched::Schema(Arc::new(s)),
             None => Fetched::Missing("bad_answer"),
         }
@@ -474,9 +474,29 @@ struct Reference {
     version: i64,
 }
 
-/// The schema `main` importing the named types of `referenced` (Confluent
-/// schema references), as one schema that resolves on its own; `None` if
-/// they do not parse together, or nest deeper than one schema may.
+/// A writer schema from the registry: `main`, importing the named types of
+/// `referenced` (Confluent schema references; none for most schemas), as
+/// one schema that resolves on its own; `None` if they do not parse
+/// (together), or nest deeper than one schema may.
+///
+/// apache-avro 0.21 panics on some invalid schemas instead of refusing them
+/// (`Name::parse` unwraps the name's check: a record named `]`, found by
+/// the `mapped_avro` fuzz target), so the parse runs under `catch_unwind`:
+/// a registry answering such a schema costs its records, not the thread
+/// that fetches every schema.
+pub fn writer_schema(main: &str, referenced: &[String]) -> Option<Schema> {
+    std::panic::catch_unwind(|| {
+        if referenced.is_empty() {
+            Schema::parse_str(main).ok()
+        } else {
+            with_references(main, referenced)
+        }
+    })
+    .ok()
+    .flatten()
+}
+
+/// `main` importing the named types of `referenced`, as one schema.
 ///
 /// apache-avro parses a referenced type where it is first used, by
 /// recursion (about 8 KiB of stack per nested record in a release build,
@@ -781,5 +801,17 @@ mod tests {
         };
         assert!(self_contained(chain(MAX_DEPTH), Vec::new()).is_some());
         assert!(self_contained(chain(MAX_DEPTH + 2), Vec::new()).is_none());
+    }
+
+    /// apache-avro 0.21's `Schema::parse_str` panics on a record named `]`
+    /// (found by the `mapped_avro` fuzz target): a registry answering it
+    /// gets `None`, and the thread that fetches schemas goes on.
+    #[test]
+    fn a_schema_apache_avro_panics_on_is_refused() {
+        let bad = r#"{"type":"record","name":"]","fields":[{"name":"symbol","type":"string"}]}"#;
+        assert!(writer_schema(bad, &[]).is_none());
+        assert!(writer_schema(QUOTE, &[bad.to_string()]).is_none());
+        let good = r#"{"type":"record","name":"Q","fields":[{"name":"symbol","type":"string"}]}"#;
+        assert!(writer_schema(good, &[]).is_some());
     }
 }
