@@ -502,20 +502,7 @@ impl Compiled {
                     .collect(),
                 Err(_) => return Err(DecodeError::Unresolvable),
             };
-        if recursive(&writer, &names, &mut Vec::new()) {
-            // apache-avro decodes a recursive type by recursion, as deep as
-            // the record says: a 64 KiB record could nest 60,000 deep and
-            // overflow the ingest thread's stack. No market-data record needs
-            // one.
-            return Err(DecodeError::Unresolvable);
-        }
-        if amplifies(&writer, &names) {
-            // An array's or map's blocks count their items, and apache-avro
-            // builds each one (a `Value` of 48 bytes, and its own copy of an
-            // enum's symbol) before the record ends: items of no bytes would
-            // let a record of a few dozen bytes claim billions of them, and
-            // long enum symbols make a byte of record a KiB of memory. No
-            // market-data record needs either.
+        if !Shape::fits(&writer, &names) {
             return Err(DecodeError::Unresolvable);
         }
         let cx = Resolver {
@@ -711,81 +698,156 @@ impl Compiled {
     }
 }
 
-/// Whether `s` contains a named type inside itself (a linked list, a tree).
-fn recursive(s: &Schema, names: &HashMap<Name, Schema>, open: &mut Vec<Name>) -> bool {
-    if open.len() > 64 {
-        return true;
+/// Most bytes of memory apache-avro may build per byte of record, in the
+/// items of an array or map and for a whole record (counted as at least
+/// [`MIN_RECORD_BYTES`] long).
+pub const MAX_MEMORY_PER_BYTE: usize = 256;
+
+/// The length a record is counted as at least, for [`MAX_MEMORY_PER_BYTE`]:
+/// a record may decode into 64 KiB of values whatever its length.
+const MIN_RECORD_BYTES: usize = 256;
+
+/// Deepest nesting of records a writer schema may have.
+const MAX_RECORD_DEPTH: usize = 64;
+
+/// What a writer schema makes apache-avro build, worked out once per schema
+/// in time proportional to its size: each named type is looked at once
+/// (a schema that names a type twice at each of 60 levels stands for 2^60
+/// values).
+struct Shape<'a> {
+    names: &'a HashMap<Name, Schema>,
+    /// The records being looked at, outermost first.
+    open: Vec<Name>,
+    /// Each named type looked at: [`Shape::cost`] of one of its values.
+    known: HashMap<Name, (usize, usize)>,
+    /// An array or map of `s` whose items take no bytes (an array's), or may
+    /// make more than [`MAX_MEMORY_PER_BYTE`] per byte of record.
+    amplifies: bool,
+    /// Calls of [`Shape::cost`], to show the work is the schema's size.
+    visits: usize,
+}
+
+impl<'a> Shape<'a> {
+    /// Whether a record of `writer` may be decoded: `false` if it is
+    /// recursive (a record inside itself: apache-avro decodes it by
+    /// recursion, as deep as a record says, and a 64 KiB record could nest
+    /// 60,000 deep and overflow the ingest thread's stack), nests records
+    /// more than [`MAX_RECORD_DEPTH`] deep, or may make more than
+    /// [`MAX_MEMORY_PER_BYTE`] per byte of record (apache-avro builds every
+    /// value a record stands for, 56 bytes each with copies of field names
+    /// and enum symbols, before the record ends: a block count of a few
+    /// bytes may claim 2^20 items). No market-data record needs any of it.
+    fn fits(writer: &Schema, names: &'a HashMap<Name, Schema>) -> bool {
+        Shape::measure(writer, names).0
     }
-    match s {
-        Schema::Record(r) => {
-            if open.contains(&r.name) {
-                return true;
+
+    /// [`Shape::fits`], and how many types it looked at.
+    fn measure(writer: &Schema, names: &'a HashMap<Name, Schema>) -> (bool, usize) {
+        let mut shape = Shape {
+            names,
+            open: Vec::new(),
+            known: HashMap::new(),
+            amplifies: false,
+            visits: 0,
+        };
+        let fits = match shape.cost(writer) {
+            Some((memory, bytes)) => {
+                !shape.amplifies
+                    && memory <= MAX_MEMORY_PER_BYTE.saturating_mul(bytes.max(MIN_RECORD_BYTES))
             }
-            open.push(r.name.clone());
-            let found = r.fields.iter().any(|f| recursive(&f.schema, names, open));
-            open.pop();
-            found
-        }
-        Schema::Ref { name } => {
-            open.iter().any(|n| n == name || n.name == name.name)
-                || names
-                    .get(name)
-                    .is_some_and(|named| recursive(named, names, open))
-        }
-        Schema::Union(u) => u.variants().iter().any(|v| recursive(v, names, open)),
-        Schema::Array(a) => recursive(&a.items, names, open),
-        Schema::Map(m) => recursive(&m.types, names, open),
-        _ => false,
+            None => false,
+        };
+        (fits, shape.visits)
     }
-}
 
-/// Longest enum symbol, in bytes, inside an array or a map of a writer schema.
-pub const MAX_ENUM_SYMBOL_BYTES: usize = 128;
-
-/// Whether `s` has an array whose items take no bytes (see [`takes_no_bytes`]),
-/// or an array or map whose items hold an enum with a symbol longer than
-/// [`MAX_ENUM_SYMBOL_BYTES`]. Only for a schema that is not [`recursive`].
-fn amplifies(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
-    let within = |s: &Schema| amplifies(s, names);
-    match s {
-        Schema::Array(a) => {
-            takes_no_bytes(&a.items, names) || long_symbols(&a.items, names) || within(&a.items)
-        }
-        Schema::Map(m) => long_symbols(&m.types, names) || within(&m.types),
-        Schema::Record(r) => r.fields.iter().any(|f| within(&f.schema)),
-        Schema::Ref { name } => names.get(name).is_some_and(within),
-        Schema::Union(u) => u.variants().iter().any(within),
-        _ => false,
-    }
-}
-
-/// Whether `s` holds, at any depth, an enum with a symbol longer than
-/// [`MAX_ENUM_SYMBOL_BYTES`].
-fn long_symbols(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
-    let within = |s: &Schema| long_symbols(s, names);
-    match s {
-        Schema::Enum(e) => e.symbols.iter().any(|x| x.len() > MAX_ENUM_SYMBOL_BYTES),
-        Schema::Array(a) => within(&a.items),
-        Schema::Map(m) => within(&m.types),
-        Schema::Record(r) => r.fields.iter().any(|f| within(&f.schema)),
-        Schema::Ref { name } => names.get(name).is_some_and(within),
-        Schema::Union(u) => u.variants().iter().any(within),
-        _ => false,
-    }
-}
-
-/// Whether a value of `s` can be encoded in no bytes at all: `null`, a
-/// `fixed` of size 0, a record of nothing but such fields. (Every other type
-/// takes at least one: a number, a length, a union's or an enum's index, an
-/// array's or a map's closing count.)
-fn takes_no_bytes(s: &Schema, names: &HashMap<Name, Schema>) -> bool {
-    match s {
-        Schema::Null => true,
-        Schema::Fixed(f) => f.size == 0,
-        Schema::Decimal(d) => takes_no_bytes(&d.inner, names),
-        Schema::Record(r) => r.fields.iter().all(|f| takes_no_bytes(&f.schema, names)),
-        Schema::Ref { name } => names.get(name).is_some_and(|n| takes_no_bytes(n, names)),
-        _ => false,
+    /// The memory apache-avro builds for one value of `s` (its `Value`s,
+    /// with the field names and enum symbols it copies into them; the items
+    /// of arrays and maps are weighed on their own), and the fewest bytes of
+    /// record such a value takes. `None`: recursive or too deep.
+    fn cost(&mut self, s: &Schema) -> Option<(usize, usize)> {
+        const VALUE: usize = std::mem::size_of::<Value>();
+        const STRING: usize = std::mem::size_of::<String>();
+        self.visits += 1;
+        let heavy = |(memory, bytes): (usize, usize)| {
+            bytes == 0 || memory > MAX_MEMORY_PER_BYTE.saturating_mul(bytes)
+        };
+        Some(match s {
+            Schema::Null => (VALUE, 0),
+            Schema::Float => (VALUE, 4),
+            Schema::Double => (VALUE, 8),
+            Schema::Duration => (VALUE, 12),
+            Schema::Fixed(f) => (VALUE.saturating_add(f.size), f.size),
+            Schema::Decimal(d) => self.cost(&d.inner)?,
+            Schema::Enum(e) => (
+                VALUE + e.symbols.iter().map(String::len).max().unwrap_or(0),
+                1,
+            ),
+            Schema::Record(r) => {
+                if let Some(&known) = self.known.get(&r.name) {
+                    return Some(known);
+                }
+                if self.open.len() >= MAX_RECORD_DEPTH
+                    || self
+                        .open
+                        .iter()
+                        .any(|n| n == &r.name || n.name == r.name.name)
+                {
+                    return None;
+                }
+                self.open.push(r.name.clone());
+                let (mut memory, mut bytes) = (VALUE, 0usize);
+                for f in &r.fields {
+                    let (m, b) = self.cost(&f.schema)?;
+                    memory = memory
+                        .saturating_add(STRING + f.name.len())
+                        .saturating_add(m);
+                    bytes = bytes.saturating_add(b);
+                }
+                self.open.pop();
+                self.known.insert(r.name.clone(), (memory, bytes));
+                (memory, bytes)
+            }
+            Schema::Ref { name } => {
+                if self.open.iter().any(|n| n == name || n.name == name.name) {
+                    return None;
+                }
+                if let Some(&known) = self.known.get(name) {
+                    return Some(known);
+                }
+                let named = self.names.get(name)?;
+                self.cost(named)?
+            }
+            // The branch that makes most per byte, after its index.
+            Schema::Union(u) => {
+                let mut worst: Option<(usize, usize)> = None;
+                for v in u.variants() {
+                    let (m, b) = self.cost(v)?;
+                    let (m, b) = (VALUE.saturating_add(m), b.saturating_add(1));
+                    if worst.is_none_or(|(wm, wb)| m as u128 * wb as u128 > wm as u128 * b as u128)
+                    {
+                        worst = Some((m, b));
+                    }
+                }
+                worst.unwrap_or((VALUE, 1))
+            }
+            Schema::Array(a) => {
+                if heavy(self.cost(&a.items)?) {
+                    self.amplifies = true;
+                }
+                (VALUE, 1)
+            }
+            Schema::Map(m) => {
+                // An entry: its key (a length, at least) and its value.
+                let (memory, bytes) = self.cost(&m.types)?;
+                if heavy((memory.saturating_add(STRING), bytes.saturating_add(1))) {
+                    self.amplifies = true;
+                }
+                (VALUE, 1)
+            }
+            // A number, a boolean, a string's or bytes' length: one byte at
+            // least (their text is the record's own bytes).
+            _ => (VALUE, 1),
+        })
     }
 }
 
@@ -1518,10 +1580,12 @@ mod tests {
     /// An array whose items take no bytes (`null`, an empty record, a
     /// `fixed` of size 0, at any depth): its blocks may count 2^20 items
     /// each for a few bytes, so a 64 KiB record could make the decoder build
-    /// billions of values; and an array or map of enums with a symbol over
-    /// 128 bytes (each one-byte item becomes a copy of the symbol). Such a
-    /// writer schema is refused before any record of it is decoded, and a
-    /// schema with arrays of other items is not.
+    /// billions of values; and an array or map of enums with long symbols
+    /// (each one-byte item becomes a 56-byte value and a copy of the symbol:
+    /// over 256 bytes per byte, the schema is refused; a map's entry is two
+    /// bytes at least, its key's length and the enum). Such a writer schema
+    /// is refused before any record of it is decoded, and a schema with
+    /// arrays of other items is not.
     #[test]
     fn arrays_of_items_that_take_no_bytes_or_long_enum_symbols_are_refused() {
         let mut r = TopicReader::new(
@@ -1537,7 +1601,8 @@ mod tests {
                 {{"name":"xs","type":{{"type":"array","items":{items}}}}}]}}"#
             )
         };
-        // An enum item is one byte, and apache-avro copies its symbol per item.
+        // An enum item is one byte, and apache-avro makes a 56-byte value
+        // and a copy of its symbol of it.
         let long_enum = |n: usize| {
             format!(
                 r#"{{"type":"enum","name":"L","symbols":["{}"]}}"#,
@@ -1558,16 +1623,20 @@ mod tests {
             (r#"["null","int"]"#, false),
             (r#"{"type":"array","items":"null"}"#, true),
             (r#"{"type":"fixed","name":"One","size":1}"#, false),
-            (&long_enum(129), true),
-            (&long_enum(128), false),
+            (&long_enum(201), true),
+            (&long_enum(200), false),
             (
-                &format!(r#"{{"type":"map","values":{}}}"#, long_enum(129)),
+                &format!(r#"{{"type":"map","values":{}}}"#, long_enum(433)),
                 true,
+            ),
+            (
+                &format!(r#"{{"type":"map","values":{}}}"#, long_enum(432)),
+                false,
             ),
             (
                 &format!(
                     r#"{{"type":"record","name":"R","fields":[{{"name":"e","type":{}}}]}}"#,
-                    long_enum(129)
+                    long_enum(201)
                 ),
                 true,
             ),
@@ -1594,6 +1663,97 @@ mod tests {
                     Ok("A".to_owned()),
                     "{items}"
                 );
+            }
+        }
+    }
+
+    /// A writer schema is refused when apache-avro could build more than 256
+    /// bytes of memory per byte of record: in the items of an array (a record
+    /// of one int and 300 nulls: 30 MB from 3 KB), or per record (3,000 null
+    /// fields: 300 KB from none), or by naming a type twice at each of 24
+    /// levels (16 million values from none). Working that out takes time
+    /// in proportion to the schema (each named type once), not to what it
+    /// names. Ordinary wide schemas pass.
+    #[test]
+    fn a_schema_that_makes_much_of_little_is_refused_and_found_so_at_once() {
+        let mut r = TopicReader::new(
+            "t:format=avro,symbol=symbol,price=price".parse().unwrap(),
+            65536,
+        );
+        let with = |fields: &str| {
+            format!(
+                r#"{{"type":"record","name":"T","fields":[
+                {{"name":"symbol","type":"string"}},{{"name":"price","type":"double"}}{fields}]}}"#
+            )
+        };
+        let nulls = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!(r#",{{"name":"n{i}","type":"null"}}"#))
+                .collect()
+        };
+        let nullable_strings = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!(r#",{{"name":"optional_text_field_{i}","type":["null","string"],"default":null}}"#))
+                .collect()
+        };
+        let item = |fields: String| {
+            format!(
+                r#",{{"name":"xs","type":{{"type":"array","items":{{"type":"record","name":"I","fields":[{{"name":"a","type":"int"}}{fields}]}}}}}}"#
+            )
+        };
+        let ints = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!(r#",{{"name":"b{i}","type":"long"}}"#))
+                .collect()
+        };
+        // T0 has two fields of T1, ..., T23 two of T24: 2^24 nulls.
+        let mut doubling =
+            String::from(r#"{"type":"record","name":"T24","fields":[{"name":"z","type":"null"}]}"#);
+        for i in (0..24).rev() {
+            doubling = format!(
+                r#"{{"type":"record","name":"T{i}","fields":[{{"name":"l","type":{doubling}}},{{"name":"r","type":"T{}"}}]}}"#,
+                i + 1
+            );
+        }
+        let doubling = format!(r#",{{"name":"tree","type":{doubling}}}"#);
+        let cases = [
+            (nulls(3000), true),
+            (item(nulls(300)), true),
+            (doubling, true),
+            (nulls(100), false),
+            (nullable_strings(1000), false),
+            (item(ints(20)), false),
+        ];
+        // Each named type is looked at once: 24 levels of doubling are a few
+        // dozen looks, not 2^26 (as when each use of a type was walked).
+        let (fits, looks) = {
+            let schema = Schema::parse_str(&with(&cases[2].0)).unwrap();
+            let names: HashMap<Name, Schema> =
+                apache_avro::schema::ResolvedSchema::try_from(&schema)
+                    .unwrap()
+                    .get_names()
+                    .iter()
+                    .map(|(n, s)| (n.clone(), (*s).clone()))
+                    .collect();
+            Shape::measure(&schema, &names)
+        };
+        assert!(!fits);
+        assert!(looks < 200, "{looks} looks");
+        for (id, (fields, refused)) in (40u32..).zip(cases) {
+            let schema = with(&fields);
+            let s = Fixed(
+                [(id, Arc::new(Schema::parse_str(&schema).unwrap()))]
+                    .into_iter()
+                    .collect(),
+            );
+            let mut value = vec![0];
+            value.extend(id.to_be_bytes());
+            value.extend([2, b'A', 0, 0, 0, 0, 0, 0, 0, 0]);
+            let got = r.decode(&record(&value, 0), &s);
+            if refused {
+                assert_eq!(got, Err(Skip::Bad(DecodeError::Unresolvable)), "case {id}");
+            } else {
+                assert_ne!(got, Err(Skip::Bad(DecodeError::Unresolvable)), "case {id}");
             }
         }
     }
