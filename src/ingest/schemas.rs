@@ -481,7 +481,9 @@ struct Reference {
 ///
 /// apache-avro 0.21 panics on some invalid schemas instead of refusing them
 /// (`Name::parse` unwraps the name's check: a record named `]`, found by
-/// the `mapped_avro` fuzz target), so the parse runs under `catch_unwind`:
+/// the `mapped_avro` fuzz target; an invalid alias or type reference; fixed
+/// upstream after 0.21 in apache/avro-rs#496 and #548), so the parse runs
+/// under `catch_unwind`:
 /// a registry answering such a schema costs its records, not the thread
 /// that fetches every schema.
 pub fn writer_schema(main: &str, referenced: &[String]) -> Option<Schema> {
@@ -804,12 +806,16 @@ mod tests {
     }
 
     /// apache-avro 0.21's `Schema::parse_str` panics on a record named `]`
-    /// (found by the `mapped_avro` fuzz target): a registry answering it
-    /// gets `None`, and the thread that fetches schemas goes on.
+    /// (found by the `mapped_avro` fuzz target; fixed upstream after 0.21,
+    /// apache/avro-rs#496) and on an invalid alias (apache/avro-rs#547): a
+    /// registry answering either gets `None`, and the thread that fetches
+    /// schemas goes on.
     #[test]
     fn a_schema_apache_avro_panics_on_is_refused() {
         let bad = r#"{"type":"record","name":"]","fields":[{"name":"symbol","type":"string"}]}"#;
         assert!(writer_schema(bad, &[]).is_none());
+        let alias = r#"{"type":"record","name":"R","aliases":[":"],"fields":[]}"#;
+        assert!(writer_schema(alias, &[]).is_none());
         assert!(writer_schema(QUOTE, &[bad.to_string()]).is_none());
         let good = r#"{"type":"record","name":"Q","fields":[{"name":"symbol","type":"string"}]}"#;
         assert!(writer_schema(good, &[]).is_some());
