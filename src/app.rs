@@ -85,6 +85,8 @@ pub async fn run_edge(
     let registry = Arc::new(Registry::with_history(config.gateway.history()));
     let directory = Arc::new(Directory::new());
     let ingest_stop = CancellationToken::new();
+    // Fired if an ingest thread dies: the edge shuts down and says so.
+    let fatal = CancellationToken::new();
     let ingest = Ingest::start(
         &config.kafka,
         &config.ingest,
@@ -93,7 +95,17 @@ pub async fn run_edge(
         metrics.clone(),
         traces.as_ref().map(|t| t.tracer()),
         ingest_stop.clone(),
+        fatal.clone(),
     )?;
+    {
+        let (fatal, shutdown) = (fatal.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = fatal.cancelled() => shutdown.cancel(),
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         config: config.gateway.clone(),
         registry,
@@ -153,6 +165,9 @@ pub async fn run_edge(
         _ = hard_stop => {
             tracing::warn!(?grace, "--shutdown-grace over: leaving without waiting for Kafka or the trace exporter");
         }
+    }
+    if fatal.is_cancelled() {
+        anyhow::bail!("an ingest thread panicked (logged above): the edge shut down");
     }
     tracing::info!("edge stopped");
     Ok(())

@@ -282,10 +282,12 @@ pub struct PollLoop {
 }
 
 impl PollLoop {
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("tickfan-ingest".into())
-            .spawn(move || self.run())
+    pub fn spawn(self, fatal: &CancellationToken) -> std::io::Result<std::thread::JoinHandle<()>> {
+        super::spawn_thread(
+            std::thread::Builder::new().name("tickfan-ingest".into()),
+            fatal.clone(),
+            move || self.run(),
+        )
     }
 
     fn run(self) {
@@ -298,6 +300,9 @@ impl PollLoop {
         // (known to have no tick, when none is cached) once all are live.
         self.registry.set_sources(self.topics.len());
         while !self.shutdown.is_cancelled() {
+            // Tests make the poll loop panic here (`tests/ingest_panic.rs`);
+            // nothing without the `failpoints` feature of the fail crate.
+            fail::fail_point!("ingest-poll-loop");
             if std::time::Instant::now() >= lag_due {
                 lag_due += LAG_REFRESH;
                 self.refresh_lag(&parts);

@@ -95,10 +95,12 @@ impl Pass {
 }
 
 impl DirectoryReader {
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("tickfan-directory".into())
-            .spawn(move || self.run())
+    pub fn spawn(self, fatal: &CancellationToken) -> std::io::Result<std::thread::JoinHandle<()>> {
+        super::spawn_thread(
+            std::thread::Builder::new().name("tickfan-directory".into()),
+            fatal.clone(),
+            move || self.run(),
+        )
     }
 
     fn run(self) {

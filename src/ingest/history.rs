@@ -113,10 +113,12 @@ pub fn consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
 }
 
 impl HistoryReader {
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("tickfan-history".into())
-            .spawn(move || self.run())
+    pub fn spawn(self, fatal: &CancellationToken) -> std::io::Result<std::thread::JoinHandle<()>> {
+        super::spawn_thread(
+            std::thread::Builder::new().name("tickfan-history".into()),
+            fatal.clone(),
+            move || self.run(),
+        )
     }
 
     fn run(mut self) {

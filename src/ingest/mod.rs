@@ -299,6 +299,29 @@ impl Status {
     }
 }
 
+/// Spawns one of the ingest threads (the poll loop, the history and
+/// directory readers, the schema fetcher), without which the edge cannot
+/// serve: if `body` panics, the panic is logged and `fatal` fires, and
+/// [`crate::app::run_edge`] shuts the edge down and returns an error (the
+/// process exits non-zero and its orchestrator starts it again), instead of
+/// the edge staying up, ready and silent.
+pub(crate) fn spawn_thread(
+    builder: std::thread::Builder,
+    fatal: CancellationToken,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    builder.spawn(move || {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+            let thread = std::thread::current().name().unwrap_or("?").to_string();
+            tracing::error!(
+                thread,
+                "an ingest thread panicked (above): the edge shuts down"
+            );
+            fatal.cancel();
+        }
+    })
+}
+
 /// A running ingest: stop it with the shutdown token, then [`Ingest::join`].
 pub struct Ingest {
     pub status: Arc<Status>,
@@ -322,6 +345,7 @@ impl Ingest {
         metrics: Metrics,
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
         shutdown: CancellationToken,
+        fatal: CancellationToken,
     ) -> anyhow::Result<Ingest> {
         let status = Arc::new(Status::default());
         let consumer: Arc<EdgeConsumer> =
@@ -338,6 +362,7 @@ impl Ingest {
                 &config.registry,
                 metrics.clone(),
                 shutdown.clone(),
+                &fatal,
             )?)
         } else {
             None
@@ -353,7 +378,7 @@ impl Ingest {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         }
-        .spawn()?;
+        .spawn(&fatal)?;
         let directory_thread = if config.directory_sample > 0 {
             Some(
                 directory::DirectoryReader {
@@ -367,7 +392,7 @@ impl Ingest {
                     metrics: metrics.clone(),
                     shutdown: shutdown.clone(),
                 }
-                .spawn()?,
+                .spawn(&fatal)?,
             )
         } else {
             None
@@ -387,7 +412,7 @@ impl Ingest {
             pacing_patience: config.pacing_patience,
             shutdown: shutdown.clone(),
         }
-        .spawn()?;
+        .spawn(&fatal)?;
 
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(

@@ -187,6 +187,7 @@ impl Schemas {
         config: &RegistryConfig,
         metrics: Metrics,
         shutdown: CancellationToken,
+        fatal: &CancellationToken,
     ) -> anyhow::Result<Arc<Schemas>> {
         let url = config
             .schema_registry
@@ -200,12 +201,15 @@ impl Schemas {
             requests: tx,
         });
         let weak = Arc::downgrade(&schemas);
-        std::thread::Builder::new()
-            .name("tickfan-schemas".into())
-            // Parsing a schema recurses per nested type (see `with_references`):
-            // room for the deepest one allowed in a debug build too.
-            .stack_size(16 << 20)
-            .spawn(move || {
+        super::spawn_thread(
+            std::thread::Builder::new()
+                .name("tickfan-schemas".into())
+                // Parsing a schema recurses per nested type (see
+                // `with_references`): room for the deepest one allowed in a
+                // debug build too.
+                .stack_size(16 << 20),
+            fatal.clone(),
+            move || {
                 let mut warned: HashSet<&'static str> = HashSet::new();
                 while !shutdown.is_cancelled() {
                     let id = match rx.recv_timeout(Duration::from_millis(100)) {
@@ -229,10 +233,13 @@ impl Schemas {
                             other => break other,
                         }
                     };
-                    let Some(schemas) = weak.upgrade() else { return };
+                    let Some(schemas) = weak.upgrade() else {
+                        return;
+                    };
                     schemas.store(id, fetched, &metrics);
                 }
-            })?;
+            },
+        )?;
         Ok(schemas)
     }
 

@@ -249,6 +249,15 @@ impl Edge {
         }
     }
 
+    /// Waits (at most [`DEADLINE`]) for the edge to end on its own, and
+    /// returns what it returned.
+    pub async fn finished(self) -> anyhow::Result<()> {
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("the edge ends")
+            .expect("the edge's task did not panic")
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(DEADLINE, self.task)
