@@ -167,7 +167,7 @@ pub async fn run_edge(
         }
     }
     if fatal.is_cancelled() {
-        anyhow::bail!("an ingest thread panicked (logged above): the edge shut down");
+        anyhow::bail!("an ingest thread or task panicked (logged above): the edge shut down");
     }
     tracing::info!("edge stopped");
     Ok(())

@@ -169,6 +169,8 @@ impl Manager {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (lookup_tx, mut lookup_rx) = tokio::sync::mpsc::channel::<Lookup>(64);
         loop {
+            // Tests make the manager panic here (`tests/ingest_panic.rs`).
+            fail::fail_point!("interest-manager");
             let now = Instant::now();
             self.reconcile(now, &lookup_tx);
             let next = self

@@ -415,7 +415,23 @@ impl Ingest {
         .spawn(&fatal)?;
 
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(
+        // The two tasks are as vital as the threads: one that panics ends
+        // the edge too.
+        let vital = |task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            let fatal = fatal.clone();
+            async move {
+                use futures_util::FutureExt;
+                if std::panic::AssertUnwindSafe(task)
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("an ingest task panicked (above): the edge shuts down");
+                    fatal.cancel();
+                }
+            }
+        };
+        tasks.spawn(vital(Box::pin(
             metadata::Watcher {
                 consumer: consumer.clone(),
                 topics: kafka.topics.clone(),
@@ -424,8 +440,8 @@ impl Ingest {
                 counts: counts_tx,
             }
             .run(shutdown.clone()),
-        );
-        tasks.spawn(
+        )));
+        tasks.spawn(vital(Box::pin(
             interest::Manager::new(
                 consumer,
                 registry,
@@ -435,7 +451,7 @@ impl Ingest {
                 config.snapshot_rewind,
             )
             .run(shutdown),
-        );
+        )));
         Ok(Ingest {
             status,
             poll_thread,
