@@ -53,8 +53,24 @@ async fn edge_on_the_registry(
 }
 
 /// Runs scripts/confluent_produce.py (Python's confluent-kafka, not tickfan
-/// code) with `args`, `input` on its stdin; panics with its output if it fails.
-async fn confluent_produce(args: Vec<String>, input: String) {
+/// code) against `broker`'s `topic` and the registry that wants basic auth,
+/// with `schemas` (its `--schema` and `--reference` arguments), `input` on
+/// its stdin; panics with its output if it fails.
+async fn confluent_produce(broker: &Broker, topic: &str, schemas: Vec<String>, input: String) {
+    let mut args = vec![
+        env("TICKFAN_TEST_CONFLUENT_PRODUCE"),
+        "--brokers".into(),
+        broker.bootstrap(),
+        "--registry".into(),
+        env("TICKFAN_TEST_REGISTRY_AUTH"),
+        "--user".into(),
+        env("TICKFAN_TEST_REGISTRY_USER"),
+        "--password".into(),
+        env("TICKFAN_TEST_REGISTRY_PASSWORD"),
+        "--topic".into(),
+        topic.to_string(),
+    ];
+    args.extend(schemas);
     let python = env("TICKFAN_TEST_PYTHON");
     let out = tokio::task::spawn_blocking(move || {
         let mut child = std::process::Command::new(python)
@@ -99,7 +115,6 @@ async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_
         "symbol=instrument.ticker,price=px,size=qty,ts=event_time,forward=desk|cond",
     )
     .await;
-    let registry = env("TICKFAN_TEST_REGISTRY_AUTH");
     let mut c = edge.subscribed_on_partition_0(&["ACME"]).await;
 
     // v1; v2 adds an optional `cond`; v3 removes `desk` (it had a default)
@@ -130,19 +145,7 @@ async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_
             cond,
         ]),
     ];
-    let mut args = vec![
-        env("TICKFAN_TEST_CONFLUENT_PRODUCE"),
-        "--brokers".into(),
-        broker.bootstrap(),
-        "--registry".into(),
-        registry,
-        "--user".into(),
-        env("TICKFAN_TEST_REGISTRY_USER"),
-        "--password".into(),
-        env("TICKFAN_TEST_REGISTRY_PASSWORD"),
-        "--topic".into(),
-        topic.clone(),
-    ];
+    let mut args = Vec::new();
     for (i, v) in versions.iter().enumerate() {
         let f = dir.join(format!("v{}.avsc", i + 1));
         std::fs::write(&f, v).unwrap();
@@ -156,7 +159,7 @@ async fn confluent_serializer_records_of_three_schema_versions_arrive_through_a_
         r#"{"_schema":2,"_key":"ACME","instrument":{"ticker":"ACME"},"px":"-5","qty":3,"event_time":1764770000004,"cond":"T"}"#,
         r#"{"_schema":1,"_key":"ACME","instrument":{"ticker":"ACME"},"px":"100","qty":4,"event_time":1764770000005,"desk":"eq","cond":null}"#,
     ];
-    confluent_produce(args, records.join("\n")).await;
+    confluent_produce(&broker, &topic, args, records.join("\n")).await;
 
     c.read_until("six ticks", |f| {
         f.iter().filter(|t| matches!(t, Frame::Tick { .. })).count() >= 6
@@ -207,7 +210,6 @@ async fn a_schema_importing_types_from_other_subjects_is_read_through_a_real_reg
         "symbol=instrument.ticker,price=px,venue=instrument.venue,ts=event_time,forward=legs",
     )
     .await;
-    let registry = env("TICKFAN_TEST_REGISTRY_AUTH");
     let mut c = edge.subscribed_on_partition_0(&["ACME"]).await;
 
     let files = [
@@ -234,17 +236,6 @@ async fn a_schema_importing_types_from_other_subjects_is_read_through_a_real_reg
         std::fs::write(dir.join(name), text).unwrap();
     }
     let args = vec![
-        env("TICKFAN_TEST_CONFLUENT_PRODUCE"),
-        "--brokers".into(),
-        broker.bootstrap(),
-        "--registry".into(),
-        registry,
-        "--user".into(),
-        env("TICKFAN_TEST_REGISTRY_USER"),
-        "--password".into(),
-        env("TICKFAN_TEST_REGISTRY_PASSWORD"),
-        "--topic".into(),
-        topic.clone(),
         "--reference".into(),
         format!(
             "com.example.ref.Venue={topic} shared/venue={}",
@@ -262,7 +253,7 @@ async fn a_schema_importing_types_from_other_subjects_is_read_through_a_real_reg
         r#"{"_key":"ACME","instrument":{"ticker":"ACME","venue":"XNYS"},"px":"189.2500","event_time":1764770000000,"legs":[{"ticker":"LEG","venue":"XNAS"}]}"#,
         r#"{"_key":"ACME","instrument":{"ticker":"ACME","venue":"XNAS"},"px":"189.2600","event_time":1764770000001,"legs":[]}"#,
     ];
-    confluent_produce(args, records.join("\n")).await;
+    confluent_produce(&broker, &topic, args, records.join("\n")).await;
 
     c.read_until("two ticks", |f| {
         f.iter().filter(|t| matches!(t, Frame::Tick { .. })).count() >= 2

@@ -493,15 +493,7 @@ impl Compiled {
         writer: Arc<Schema>,
         max_attrs_bytes: usize,
     ) -> Result<Compiled, DecodeError> {
-        let names: HashMap<Name, Schema> =
-            match apache_avro::schema::ResolvedSchema::try_from(&*writer) {
-                Ok(r) => r
-                    .get_names()
-                    .iter()
-                    .map(|(n, s)| (n.clone(), (*s).clone()))
-                    .collect(),
-                Err(_) => return Err(DecodeError::Unresolvable),
-            };
+        let names = named_types(&writer).ok_or(DecodeError::Unresolvable)?;
         if !Shape::fits(&writer, &names) {
             return Err(DecodeError::Unresolvable);
         }
@@ -696,6 +688,19 @@ impl Compiled {
             symbol, price, size, bid, ask, venue, ts, seq, attrs, exact, dense,
         )
     }
+}
+
+/// Every named type `writer` defines, by name; `None` if a name does not
+/// resolve.
+fn named_types(writer: &Schema) -> Option<HashMap<Name, Schema>> {
+    let resolved = apache_avro::schema::ResolvedSchema::try_from(writer).ok()?;
+    Some(
+        resolved
+            .get_names()
+            .iter()
+            .map(|(n, s)| (n.clone(), (*s).clone()))
+            .collect(),
+    )
 }
 
 /// Most bytes of memory apache-avro may build per byte of record, in the
@@ -1728,14 +1733,7 @@ mod tests {
         // dozen looks, not 2^26 (as when each use of a type was walked).
         let (fits, looks) = {
             let schema = Schema::parse_str(&with(&cases[2].0)).unwrap();
-            let names: HashMap<Name, Schema> =
-                apache_avro::schema::ResolvedSchema::try_from(&schema)
-                    .unwrap()
-                    .get_names()
-                    .iter()
-                    .map(|(n, s)| (n.clone(), (*s).clone()))
-                    .collect();
-            Shape::measure(&schema, &names)
+            Shape::measure(&schema, &named_types(&schema).unwrap())
         };
         assert!(!fits);
         assert!(looks < 200, "{looks} looks");
