@@ -415,7 +415,7 @@ impl TopicReader {
                 if !v.is_object() {
                     return Err(DecodeError::NotJson.into());
                 }
-                decode_json(&self.mapping, rec, &v).map_err(Skip::Bad)
+                decode_json(&self.mapping, rec, &v, *max_record_bytes).map_err(Skip::Bad)
             }
         }
     }
@@ -669,23 +669,26 @@ impl Compiled {
             None => (rec.offset + 1, false),
         };
         let mut attrs = BTreeMap::new();
-        let mut attrs_bytes = 0;
         for (name, a) in &self.forward {
             if let Some(v) = get(a) {
                 if let Some(s) = avro_text(v, a.leaf) {
-                    // A writer schema can make a record's values much longer
-                    // as text (bytes as lists of numbers, enum symbols): the
-                    // tick is held to what a record may be.
-                    attrs_bytes += name.len() + s.len();
-                    if attrs_bytes > self.max_attrs_bytes {
-                        return Err(DecodeError::Oversized.into());
-                    }
                     attrs.insert(name.clone(), s);
                 }
             }
         }
         finish(
-            symbol, price, size, bid, ask, venue, ts, seq, attrs, exact, dense,
+            symbol,
+            price,
+            size,
+            bid,
+            ask,
+            venue,
+            ts,
+            seq,
+            attrs,
+            self.max_attrs_bytes,
+            exact,
+            dense,
         )
     }
 }
@@ -1129,6 +1132,7 @@ fn finish(
     ts: i64,
     seq: i64,
     attrs: BTreeMap<String, String>,
+    max_attrs_bytes: usize,
     exact: Exact,
     dense: bool,
 ) -> Result<Decoded, Skip> {
@@ -1141,6 +1145,12 @@ fn finish(
         .any(|k| k.is_empty() || k.len() > MAX_ATTR_KEY_BYTES)
     {
         return Err(DecodeError::InvalidField.into());
+    }
+    // A record's values can be much longer as text than as they came (Avro
+    // bytes as lists of numbers, enum symbols; JSON `1e9` as `1000000000.0`):
+    // the tick is held to what a record may be.
+    if attrs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > max_attrs_bytes {
+        return Err(DecodeError::Oversized.into());
     }
     let exact = (exact != Exact::default()).then_some(exact);
     Ok(Decoded {
@@ -1164,6 +1174,7 @@ fn decode_json(
     m: &Mapping,
     rec: &Record<'_>,
     v: &serde_json::Value,
+    max_attrs_bytes: usize,
 ) -> Result<Decoded, DecodeError> {
     let get = |p: &FieldPath| -> Option<&serde_json::Value> {
         let mut v = v;
@@ -1282,7 +1293,18 @@ fn decode_json(
         }
     }
     finish(
-        symbol, price, size, bid, ask, venue, ts, seq, attrs, exact, dense,
+        symbol,
+        price,
+        size,
+        bid,
+        ask,
+        venue,
+        ts,
+        seq,
+        attrs,
+        max_attrs_bytes,
+        exact,
+        dense,
     )
     .map_err(|e| match e {
         Skip::Bad(e) => e,
@@ -1873,6 +1895,35 @@ mod tests {
         )
         .unwrap();
         assert!(!d.tick.attrs.contains_key("d"), "{:?}", d.tick.attrs);
+        // JSON too: `1e9` (3 bytes) is forwarded as `1000000000.0` (12).
+        let mut json = TopicReader::new(
+            "j:format=json,symbol=key,price=p,forward=*"
+                .parse()
+                .unwrap(),
+            4096,
+        );
+        let numbers = |n: usize| format!(r#"{{"p":1,"xs":[{}]}}"#, vec!["1e9"; n].join(","));
+        let read = |json: &mut TopicReader, value: &str| {
+            let rec = Record {
+                key: Some(b"A"),
+                value: value.as_bytes(),
+                offset: 0,
+                timestamp_ms: None,
+            };
+            json.decode(&rec, &NoSchemas)
+        };
+        let big = numbers(900);
+        assert!(big.len() < 4096);
+        assert_eq!(
+            read(&mut json, &big),
+            Err(Skip::Bad(DecodeError::Oversized))
+        );
+        let d = read(&mut json, &numbers(100)).unwrap();
+        assert!(
+            d.tick.attrs["xs"].starts_with("[1000000000.0,"),
+            "{:?}",
+            d.tick.attrs
+        );
     }
 
     #[test]
